@@ -1,0 +1,127 @@
+"""Shared fixtures: a throw-away OpenHands "checkout" with prompts, config and the stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "run_batch.py"
+STANDIN = Path(__file__).resolve().parent / "fake_openhands.py"
+SECRET = "sk-test-SECRET-0123456789abcdef"
+ENV_SECRET = "env-secret-token-9876543210"
+COST_IN, COST_OUT = 0.000001, 0.000002  # per token: one stand-in LLM call costs 0.0011
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Workspace:
+    root: Path
+    project: Path
+    prompts: Path
+    records: Path  # where the stand-in writes what it was started with
+    file_store: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def output(self) -> Path:
+        return self.project / "batch_output"
+
+    @property
+    def results(self) -> Path:
+        return self.output / "batch_results.jsonl"
+
+    def prompt(self, name: str, text: str = "Say hello.\n") -> Path:
+        path = self.prompts / f"{name}.md"
+        path.write_text(text)
+        return path
+
+    def command(self, *args: str, standin: Path = STANDIN) -> list[str]:
+        return [sys.executable, str(SCRIPT), "--prompt-dir", str(self.prompts),
+                "--project-dir", str(self.project),
+                "--command", f"{shlex.quote(sys.executable)} {shlex.quote(str(standin))}", *args]
+
+    def run(self, *args: str, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args), env=self.env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.command(*args), env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+    def launches(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.records.glob("*.json"))]
+
+    def records_of(self, task: str) -> list[dict[str, Any]]:
+        return [r for r in read_jsonl(self.results) if r["task_name"] == task]
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    project = tmp_path / "openhands"
+    prompts = tmp_path / "prompts"
+    records = tmp_path / "launches"
+    file_store = tmp_path / "file_store"
+    for d in (project, prompts, records):
+        d.mkdir()
+    (project / "config.toml").write_text(
+        "[core]\n"
+        'runtime = "cli"\n'
+        f'file_store_path = "{file_store}"\n'
+        f'workspace_base = "{tmp_path / "workspace"}"\n'
+        "[llm]\n"
+        'model = "openai/scripted"\n'
+        f'api_key = "{SECRET}"\n'
+        f"input_cost_per_token = {COST_IN}\n"
+        f"output_cost_per_token = {COST_OUT}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUN_BATCH", "STANDIN"))}
+    env.update({"STANDIN_RECORD_DIR": str(records), "HOME": str(tmp_path / "home"),
+                "GITHUB_TOKEN": ENV_SECRET, "NO_COLOR": "1"})
+    return Workspace(tmp_path, project, prompts, records, file_store, env)
+
+
+def alive(pid: int) -> bool:
+    """True while pid runs; a zombie (finished, not yet reaped) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] not in (b"Z", b"X")
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose environment contains marker (e.g. RUN_BATCH_RUN_ID=...)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in environ and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""A stand-in for `python -m openhands.core.main` (V0 headless mode), for the tests.
+
+It follows ../shared/openhands-headless.md and what the real openhands-ai 1.6.0 did here:
+- flags -f/-t/--config-file/-n/-i/-b/-l/-c; config precedence flag > environment > TOML;
+- session id from -n exactly as OpenHands computes it;
+- logs on stderr only, every line `ESC[92mHH:MM:SS - openhands:LEVELESC[0m: file.py:N - msg`,
+  colour codes even without a terminal; final-state lines `Setting agent(CodeActAgent) state
+  from AgentState.X to AgentState.Y`;
+- exit 0 for every end state, ERROR included; 1 for a failure before the agent runs;
+- each event written as it happens to <file_store_path>/sessions/<sid>/events/<n>.json,
+  the trajectory (with llm_metrics on agent actions) only at a normal end or after SIGINT;
+- the agent's commands run with `bash -c` in their own session (start_new_session);
+- SIGINT: graceful stop after the running command ends (up to its 120 s timeout), state
+  STOPPED, trajectory saved, exit 0; a second SIGINT exits 1. SIGTERM: dies at once.
+
+What the agent does is chosen by lines in the prompt:
+    RUN: <command>          the command the agent runs (default: echo hello)
+    STANDIN: <behaviour>    llm-error | llm-auth | max-iterations | stuck | crash | crash-times N |
+                            no-state | debug-metrics | print-mb N | print-secret | background |
+                            hang | slow-start S
+Each LLM call costs PROMPT/COMPLETION tokens below, priced by [llm] input/output_cost_per_token.
+If STANDIN_RECORD_DIR is set, the argv, working directory, config and environment it was
+started with are written to <STANDIN_RECORD_DIR>/<sid>.json for the tests to inspect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+PROMPT_TOKENS = 1000
+COMPLETION_TOKENS = 50
+
+stopping = False
+running_command: subprocess.Popen[bytes] | None = None
+
+
+def log(level: str, where: str, message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    sys.stderr.write(f"\x1b[92m{stamp} - openhands:{level}\x1b[0m: {where} - {message}\n")
+    sys.stderr.flush()
+
+
+def generate_sid(name: str | None) -> str:
+    if not name:
+        import uuid
+
+        name = str(uuid.uuid4())
+    digest = hashlib.sha256(f"{name}**********".encode()).hexdigest()
+    if len(name) > 16:
+        return f"{name[:16]}-{digest[:15]}"[:32]
+    return f"{name}-{digest[:32 - len(name) - 1]}"[:32]
+
+
+def on_sigint(_signum: int, _frame: Any) -> None:
+    global stopping
+    if stopping:
+        sys.stderr.write("KeyboardInterrupt\n")
+        os._exit(1)
+    stopping = True
+
+
+class Session:
+    def __init__(self, sid: str, file_store: Path, cost_in: float, cost_out: float) -> None:
+        self.sid = sid
+        self.events: list[dict[str, Any]] = []
+        self.folder = file_store / "sessions" / sid / "events"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.cost_in, self.cost_out = cost_in, cost_out
+        self.calls = 0
+        self.state = "LOADING"
+
+    def add(self, event: dict[str, Any]) -> None:
+        event = {"id": len(self.events), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), **event}
+        self.events.append(event)
+        (self.folder / f"{event['id']}.json").write_text(json.dumps(event))
+
+    def llm_call(self) -> dict[str, Any]:
+        self.calls += 1
+        p, c = PROMPT_TOKENS * self.calls, COMPLETION_TOKENS * self.calls
+        return {"accumulated_cost": p * self.cost_in + c * self.cost_out, "max_budget_per_task": None,
+                "accumulated_token_usage": {"model": "default", "prompt_tokens": p, "completion_tokens": c,
+                                            "cache_read_tokens": 0, "cache_write_tokens": 0,
+                                            "context_window": 0, "per_turn_token": 0, "response_id": ""},
+                "costs": [], "response_latencies": [], "token_usages": []}
+
+    def set_state(self, new: str) -> None:
+        log("INFO", "agent_controller.py:679", f"[Agent Controller {self.sid}] Setting agent(CodeActAgent) "
+            f"state from AgentState.{self.state} to AgentState.{new}")
+        self.state = new
+        self.add({"source": "environment", "observation": "agent_state_changed", "content": "",
+                  "extras": {"agent_state": new.lower(), "reason": ""}, "message": ""})
+
+
+def run_command(command: str) -> tuple[int, str]:
+    """Like the CLI runtime: bash -c in its own session, 120 s command timeout."""
+    global running_command
+    running_command = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = running_command.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(running_command.pid, signal.SIGKILL)
+        out, _ = running_command.communicate()
+    code = running_command.returncode
+    running_command = None
+    return code, out.decode(errors="replace")
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, on_sigint)
+    p = argparse.ArgumentParser()
+    p.add_argument("-t", "--task", default="")
+    p.add_argument("-f", "--file")
+    p.add_argument("--config-file", default="config.toml")
+    p.add_argument("-n", "--name", default="")
+    p.add_argument("-i", "--max-iterations", type=int)
+    p.add_argument("-b", "--max-budget-per-task", type=float)
+    p.add_argument("-l", "--llm-config")
+    p.add_argument("-c", "--agent-cls")
+    p.add_argument("--no-auto-continue", action="store_true")
+    p.add_argument("--selected-repo")
+    args, unknown = p.parse_known_args()
+
+    config: dict[str, Any] = {}
+    if os.path.exists(args.config_file):
+        with open(args.config_file, "rb") as f:
+            config = tomllib.load(f)
+    else:
+        log("INFO", "utils.py:123", f"{args.config_file} not found")
+    core = config.get("core", {})
+    llm = config.get("llm", {})
+    if args.llm_config:
+        if args.llm_config not in llm:
+            sys.stderr.write(f"ValueError: Invalid LLM config: {args.llm_config}\n")
+            return 1
+        llm = {**llm, **llm[args.llm_config]}
+
+    def setting(key: str, default: Any) -> Any:
+        return os.environ.get(key.upper()) or core.get(key) or default
+
+    sid = generate_sid(args.name)
+    file_store = Path(os.path.expanduser(setting("file_store_path", "~/.openhands")))
+    trajectory = setting("save_trajectory_path", None)
+    max_iterations = args.max_iterations or int(setting("max_iterations", 500))
+
+    record_dir = os.environ.get("STANDIN_RECORD_DIR")
+    if record_dir:
+        Path(record_dir, f"{sid}.json").write_text(json.dumps({
+            "argv": sys.argv, "cwd": os.getcwd(), "config": config, "sid": sid, "pid": os.getpid(),
+            "stdin_is_devnull": os.path.realpath("/proc/self/fd/0") == "/dev/null",
+            "pgid": os.getpgid(0), "sid_unix": os.getsid(0), "unknown_args": unknown,
+            "env": {k: v for k, v in os.environ.items()},
+            "config_mode": oct(os.stat(args.config_file).st_mode & 0o777) if os.path.exists(args.config_file) else None,
+        }))
+
+    task = Path(args.file).read_text(encoding="utf-8") if args.file else args.task
+    directives = dict(re.findall(r"^STANDIN:\s*([\w-]+)\s*(.*)$", task, re.M))
+    run = re.search(r"^RUN:\s*(.+)$", task, re.M)
+    command = run.group(1).strip() if run else "echo hello"
+
+    if "slow-start" in directives:
+        time.sleep(float(directives["slow-start"] or 1))
+    if "hang" in directives:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a wedged OpenHands: only a kill ends it
+        time.sleep(3600)
+    if "crash-times" in directives:  # fail the first N launches of this prompt (retry tests)
+        counter = Path(os.environ["STANDIN_RECORD_DIR"]) / (hashlib.sha256(task.encode()).hexdigest() + ".count")
+        seen = int(counter.read_text()) if counter.exists() else 0
+        counter.write_text(str(seen + 1))
+        if seen < int(directives["crash-times"]):
+            directives["crash"] = ""
+    if "crash" in directives:
+        sys.stderr.write("Traceback (most recent call last):\n  File \"openhands/core/main.py\", line 1\n"
+                         "RuntimeError: Failed to start runtime: docker daemon not reachable\n")
+        return 1
+    if not task.strip():
+        log("ERROR", "main.py:300", "No task provided")
+        return 1
+
+    session = Session(sid, file_store, float(llm.get("input_cost_per_token", 0) or 0),
+                      float(llm.get("output_cost_per_token", 0) or 0))
+    session.add({"source": "agent", "action": "system", "message": "system prompt", "args": {}})
+    session.add({"source": "user", "action": "message", "message": task, "args": {"content": task}})
+    log("INFO", "state_tracker.py:101", f"AgentController {sid} - created new state. start_id: 0")
+    session.set_state("RUNNING")
+    if "print-mb" in directives:
+        block = ("x" * 1023 + "\n").encode()
+        for _ in range(int(float(directives["print-mb"]) * 1024)):
+            sys.stderr.buffer.write(block)
+            sys.stdout.buffer.write(block)
+        sys.stderr.flush()
+        sys.stdout.flush()
+    if "print-secret" in directives:
+        log("WARNING", "llm.py:1", f"using key {llm.get('api_key')} env {os.environ.get('LLM_API_KEY')}")
+    if "background" in directives:  # the agent leaves a server running
+        subprocess.Popen(["bash", "-c", "sleep 300"], start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def end(state: str) -> int:
+        session.set_state(state)
+        if trajectory:
+            target = Path(trajectory)
+            if target.is_dir():
+                target = target / f"{sid}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(session.events))
+        return 0
+
+    if "llm-error" in directives or "llm-auth" in directives:
+        code = "AUTHENTICATION" if "llm-auth" in directives else "INTERNAL_SERVER_ERROR"
+        log("ERROR", "agent_controller.py:386", f"[Agent Controller {sid}] Error while running the agent "
+            f"(session ID: {sid}): litellm.InternalServerError: OpenAIException - scripted failure")
+        log("ERROR", "loop.py:32", f"STATUS$ERROR_LLM_{code}")
+        return end("ERROR")
+
+    metrics = session.llm_call()
+    session.add({"source": "agent", "action": "run", "message": f"Running command: {command}",
+                 "args": {"command": command}, "llm_metrics": metrics})
+    if "debug-metrics" in directives:
+        log("DEBUG", "llm.py:627", "Cost: 0.00 USD | Accumulated Cost: 0.01 USD")
+        log("DEBUG", "agent_controller.py:1218",
+            f"Action metrics - accumulated_cost: {metrics['accumulated_cost']}, max_budget: None, latest "
+            "tokens (prompt/completion/cache_read/cache_write): 1000/50/7/3, accumulated tokens "
+            "(prompt/completion): 1000/50")
+    if not stopping:
+        code, output = run_command(command)
+        session.add({"source": "agent", "observation": "run", "content": output,
+                     "extras": {"command": command, "exit_code": code}, "message": ""})
+    if stopping:
+        return end("STOPPED")
+    if "max-iterations" in directives:
+        log("ERROR", "agent_controller.py:386", f"[Agent Controller {sid}] Error while running the agent "
+            f"(session ID: {sid}): RuntimeError: Agent reached maximum iteration. Current iteration: "
+            f"{max_iterations}, max iteration: {max_iterations}")
+        return end("ERROR")
+    if "stuck" in directives:
+        log("ERROR", "agent_controller.py:386", f"[Agent Controller {sid}] Error while running the agent "
+            f"(session ID: {sid}): AgentStuckInLoopError: Agent got stuck in a loop")
+        return end("ERROR")
+    metrics = session.llm_call()
+    session.add({"source": "agent", "action": "finish", "message": "Done.", "args": {},
+                 "llm_metrics": metrics})
+    if "no-state" in directives:  # an OpenHands that prints no state line (and saves nothing)
+        return 0
+    return end("FINISHED")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""A scripted OpenAI-compatible chat server on 127.0.0.1, for the tests and the demo.
+
+It answers POST /v1/chat/completions (non-streaming) the way a tool-calling model would, so the
+real OpenHands can run a task end to end with no LLM account. What it does is decided by
+directives in the task text (the first user message), so one server serves a whole batch:
+
+    RUN: <shell command>     first turn runs this command (default: `echo hello from the agent`)
+    LLM: fail                every request gets HTTP 500 (the agent ends in ERROR)
+    LLM: loop                never finish: run the command again on every turn
+
+Then the next turn calls `finish`. Every answer carries a `usage` block of fixed size
+(PROMPT_TOKENS / COMPLETION_TOKENS per call), so the tests know the exact token totals.
+
+Run standalone: `python tests/llm_server.py [--port N]` prints `PORT <n>` and serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PROMPT_TOKENS = 1000
+COMPLETION_TOKENS = 50
+DEFAULT_COMMAND = "echo hello from the agent"
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def plan_reply(messages: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
+    """Status code and assistant message for this conversation (pure; the tests use it too)."""
+    task = next((_text(m.get("content")) for m in messages if m.get("role") == "user"), "")
+    turn = sum(1 for m in messages if m.get("role") == "assistant")
+    if re.search(r"^LLM:\s*fail\s*$", task, re.M):
+        return 500, None
+    run = re.search(r"^RUN:\s*(.+)$", task, re.M)
+    command = run.group(1).strip() if run else DEFAULT_COMMAND
+    loop = re.search(r"^LLM:\s*loop\s*$", task, re.M) is not None
+    if turn == 0 or loop:
+        name, args = "execute_bash", {"command": command, "security_risk": "LOW"}
+    else:
+        name, args = "finish", {"message": "Done."}
+    return 200, {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": f"call_{turn}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
+        ],
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "ScriptedLLM"
+
+    def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            request = json.loads(body or b"{}")
+        except json.JSONDecodeError:
+            request = {}
+        self.server.count_request()
+        status, message = plan_reply(request.get("messages") or [])
+        if message is None:
+            payload = {"error": {"message": "scripted failure", "type": "server_error"}}
+        else:
+            payload = {
+                "id": "chatcmpl-scripted",
+                "object": "chat.completion",
+                "created": 0,
+                "model": request.get("model", "scripted"),
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": {
+                    "prompt_tokens": PROMPT_TOKENS,
+                    "completion_tokens": COMPLETION_TOKENS,
+                    "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+                },
+            }
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class ScriptedLLM(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def start(self) -> "ScriptedLLM":
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    server = ScriptedLLM(parser.parse_args().port)
+    print(f"PORT {server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
