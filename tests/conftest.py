@@ -86,6 +86,8 @@ def ws(tmp_path: Path) -> Workspace:
         f'api_key = "{SECRET}"\n'
         f"input_cost_per_token = {COST_IN}\n"
         f"output_cost_per_token = {COST_OUT}\n"
+        "[llm.cheap]\n"
+        'model = "openai/cheap"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUN_BATCH", "STANDIN"))}
     env.update({"STANDIN_RECORD_DIR": str(records), "HOME": str(tmp_path / "home"),

@@ -80,6 +80,7 @@ class Session:
         self.cost_in, self.cost_out = cost_in, cost_out
         self.calls = 0
         self.state = "LOADING"
+        self.log_states = True
 
     def add(self, event: dict[str, Any]) -> None:
         event = {"id": len(self.events), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), **event}
@@ -96,8 +97,9 @@ class Session:
                 "costs": [], "response_latencies": [], "token_usages": []}
 
     def set_state(self, new: str) -> None:
-        log("INFO", "agent_controller.py:679", f"[Agent Controller {self.sid}] Setting agent(CodeActAgent) "
-            f"state from AgentState.{self.state} to AgentState.{new}")
+        if self.log_states:
+            log("INFO", "agent_controller.py:679", f"[Agent Controller {self.sid}] Setting agent(CodeActAgent) "
+                f"state from AgentState.{self.state} to AgentState.{new}")
         self.state = new
         self.add({"source": "environment", "observation": "agent_state_changed", "content": "",
                   "extras": {"agent_state": new.lower(), "reason": ""}, "message": ""})
@@ -194,6 +196,7 @@ def main() -> int:
     session.add({"source": "agent", "action": "system", "message": "system prompt", "args": {}})
     session.add({"source": "user", "action": "message", "message": task, "args": {"content": task}})
     log("INFO", "state_tracker.py:101", f"AgentController {sid} - created new state. start_id: 0")
+    session.log_states = "no-state" not in directives  # an old OpenHands that logs no state line
     session.set_state("RUNNING")
     if "print-mb" in directives:
         block = ("x" * 1023 + "\n").encode()
@@ -252,8 +255,6 @@ def main() -> int:
     metrics = session.llm_call()
     session.add({"source": "agent", "action": "finish", "message": "Done.", "args": {},
                  "llm_metrics": metrics})
-    if "no-state" in directives:  # an OpenHands that prints no state line (and saves nothing)
-        return 0
     return end("FINISHED")
 
 
