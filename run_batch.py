@@ -1174,7 +1174,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     records, warnings = [], []
     try:
         f = open(path, encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing recorded yet (or no folder: said later)
         return [], []
     except OSError as exc:
         raise UsageError(f"results file {path}: cannot read it ({exc.strerror})")
