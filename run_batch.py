@@ -1213,12 +1213,124 @@ def attempt_paths(output_dir: Path, task: Task, attempt: int) -> tuple[Path, Pat
 # ================================================================================================
 
 
-class RunLog:
-    """The runner's own log (<output-dir>/batch_run.log) and console, secrets masked."""
+class PlainView:
+    """The console when it is not a terminal (cron, CI, a pipe): one plain line per finished
+    task, no control characters. --quiet leaves only the final summary."""
 
-    def __init__(self, path: Path | None, secrets: tuple[str, ...], quiet: bool) -> None:
-        self.secrets = secrets
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
+
+    def started(self, name: str, session: str) -> None:
+        pass
+
+    def ended(self, session: str) -> None:
+        pass
+
+    def finished(self, record: dict[str, Any], line: str) -> None:
+        self.line(line)
+
+    def line(self, text: str, err: bool = False) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class LiveView(PlainView):
+    """On a terminal: finished tasks scroll above a live panel with done/total, counts per
+    status, the running tasks and their elapsed time, cost so far and an ETA (rich)."""
+
+    def __init__(self, total: int, workers: int) -> None:
+        super().__init__(quiet=False)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.total, self.workers = total, workers
+        self.counts: dict[str, int] = {}
+        self.cost = 0.0
+        self.durations: list[float] = []
+        self.running: dict[str, tuple[str, float]] = {}
+        self.t0 = time.monotonic()
+        self._lock = threading.Lock()
+        self.console = Console(highlight=False)
+        self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4,
+                         transient=True, redirect_stdout=False, redirect_stderr=False)
+        self.live.start()
+
+    def started(self, name: str, session: str) -> None:
+        with self._lock:
+            self.running[session] = (name, time.monotonic())
+
+    def ended(self, session: str) -> None:
+        with self._lock:
+            self.running.pop(session, None)
+
+    def finished(self, record: dict[str, Any], line: str) -> None:
+        with self._lock:
+            self.counts[record["status"]] = self.counts.get(record["status"], 0) + 1
+            self.cost += record.get("total_cost") or 0.0
+            self.durations.append(record.get("elapsed_time_seconds") or 0.0)
+        self.line(line)
+
+    def line(self, text: str, err: bool = False) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True,
+                           style="red" if err else None)
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        with self._lock:
+            done = sum(self.counts.values())
+            now = time.monotonic()
+            left = max(0, self.total - done)
+            if self.durations and left:
+                mean = sum(self.durations) / len(self.durations)
+                eta = f"ETA {format_duration(mean * left / min(self.workers, left))}"
+            else:
+                eta = "ETA ?" if left else "ETA 0s"
+            counts = "  ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "-"
+            head = Text(f"{done}/{self.total} done   {counts}   ${self.cost:.4f} so far   "
+                        f"{format_duration(now - self.t0)} elapsed   {eta}", style="bold")
+            table = Table(box=None, show_header=bool(self.running), pad_edge=False)
+            table.add_column("running")
+            table.add_column("for", justify="right")
+            for name, since in sorted(self.running.values(), key=lambda r: r[1]):
+                table.add_row(printable(name), format_duration(now - since))
+        return Group(head, table)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def make_view(settings: Settings, total: int) -> tuple[PlainView, str | None]:
+    """A live view on a terminal, plain lines elsewhere; rich is only imported for the first."""
+    if settings.quiet or not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
+        return PlainView(settings.quiet), None
+    try:
+        return LiveView(total, settings.max_workers), None
+    except ImportError:
+        return PlainView(False), ("live progress needs the package rich: "
+                                  f"`{Path(sys.executable).name} -m pip install rich`")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class RunLog:
+    """The runner's own log (<output-dir>/batch_run.log) and the console, secrets masked."""
+
+    def __init__(self, path: Path | None, secrets: tuple[str, ...], view: PlainView) -> None:
+        self.secrets = secrets
+        self.view = view
         self._file = open(path, "a", encoding="utf-8") if path else None
         self._lock = threading.Lock()
         self._once: set[str] = set()
@@ -1229,8 +1341,8 @@ class RunLog:
             if self._file:
                 self._file.write(f"{utc_now()} {message}\n")
                 self._file.flush()
-            if console and not self.quiet:
-                print(message, file=sys.stderr if err else sys.stdout, flush=True)
+        if console:
+            self.view.line(message, err)
 
     def warn(self, message: str) -> None:
         self.write(f"warning: {message}", console=True, err=True)
@@ -1243,6 +1355,7 @@ class RunLog:
         self.warn(message)
 
     def close(self) -> None:
+        self.view.close()
         if self._file:
             self._file.close()
 
@@ -1272,13 +1385,15 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts and totals over the latest attempt of each task (pure)."""
     counts = {s: 0 for s in STATUSES}
     cost = 0.0
-    costs_known = tokens_in = tokens_out = 0
+    costs_known = tokens_known = tokens_in = tokens_out = 0
     task_time = 0.0
     for r in records:
         counts[r.get("status", "error")] = counts.get(r.get("status", "error"), 0) + 1
         if r.get("total_cost") is not None:
             cost += r["total_cost"]
             costs_known += 1
+        if r.get("total_input_tokens") is not None:
+            tokens_known += 1
         tokens_in += r.get("total_input_tokens") or 0
         tokens_out += r.get("total_output_tokens") or 0
         task_time += r.get("elapsed_time_seconds") or 0.0
@@ -1287,6 +1402,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "tasks_with_cost": costs_known,
         "mean_cost": round(cost / costs_known, 6) if costs_known else None,
         "total_input_tokens": tokens_in, "total_output_tokens": tokens_out,
+        "mean_input_tokens": round(tokens_in / tokens_known, 1) if tokens_known else None,
+        "mean_output_tokens": round(tokens_out / tokens_known, 1) if tokens_known else None,
         "task_time_seconds": round(task_time, 3),
     }
 
@@ -1434,10 +1551,12 @@ class Batch:
         env = child_environment(self.environ, s, trajectory, self.run_id, session)
         with contextlib.suppress(FileNotFoundError):
             trajectory.unlink()  # a stale file from a dead run must not pass for this attempt's
+        self.log.view.started(task.name, session)
         try:
             launch = launch_and_wait(argv, env, s.project_dir, stdout_log, stderr_log, s, self.stop,
                                      self.run_id, session)
         finally:
+            self.log.view.ended(session)
             with contextlib.suppress(FileNotFoundError):
                 config_path.unlink()
             if self.uses_docker and not s.keep_containers:
@@ -1487,8 +1606,9 @@ class Batch:
             self.done += 1
             self.records.append(record)
             self.cost_so_far += record.get("total_cost") or 0.0
-            line = finished_line(record, self.done, len(self.tasks))
-        self.log.write(line, console=True)
+            line = mask(finished_line(record, self.done, len(self.tasks)), self.secrets)
+        self.log.write(line)
+        self.log.view.finished(record, line)
 
 
 def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
@@ -1575,42 +1695,50 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     except BaseException:
         shutil.rmtree(private_dir, ignore_errors=True)
         raise
-    log = RunLog(settings.output_dir / "batch_run.log", secrets, settings.quiet)
+    view, hint = make_view(settings, len(to_run))
+    log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
     batch = Batch(settings, to_run, base_config, secrets, environ, run_id, private_dir, results, log,
                   previous_attempts={n: sum(1 for r in records if r["task_name"] == n) for n in latest})
     old_handlers = install_signal_handlers(batch.stop, log)
     t0 = time.monotonic()
     try:
-        for w in warnings:
-            log.warn(w)
-        if previous:
-            clean_up_dead_run(previous, log)
-        log.write(f"run {run_id}: {len(selected)} tasks selected, {len(done_before)} already done, "
-                  f"{len(to_run)} to run, {settings.max_workers} at a time; output in {settings.output_dir}",
-                  console=True)
-        execute(batch)
-    finally:
-        kill_everything(None, run_id, None)  # belt and braces: nothing of this run outlives it
-        shutil.rmtree(private_dir, ignore_errors=True)
-        for sig, h in old_handlers.items():
-            signal.signal(sig, h)
+        try:
+            for w in warnings + ([hint] if hint else []):
+                log.warn(w)
+            if previous:
+                clean_up_dead_run(previous, log)
+            log.write(f"run {run_id}: {len(selected)} tasks selected, {len(done_before)} already "
+                      f"done, {len(to_run)} to run, {settings.max_workers} at a time; output in "
+                      f"{settings.output_dir}", console=True)
+            execute(batch)
+        finally:
+            view.close()
+            kill_everything(None, run_id, None)  # belt and braces: nothing of this run outlives it
+            shutil.rmtree(private_dir, ignore_errors=True)
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
 
-    # Summary over the latest attempt of every selected task, this run's and earlier ones.
-    all_records, _ = read_records(settings.results_path)
-    latest_now = latest_by_task(all_records)
-    shown = [latest_now[t.name] for t in selected if t.name in latest_now]
-    totals = summarise(shown)
-    totals.update({"run_id": run_id, "wall_time_seconds": round(time.monotonic() - t0, 3),
-                   "this_run_cost": round(batch.cost_so_far, 6),
-                   "not_started": len(to_run) - len({r["task_name"] for r in batch.records}),
-                   "skipped_for_budget": batch.skipped_budget})
-    write_summary_json(settings.output_dir, shown, totals)
-    print_final_summary(batch, totals, shown)
-    log.close()
-    results.release()
+        # The summary covers the latest attempt of every selected task, this run's or earlier.
+        all_records, _ = read_records(settings.results_path)
+        latest_now = latest_by_task(all_records)
+        shown = [latest_now[t.name] for t in selected if t.name in latest_now]
+        ran = {r["task_name"] for r in batch.records}
+        totals = summarise(shown)
+        totals.update({
+            "run_id": run_id, "wall_time_seconds": round(time.monotonic() - t0, 3),
+            "this_run_cost": round(batch.cost_so_far, 6), "this_run_tasks": len(ran),
+            "not_started": sorted(t.name for t in to_run if t.name not in ran and t.name not in batch.skipped_budget),
+            "skipped_for_budget": sorted(batch.skipped_budget),
+        })
+        write_summary_json(settings.output_dir, shown, totals)
+        print_final_summary(batch, totals, shown)
+    finally:
+        log.close()
+        results.release()
     if batch.stop.requested:
         return 128 + batch.stop.requested
-    return 0 if shown and all(r["status"] == "success" for r in shown) and len(shown) == len(selected) else 1
+    every_task_done = len(shown) == len(selected)
+    return 0 if every_task_done and all(r["status"] == "success" for r in shown) else 1
 
 
 def execute(batch: Batch) -> None:
@@ -1627,14 +1755,20 @@ def execute(batch: Batch) -> None:
 def print_final_summary(batch: Batch, totals: dict[str, Any], shown: list[dict[str, Any]]) -> None:
     s = batch.settings
     counts = ", ".join(f"{n} {st}" for st, n in totals["counts"].items() if n) or "nothing recorded"
-    lines = [f"Done in {totals['wall_time_seconds']:.1f}s: {counts}."]
+    lines = [f"Done in {format_duration(totals['wall_time_seconds'])} wall time "
+             f"({format_duration(totals['task_time_seconds'])} of task time), "
+             f"{totals['tasks']} tasks: {counts}."]
     if totals["not_started"]:
-        lines.append(f"{totals['not_started']} tasks not started (run the same command to continue).")
+        lines.append(f"{len(totals['not_started'])} tasks not started (run the same command to continue).")
     if batch.skipped_budget:
-        lines.append(f"{len(batch.skipped_budget)} tasks skipped: --max-total-cost {s.max_total_cost} reached.")
+        lines.append(f"{len(batch.skipped_budget)} tasks skipped, not failed: --max-total-cost "
+                     f"{s.max_total_cost:g} reached (${batch.cost_so_far:.4f} recorded this run).")
+    mean = "" if totals["mean_cost"] is None else f", mean ${totals['mean_cost']:.4f} per task"
     lines.append(f"Cost ${totals['total_cost']:.4f} (known for {totals['tasks_with_cost']} of "
-                 f"{totals['tasks']} tasks; this run ${totals['this_run_cost']:.4f}), tokens "
-                 f"{totals['total_input_tokens']} in / {totals['total_output_tokens']} out.")
+                 f"{totals['tasks']} tasks{mean}; this run ${totals['this_run_cost']:.4f}). Tokens "
+                 f"{totals['total_input_tokens']} in / {totals['total_output_tokens']} out"
+                 + (f", mean {totals['mean_input_tokens']:.0f} / {totals['mean_output_tokens']:.0f} per task."
+                    if totals["mean_input_tokens"] is not None else "."))
     failures = [r for r in shown if r["status"] != "success"]
     for r in failures[:20]:
         lines.append(f"  {r['status']:<11} {printable(r['task_name'])}: {r.get('error') or ''}"[:200])
@@ -1644,7 +1778,7 @@ def print_final_summary(batch: Batch, totals: dict[str, Any], shown: list[dict[s
     lines.append(f"Results: {s.results_path}  Summary: {s.output_dir / 'summary.json'}")
     text = mask("\n".join(lines), batch.secrets)
     batch.log.write(text)
-    print(text, flush=True)
+    print(text, flush=True)  # even with --quiet: the one thing it prints
 
 
 def dry_run(settings: Settings, to_run: list[Task], done: list[Task], base_config: dict[str, Any],
