@@ -161,6 +161,7 @@ def main() -> int:
     if record_dir:
         Path(record_dir, f"{sid}.json").write_text(json.dumps({
             "argv": sys.argv, "cwd": os.getcwd(), "config": config, "sid": sid, "pid": os.getpid(),
+            "executable": sys.executable, "sys_path_prefix": sys.prefix,
             "stdin_is_devnull": os.path.realpath("/proc/self/fd/0") == "/dev/null",
             "pgid": os.getpgid(0), "sid_unix": os.getsid(0), "unknown_args": unknown,
             "env": {k: v for k, v in os.environ.items()},
