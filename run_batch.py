@@ -1758,6 +1758,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
             "this_run_cost": round(batch.cost_so_far, 6), "this_run_tasks": len(ran),
             "not_started": sorted(t.name for t in to_run if t.name not in ran and t.name not in batch.skipped_budget),
             "skipped_for_budget": sorted(batch.skipped_budget),
+            "runner_peak_rss_mb": peak_rss_mb(),
         })
         write_summary_json(settings.output_dir, shown, totals)
         print_final_summary(batch, totals, shown)
@@ -1768,6 +1769,16 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
         return 128 + batch.stop.requested
     every_task_done = len(shown) == len(selected)
     return 0 if every_task_done and all(r["status"] == "success" for r in shown) else 1
+
+
+def peak_rss_mb() -> float | None:
+    """The runner's own peak memory (not its tasks'), for the summary and the benchmarks."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def execute(batch: Batch) -> None:

@@ -201,11 +201,9 @@ def main() -> int:
     session.set_state("RUNNING")
     if "print-mb" in directives:
         block = ("x" * 1023 + "\n").encode()
-        for _ in range(int(float(directives["print-mb"]) * 1024)):
+        for _ in range(int(float(directives["print-mb"]) * 1024)):  # logs go to stderr
             sys.stderr.buffer.write(block)
-            sys.stdout.buffer.write(block)
         sys.stderr.flush()
-        sys.stdout.flush()
     if "print-secret" in directives:
         log("WARNING", "llm.py:1", f"using key {llm.get('api_key')} env {os.environ.get('LLM_API_KEY')}")
     if "background" in directives:  # the agent leaves a server running

@@ -132,7 +132,6 @@ def test_whole_output_goes_to_log_files(ws: Workspace) -> None:
     ws.run()
     record = ws.records_of("loud")[0]
     assert Path(record["stderr_log"]).stat().st_size > 3 * 1024 * 1024
-    assert Path(record["stdout_log"]).stat().st_size >= 3 * 1024 * 1024
     assert len(record["stderr"]) <= 4000 and len(record["stdout"]) <= 4000
     assert record["status"] == "success"
 

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""run_batch's own cost, measured against baselines run in the same process on the same machine.
+
+    python benchmarks/run.py [--quick] [--only NAME ...]
+
+Every figure is printed as a ratio to a baseline measured in this run (the machine is shared and
+noisy), never compared with a constant from another day:
+  overhead   200 trivial tasks on 8 workers: run_batch vs `xargs -P 8` vs GNU `parallel -j 8`
+  memory     8 tasks printing N MB each, two sizes: the runner's peak RSS must not grow with N
+  scaling    32 tasks of 2 s on 8 workers vs the ideal 8 s
+  startup    `--help` and `--report` on 1,000 records vs a bare `python -c pass`
+  schedule   longest-first vs file order on heavy-tailed durations vs the lower bound
+  launch     `poetry run python` vs the resolved interpreter, per launch
+The OpenHands stand-in (tests/fake_openhands.py) is the task everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "run_batch.py"
+STANDIN = ROOT / "tests" / "fake_openhands.py"
+sys.path.insert(0, str(ROOT))
+
+import run_batch as rb  # noqa: E402
+
+
+def workspace(tasks: int, prompt: str) -> tuple[Path, Path, Path]:
+    root = Path(tempfile.mkdtemp(prefix="rb-bench-"))
+    project, prompts = root / "project", root / "prompts"
+    project.mkdir()
+    prompts.mkdir()
+    (project / "config.toml").write_text(
+        f'[core]\nruntime = "cli"\nfile_store_path = "{root / "fs"}"\n'
+        f'save_trajectory_path = "{root / "traj"}"\n[llm]\ninput_cost_per_token = 0.000001\n')
+    (root / "traj").mkdir()
+    for i in range(tasks):
+        (prompts / f"task-{i:04d}.md").write_text(prompt)
+    return root, project, prompts
+
+
+def timed(argv: list[str], **kw: object) -> float:
+    """Wall time of one command; exit 1 (some task not a success) is a normal outcome here."""
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - t0
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"benchmark command failed ({done.returncode}): {shlex.join(argv)}\n{done.stderr[-2000:]!r}")
+    return elapsed
+
+
+def run_batch_argv(project: Path, prompts: Path, workers: int, *extra: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--prompt-dir", str(prompts), "--project-dir", str(project),
+            "--max-workers", str(workers), "--quiet", "--rerun",
+            "--command", f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))}", *extra]
+
+
+def bench_overhead(quick: bool) -> None:
+    tasks, workers = (60 if quick else 200), 8
+    root, project, prompts = workspace(tasks, "Trivial.\nRUN: true\n")
+    files = "\0".join(str(p) for p in sorted(prompts.glob("*.md"))) + "\0"
+    standin = [sys.executable, str(STANDIN), "--config-file", str(project / "config.toml"), "-f"]
+    runs: dict[str, list[float]] = {"xargs -P 8": [], "parallel -j 8": [], "run_batch": []}
+    for _ in range(1 if quick else 3):  # interleaved, so drift hits all alike
+        runs["xargs -P 8"].append(timed(["xargs", "-0", "-P", str(workers), "-n", "1", *standin],
+                                        input=files.encode()))
+        if shutil.which("parallel"):
+            runs["parallel -j 8"].append(timed(["parallel", "-0", "-j", str(workers), *standin, "{}"],
+                                               input=files.encode()))
+        runs["run_batch"].append(timed(run_batch_argv(project, prompts, workers)))
+    base = min(runs["xargs -P 8"])
+    print(f"overhead: {tasks} trivial tasks, {workers} workers (best of {len(runs['run_batch'])})")
+    for name, times in runs.items():
+        if not times:
+            print(f"  {name:<14} not installed (apt-get install parallel)")
+            continue
+        best = min(times)
+        per_task = (best - base) / tasks * 1000
+        print(f"  {name:<14} {best:6.2f}s  {best / base:5.2f}x xargs  {per_task:+6.1f} ms/task wall")
+    ratio = min(runs["run_batch"]) / base
+    print(f"  goal <= 1.10x xargs: {'met' if ratio <= 1.10 else 'NOT met'} ({ratio:.3f}x)")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_memory(quick: bool) -> None:
+    sizes = (20, 100) if quick else (100, 500)
+    print(f"memory: 8 tasks printing N MB each to their logs, 8 workers; runner peak RSS")
+    baseline = None
+    for mb in sizes:
+        root, project, prompts = workspace(8, f"Loud.\nSTANDIN: print-mb {mb}\n")
+        timed(run_batch_argv(project, prompts, 8))
+        summary = json.loads((project / "batch_output" / "summary.json").read_text())
+        rss = summary["totals"]["runner_peak_rss_mb"]
+        baseline = baseline or rss
+        print(f"  {mb:4d} MB per task ({8 * mb / 1024:.1f} GB in all): peak RSS {rss:5.1f} MB "
+              f"({rss / baseline:.2f}x the {sizes[0]} MB run)  goal < 60 MB: {'met' if rss < 60 else 'NOT met'}")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_scaling(quick: bool) -> None:
+    tasks, workers, seconds = 32, 8, (1 if quick else 2)
+    root, project, prompts = workspace(tasks, f"Work.\nRUN: sleep {seconds}\n")
+    ideal = tasks / workers * seconds
+    files = "\0".join(str(p) for p in sorted(prompts.glob("*.md"))) + "\0"
+    print(f"scaling: {tasks} tasks of {seconds}s, {workers} workers, {os.cpu_count()} CPUs; ideal {ideal:.0f}s")
+    # Two kinds of task: the OpenHands stand-in (a Python start-up each: eight at once on a small
+    # machine cost time no scheduler can remove) and a bare `sleep` that only measures the runner.
+    # xargs starting the same tasks in the same run is the baseline for each.
+    kinds = {
+        "stand-in": [sys.executable, str(STANDIN), "--config-file", str(project / "config.toml"), "-f"],
+        "sh -c sleep": ["sh", "-c", f"sleep {seconds}"],
+    }
+    for kind, argv in kinds.items():
+        xargs = timed(["xargs", "-0", "-P", str(workers), "-n", "1", *argv], input=files.encode())
+        command = shlex.join(argv[:-1]) if kind == "stand-in" else shlex.join(argv)
+        wall = timed(run_batch_argv(project, prompts, workers)[:-2] + ["--command", command])
+        print(f"  {kind:<12} xargs {xargs:5.2f}s ({xargs / ideal:.3f}x ideal)   run_batch {wall:5.2f}s "
+              f"({wall / ideal:.3f}x ideal, {wall / xargs:.3f}x xargs)   within 10% of ideal: "
+              f"{'met' if wall <= ideal * 1.10 else 'NOT met'}")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_startup(quick: bool) -> None:
+    root, project, prompts = workspace(1, "x\n")
+    out = project / "batch_output"
+    out.mkdir()
+    with open(out / "batch_results.jsonl", "w") as f:
+        for i in range(1000):
+            f.write(json.dumps({"task_name": f"task-{i % 250:04d}", "status": "success" if i % 7 else "failed",
+                                "elapsed_time_seconds": 12.5, "total_cost": 0.01, "total_input_tokens": 1000,
+                                "total_output_tokens": 50, "agent_state": "FINISHED", "error": None,
+                                "finished_at": f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z",
+                                "stderr": "x" * 2000}) + "\n")
+    n = 5 if quick else 15
+    bare = statistics.median(timed([sys.executable, "-c", "pass"]) for _ in range(n))
+    helps = statistics.median(timed([sys.executable, str(SCRIPT), "--help"]) for _ in range(n))
+    reports = statistics.median(timed([sys.executable, str(SCRIPT), "--report", "--output-dir", str(out)])
+                                for _ in range(n))
+    print(f"startup (median of {n}): bare python {bare * 1000:.0f} ms")
+    for name, t in (("--help", helps), ("--report, 1,000 records", reports)):
+        print(f"  {name:<24} {t * 1000:5.0f} ms  {t / bare:4.1f}x bare python  goal < 150 ms: "
+              f"{'met' if t < 0.150 else 'NOT met'}")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def list_schedule(durations: list[float], workers: int) -> float:
+    """Makespan when each free worker takes the next task in order (what the thread pool does)."""
+    free = [0.0] * workers
+    for d in durations:
+        i = free.index(min(free))
+        free[i] += d
+    return max(free)
+
+
+def bench_schedule(quick: bool) -> None:
+    rng = random.Random(42)
+    workers, trials = 8, (20 if quick else 200)
+    ratios_file, ratios_lpt = [], []
+    for _ in range(trials):
+        durations = [min(3600.0, 30 * rng.paretovariate(1.3)) for _ in range(54)]  # heavy tail
+        tasks = [rb.Task(f"t{i:02d}", Path(f"t{i}.md"), f"t{i}", None, None) for i in range(54)]
+        by_name = {t.name: d for t, d in zip(tasks, durations)}
+        bound = max(sum(durations) / workers, max(durations))
+        ordered = [by_name[t.name] for t in rb.plan_order(tasks, by_name)]
+        ratios_file.append(list_schedule(durations, workers) / bound)
+        ratios_lpt.append(list_schedule(ordered, workers) / bound)
+    print(f"schedule: 54 tasks, Pareto(1.3) durations, {workers} workers, {trials} random sets; "
+          "makespan / lower bound max(total/workers, longest)")
+    for name, r in (("file order", ratios_file), ("longest first (run_batch)", ratios_lpt)):
+        print(f"  {name:<26} mean {statistics.mean(r):.3f}x  worst {max(r):.3f}x")
+    print(f"  longest-first is {statistics.mean(ratios_file) / statistics.mean(ratios_lpt):.2f}x shorter on average")
+
+
+def bench_launch(quick: bool) -> None:
+    poetry = shutil.which("poetry") or str(Path(sys.executable).parent / "poetry")
+    if not os.access(poetry, os.X_OK):
+        print("launch: Poetry not installed (pip install poetry); skipped")
+        return
+    root = Path(tempfile.mkdtemp(prefix="rb-bench-poetry-"))
+    (root / "pyproject.toml").write_text('[tool.poetry]\nname = "b"\nversion = "0.1.0"\ndescription = ""\n'
+                                         'authors = ["b <b@example.com>"]\npackage-mode = false\n'
+                                         '[tool.poetry.dependencies]\npython = ">=3.11"\n')
+    env = {**os.environ, "POETRY_VIRTUALENVS_IN_PROJECT": "true"}
+    env.pop("VIRTUAL_ENV", None)
+    subprocess.run([poetry, "install", "-q"], cwd=root, env=env, check=True, capture_output=True)
+    python = root / ".venv" / "bin" / "python"
+    n = 5 if quick else 15
+    direct = statistics.median(timed([str(python), "-c", "pass"], cwd=root, env=env) for _ in range(n))
+    wrapped = statistics.median(timed([poetry, "run", "python", "-c", "pass"], cwd=root, env=env) for _ in range(n))
+    print(f"launch (median of {n}): resolved interpreter {direct * 1000:.0f} ms, `poetry run python` "
+          f"{wrapped * 1000:.0f} ms: {wrapped / direct:.1f}x, {(wrapped - direct) * 1000:.0f} ms saved per task")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+BENCHES = {"overhead": bench_overhead, "memory": bench_memory, "scaling": bench_scaling,
+           "startup": bench_startup, "schedule": bench_schedule, "launch": bench_launch}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (a smoke run)")
+    p.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run only these")
+    args = p.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {sys.platform}")
+    for name in args.only or BENCHES:
+        BENCHES[name](args.quick)
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
