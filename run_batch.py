@@ -56,10 +56,6 @@ class UsageError(Exception):
     """A user's mistake: reported in one line, exit status 2, nothing written."""
 
 
-class Interrupted(Exception):
-    """The runner was asked to stop before the attempt could start."""
-
-
 # ================================================================================================
 # Command line
 # ================================================================================================
@@ -174,15 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--prompt-dir", metavar="DIR", help="folder of task prompts (*.md), e.g. prompts/")
     io.add_argument("--project-dir", metavar="DIR", default=".",
                     help="the OpenHands checkout; tasks run with it as working directory "
-                    "(default: the current directory)")
+                    "(default: the current directory), e.g. --project-dir ~/OpenHands")
     io.add_argument("--output-dir", metavar="DIR",
                     help="where results, trajectories and logs go (default: "
-                    "<project-dir>/batch_output; a relative path is taken relative to --project-dir)")
+                    "<project-dir>/batch_output; a relative path is taken relative to --project-dir), "
+                    "e.g. --output-dir /data/run-07")
     io.add_argument("--config-name", metavar="NAME", default="batch_config.toml",
                     help="file name of each task's temporary OpenHands config; it lives in a "
-                    "private temporary folder and is removed after the task (default: %(default)s)")
+                    "private temporary folder and is removed after the task (default: %(default)s), "
+                    "e.g. --config-name gittaskbench.toml")
     io.add_argument("--results-name", metavar="NAME", default="batch_results.jsonl",
-                    help="results file inside --output-dir (default: %(default)s)")
+                    help="results file inside --output-dir (default: %(default)s; with --shard, "
+                    "batch_results.shard-K-of-N.jsonl), e.g. --results-name nightly.jsonl")
     io.add_argument("--base-config", metavar="PATH",
                     help="OpenHands config.toml to start from (default: <project-dir>/config.toml "
                     "when it exists), e.g. --base-config ~/oh/config.toml")
@@ -194,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-poetry-run", action="store_true",
                      help="with the default --command, run `poetry run` for every task; by default "
                      "Poetry's interpreter is looked up once per batch and run directly, with the "
-                     "same environment `poetry run` gives (it saves 0.4-1 s per task)")
+                     "same environment `poetry run` gives (it saves 0.3-1 s per task), "
+                     "e.g. --keep-poetry-run")
     run.add_argument("--max-workers", metavar="N", type=_int_at_least(1), default=1,
                      help="tasks running at once (default: %(default)s), e.g. --max-workers 4")
     run.add_argument("--timeout", metavar="SECONDS", type=_positive_float, default=None,
@@ -209,19 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retries", metavar="N", type=_int_at_least(0), default=0,
                      help="try an attempt that failed for an infrastructure reason (OpenHands or "
                      "its runtime failed to start, LLM unavailable) up to N more times, with "
-                     "exponential backoff (default: 0)")
+                     "exponential backoff (default: 0), e.g. --retries 2")
     run.add_argument("--retry-backoff", metavar="SECONDS", type=_non_negative_float, default=10.0,
-                     help="first retry delay; doubles each time, with jitter (default: %(default)s)")
+                     help="first retry delay; doubles each time, with jitter (default: %(default)s), "
+                     "e.g. --retry-backoff 30")
     run.add_argument("--rerun", action="store_true",
-                     help="run every selected task, even those already recorded as success")
+                     help="run every selected task, even those already recorded as success, "
+                     "e.g. --rerun --tasks flaky-one")
     run.add_argument("--keep-containers", action="store_true",
-                     help="leave each task's Docker container (openhands-runtime-<sid>) in place")
+                     help="leave each task's Docker container (openhands-runtime-<sid>) in place for "
+                     "inspection, e.g. --runtime docker --keep-containers")
     run.add_argument("--start-delay", metavar="SECONDS", type=_non_negative_float, default=0.0,
                      help="at least this long between two task starts (rate limits, container "
                      "start storms), e.g. --start-delay 5")
     run.add_argument("--max-total-cost", metavar="USD", type=_positive_float, default=None,
                      help="once this run's recorded cost reaches USD, start no new task; "
-                     "the rest are reported as skipped")
+                     "the rest are reported as skipped, e.g. --max-total-cost 25")
 
     oh = p.add_argument_group("OpenHands settings for every task")
     oh.add_argument("--runtime", metavar="NAME", help="[core] runtime, e.g. --runtime cli")
@@ -229,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="agent step limit (-i), e.g. --max-iterations 50")
     oh.add_argument("--max-budget-per-task", metavar="USD", type=_positive_float,
                     help="LLM spending limit per task (-b), e.g. --max-budget-per-task 2.5")
-    oh.add_argument("--llm-config", metavar="NAME", help="[llm.NAME] section to use (-l)")
+    oh.add_argument("--llm-config", metavar="NAME", help="[llm.NAME] section to use (-l), e.g. --llm-config claude")
     oh.add_argument("--agent-cls", metavar="NAME", help="agent class (-c), e.g. CodeActAgent")
 
     sel = p.add_argument_group("which tasks")
@@ -244,21 +247,23 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--shard", metavar="K/N",
                      help="run shard K of N (1-based) of the sorted tasks, each shard with its own "
                      "results file; 'auto' reads SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
-                     "JOB_COMPLETION_INDEX with N from RUN_BATCH_SHARDS")
+                     "JOB_COMPLETION_INDEX with N from RUN_BATCH_SHARDS, e.g. --shard 3/8")
 
     out = p.add_argument_group("what is shown")
     out.add_argument("--dry-run", action="store_true",
                      help="show the tasks that would run, the command and the effective config "
-                     "(secrets masked); run nothing, write nothing")
+                     "(secrets masked); run nothing, write nothing, e.g. --dry-run --include 'api-*'")
     out.add_argument("--report", action="store_true",
                      help="summarise an existing --output-dir (latest attempt per task, every "
-                     "results file in it) and run nothing")
+                     "results file in it) and run nothing, e.g. --report --format markdown")
     out.add_argument("--format", dest="report_format", choices=("table", "json", "markdown"),
-                     default="table", help="--report output format (default: %(default)s)")
-    out.add_argument("--quiet", action="store_true", help="print only the final summary")
+                     default="table", help="--report output format (default: %(default)s), "
+                     "e.g. --format json")
+    out.add_argument("--quiet", action="store_true",
+                     help="print only the final summary, e.g. from cron: --quiet >> batch.log")
     out.add_argument("--version", action="version", version=f"run_batch {__version__}")
     p.add_argument("openhands_args", nargs="*", metavar="-- OPENHANDS_ARGS",
-                   help="anything after -- is passed to OpenHands unchanged")
+                   help="anything after -- is passed to OpenHands unchanged, e.g. -- --selected-repo me/repo")
     return p
 
 
@@ -1439,28 +1444,57 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def render_summary(latest: list[dict[str, Any]], totals: dict[str, Any], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps({"totals": totals, "tasks": latest}, indent=2, ensure_ascii=False)
-    rows = [(r["task_name"], r["status"], r.get("agent_state") or "-",
-             f"{r.get('elapsed_time_seconds', 0):.1f}",
+def report_rows(latest: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [(printable(r["task_name"]), r["status"], r.get("agent_state") or "-",
+             f"{r.get('elapsed_time_seconds') or 0:.1f}",
              "?" if r.get("total_cost") is None else f"{r['total_cost']:.4f}",
              "?" if r.get("total_input_tokens") is None else str(r["total_input_tokens"]),
              "?" if r.get("total_output_tokens") is None else str(r["total_output_tokens"]),
-             (r.get("error") or "")[:70]) for r in latest]
-    head = ("task", "status", "state", "secs", "cost $", "in tok", "out tok", "why")
-    counts = ", ".join(f"{n} {s}" for s, n in totals["counts"].items() if n)
-    foot = (f"{totals['tasks']} tasks: {counts or 'none'}; cost ${totals['total_cost']:.4f} "
-            f"(known for {totals['tasks_with_cost']}), tokens {totals['total_input_tokens']} in / "
-            f"{totals['total_output_tokens']} out, task time {totals['task_time_seconds']:.1f}s")
+             (r.get("error") or "")[:100]) for r in latest]
+
+
+REPORT_HEAD = ("task", "status", "state", "secs", "cost $", "in tok", "out tok", "why")
+
+
+def render_summary(latest: list[dict[str, Any]], totals: dict[str, Any], fmt: str) -> str:
+    """--report text: json, markdown, or a plain table (pure; the terminal table is rich's)."""
+    if fmt == "json":
+        return json.dumps({"totals": totals, "tasks": latest}, indent=2, ensure_ascii=False)
+    rows = report_rows(latest)
     if fmt == "markdown":
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines = ["| " + " | ".join(REPORT_HEAD) + " |", "|" + "---|" * len(REPORT_HEAD)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-        return "\n".join(lines + ["", foot])
-    widths = [max(len(h), *(len(printable(row[i])) for row in rows)) if rows else len(h)
-              for i, h in enumerate(head)]
-    fmt_row = lambda row: "  ".join(printable(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt_row(head), *(fmt_row(r) for r in rows), "", foot])
+        return "\n".join(lines + ["", totals_line(totals)])
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(REPORT_HEAD)]
+    fmt_row = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt_row(REPORT_HEAD), *(fmt_row(r) for r in rows), "", totals_line(totals)])
+
+
+def totals_line(totals: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in totals["counts"].items() if n)
+    return (f"{totals['tasks']} tasks: {counts or 'none'}; cost ${totals['total_cost']:.4f} "
+            f"(known for {totals['tasks_with_cost']}), tokens {totals['total_input_tokens']} in / "
+            f"{totals['total_output_tokens']} out, task time {format_duration(totals['task_time_seconds'])}")
+
+
+def print_report_table(latest: list[dict[str, Any]], totals: dict[str, Any]) -> None:
+    """rich's table on a terminal; plain aligned text into a pipe or file (no padding, no codes)."""
+    if not sys.stdout.isatty():
+        print(render_summary(latest, totals, "table"))
+        return
+    try:
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(render_summary(latest, totals, "table"))
+        return
+    console = Console(highlight=False)
+    style = {"success": "green", "failed": "red", "timeout": "yellow", "error": "magenta", "interrupted": "cyan"}
+    table = Table(*REPORT_HEAD, box=box.SIMPLE_HEAD, caption=totals_line(totals), caption_justify="left")
+    for row in report_rows(latest):
+        table.add_row(*row, style=style.get(row[1]))
+    console.print(table)
 
 
 def write_summary_json(output_dir: Path, latest: list[dict[str, Any]], totals: dict[str, Any]) -> Path:
@@ -1490,7 +1524,11 @@ def report(settings: Settings) -> int:
         records += found
     records.sort(key=lambda r: r.get("finished_at") or "")
     latest = sorted(latest_by_task(records).values(), key=lambda r: r["task_name"])
-    print(render_summary(latest, summarise(latest), settings.report_format))
+    totals = summarise(latest)
+    if settings.report_format == "table":
+        print_report_table(latest, totals)
+    else:
+        print(render_summary(latest, totals, settings.report_format))
     return 0 if latest and all(r["status"] == "success" for r in latest) else 1
 
 
