@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "after SIGINT (it then saves its trajectory) before every process of the task "
                      "is killed. The agent's running command is killed at once, so with the CLI "
                      "runtime OpenHands stops in seconds; the default (%(default)ss) covers a slow "
-                     "save or a Docker sandbox")
+                     "save or a Docker sandbox, e.g. --grace-period 150")
     run.add_argument("--retries", metavar="N", type=_int_at_least(0), default=0,
                      help="try an attempt that failed for an infrastructure reason (OpenHands or "
                      "its runtime failed to start, LLM unavailable) up to N more times, with "
@@ -239,11 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--include", metavar="GLOB", action="append", default=[],
                      help="only task names matching GLOB (repeatable), e.g. --include 'Trans*'")
     sel.add_argument("--exclude", metavar="GLOB", action="append", default=[],
-                     help="leave out task names matching GLOB (repeatable)")
+                     help="leave out task names matching GLOB (repeatable), e.g. --exclude '*-slow'")
     sel.add_argument("--tasks", metavar="NAME,...", action="append", default=[],
-                     help="only these task names, comma separated")
+                     help="only these task names, comma separated, e.g. --tasks Trans_01,Trans_07")
     sel.add_argument("--limit", metavar="N", type=_int_at_least(1),
-                     help="at most N tasks (after the other selections)")
+                     help="at most N tasks (after the other selections), e.g. --limit 3")
     sel.add_argument("--shard", metavar="K/N",
                      help="run shard K of N (1-based) of the sorted tasks, each shard with its own "
                      "results file; 'auto' reads SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
