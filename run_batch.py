@@ -1307,6 +1307,7 @@ class LiveView(PlainView):
             self.counts[record["status"]] = self.counts.get(record["status"], 0) + 1
             self.cost += record.get("total_cost") or 0.0
             self.durations.append(record.get("elapsed_time_seconds") or 0.0)
+        self.live.refresh()  # a printed line re-emits the last panel: make it the current one
         self.line(line)
 
     def line(self, text: str, err: bool = False) -> None:
