@@ -72,12 +72,15 @@ def test_infrastructure_failures_are_retried_with_fresh_sessions(ws: Workspace) 
     assert len({r["trajectory_path"] for r in records if r["trajectory_path"]}) == 1
     assert len({r["stderr_log"] for r in records}) == 3  # every attempt keeps its own log
     assert done.returncode == 0
+    lines = [l for l in done.stdout.splitlines() if l.startswith("[")]
+    assert [l.split()[0] for l in lines] == ["[retrying]", "[retrying]", "[1/1]"]
 
 
 def test_llm_outage_is_retried_until_retries_run_out(ws: Workspace) -> None:
     ws.prompt("outage", "STANDIN: llm-error\n")
-    ws.run("--retries", "2", "--retry-backoff", "0.01")
+    done = ws.run("--retries", "2", "--retry-backoff", "0.01")
     assert [r["status"] for r in ws.records_of("outage")] == ["failed"] * 3
+    assert "1 task: 1 failed" in done.stdout  # one task, not three
 
 
 @pytest.mark.parametrize("prompt", ["STANDIN: max-iterations\n", "STANDIN: stuck\n", "STANDIN: llm-auth\n", "hi\n"])

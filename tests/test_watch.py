@@ -169,3 +169,16 @@ def test_shards_share_one_folder_at_the_same_time(ws: Workspace) -> None:
     per_shard = [sorted(r["task_name"] for r in read_jsonl(ws.output / f"batch_results.shard-{k}-of-3.jsonl"))
                  for k in (1, 2, 3)]
     assert per_shard == [["t0", "t3"], ["t1", "t4"], ["t2", "t5"]]
+
+
+def test_report_on_a_terminal_colours_rows_unless_no_color(ws: Workspace) -> None:
+    ws.prompt("a")
+    ws.prompt("b", "STANDIN: llm-error\n")
+    ws.run()
+    ws.env.pop("NO_COLOR", None)
+    code, screen = run_on_terminal(ws, "--report", "--output-dir", str(ws.output))
+    assert code == 1 and "\x1b[" in screen
+    assert "task" in screen and "STATUS$ERROR_LLM" in screen
+    ws.env["NO_COLOR"] = "1"
+    code, screen = run_on_terminal(ws, "--report", "--output-dir", str(ws.output))
+    assert code == 1 and "\x1b[3" not in screen and "b" in screen and "failed" in screen
