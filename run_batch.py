@@ -435,9 +435,12 @@ def discover_tasks(prompt_dir: Path) -> list[Task]:
         folded[key] = folded.get(key, 0) + 1
     tasks = []
     for path in paths:
-        name = path.name[:-3]
+        name = readable(path.name[:-3])
         # Names equal but for case would share artefact files on a case-blind file system.
-        stem = name if folded[name.casefold()] == 1 else f"{name}~{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+        stem = name if folded[path.name[:-3].casefold()] == 1 else f"{name}~{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+        if name != path.name[:-3]:  # TOML and JSON hold only text: such a path cannot be passed on
+            tasks.append(Task(name, path, stem, None, "the file name is not valid UTF-8; rename the prompt"))
+            continue
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -445,6 +448,12 @@ def discover_tasks(prompt_dir: Path) -> list[Task]:
             continue
         tasks.append(Task(name, path, stem, hashlib.sha256(data).hexdigest(), inspect_prompt(data)))
     return tasks
+
+
+def readable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as lone surrogates, which
+    no UTF-8 file can hold) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def select_tasks(tasks: list[Task], settings: Settings) -> list[Task]:
@@ -1595,7 +1604,14 @@ class Batch:
             if not self.may_start(task, first=not retry):
                 return
             attempt += 1
-            record, retryable = self.run_attempt(task, attempt)
+            try:
+                record, retryable = self.run_attempt(task, attempt)
+            except Exception as exc:  # a bug of the runner's must not make a task vanish
+                import traceback
+
+                self.log.write(f"{printable(task.name)}: internal error\n{traceback.format_exc()}")
+                record, retryable = self.blank_record(task, attempt, session_name(task, self.run_id, attempt)), False
+                record["error"] = f"run_batch internal error: {exc!r} (details in batch_run.log)"
             last = not retryable or retry == self.settings.retries
             self.finish(record, last)
             if last:
@@ -1615,21 +1631,26 @@ class Batch:
             return False
         return True
 
-    def run_attempt(self, task: Task, attempt: int) -> tuple[dict[str, Any], bool]:
-        s = self.settings
-        trajectory, stdout_log, stderr_log = attempt_paths(s.output_dir, task, attempt)
-        session = session_name(task, self.run_id, attempt)
-        record: dict[str, Any] = {
-            "task_name": task.name, "prompt_file": str(task.prompt_path), "status": "error",
+    def blank_record(self, task: Task, attempt: int, session: str) -> dict[str, Any]:
+        """The record of an attempt that never ran: status error, nothing measured."""
+        now = utc_now()
+        return {
+            "task_name": task.name, "prompt_file": readable(str(task.prompt_path)), "status": "error",
             "return_code": None, "elapsed_time_seconds": 0.0, "stdout": "", "stderr": "",
             "total_cost": None, "total_input_tokens": None, "total_output_tokens": None,
             "cache_read_tokens": None, "cache_write_tokens": None, "metrics_source": None,
             "agent_state": None, "error": task.problem, "trajectory_path": None,
-            "attempt": attempt, "started_at": utc_now(), "finished_at": utc_now(),
+            "attempt": attempt, "started_at": now, "finished_at": now,
             "session_name": session, "session_id": session_id(session),
             "stdout_log": None, "stderr_log": None, "command": None,
             "prompt_sha256": task.prompt_sha256, "run_id": self.run_id,
         }
+
+    def run_attempt(self, task: Task, attempt: int) -> tuple[dict[str, Any], bool]:
+        s = self.settings
+        trajectory, stdout_log, stderr_log = attempt_paths(s.output_dir, task, attempt)
+        session = session_name(task, self.run_id, attempt)
+        record = self.blank_record(task, attempt, session)
         if task.problem:
             return record, False
         config_path = write_private_config(self.private_dir, f"{session}.{s.config_name}",

@@ -328,3 +328,36 @@ def test_secret_never_on_a_command_line_while_tasks_run(ws: Workspace) -> None:
     out, err = runner.communicate(timeout=60)
     assert SECRET not in out + err
     assert SECRET not in (ws.output / "batch_run.log").read_text()
+
+
+def test_prompt_whose_file_name_is_not_utf8_is_an_error_record(ws: Workspace) -> None:
+    (ws.prompts / os.fsdecode(b"bad\xffname.md")).write_text("hi\n")
+    ws.prompt("good")
+    done = ws.run()
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    records = {r["task_name"]: r for r in read_jsonl(ws.results)}
+    assert records["bad\ufffdname"]["status"] == "error"
+    assert "not valid UTF-8" in records["bad\ufffdname"]["error"]
+    assert records["good"]["status"] == "success"
+    assert json.loads((ws.output / "summary.json").read_text())["totals"]["tasks"] == 2
+
+
+def test_an_internal_error_still_leaves_a_record(ws: Workspace, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    ws.prompt("a")
+    ws.prompt("b")
+
+    def broken(self: rb.Batch, task: rb.Task, attempt: int) -> tuple[dict, bool]:
+        if task.name == "a":
+            raise RuntimeError("simulated bug")
+        return real(self, task, attempt)
+
+    real = rb.Batch.run_attempt
+    monkeypatch.setattr(rb.Batch, "run_attempt", broken)
+    monkeypatch.setattr(os, "environ", dict(ws.env))
+    code = rb.main(ws.command()[2:])
+    assert code == 1
+    records = {r["task_name"]: r for r in read_jsonl(ws.results)}
+    assert records["a"]["status"] == "error" and "simulated bug" in records["a"]["error"]
+    assert records["b"]["status"] == "success"
+    assert "RuntimeError: simulated bug" in (ws.output / "batch_run.log").read_text()
