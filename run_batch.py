@@ -1814,7 +1814,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
                 log.warn(w)
             if previous:
                 clean_up_dead_run(previous, log)
-            log.write(f"run {run_id}: {len(selected)} tasks selected, {len(done_before)} already "
+            log.write(f"run {run_id}: {plural(len(selected), 'task')} selected, {len(done_before)} already "
                       f"done, {len(to_run)} to run, {settings.max_workers} at a time; output in "
                       f"{settings.output_dir}", console=True)
             execute(batch)

@@ -182,3 +182,19 @@ def test_report_on_a_terminal_colours_rows_unless_no_color(ws: Workspace) -> Non
     ws.env["NO_COLOR"] = "1"
     code, screen = run_on_terminal(ws, "--report", "--output-dir", str(ws.output))
     assert code == 1 and "\x1b[3" not in screen and "b" in screen and "failed" in screen
+
+
+def test_without_rich_a_terminal_gets_plain_lines_and_a_one_line_hint(ws: Workspace) -> None:
+    no_rich = ws.root / "no-rich"
+    (no_rich / "rich").mkdir(parents=True)
+    (no_rich / "rich" / "__init__.py").write_text("raise ImportError('rich is not installed')\n")
+    ws.env["PYTHONPATH"] = str(no_rich)
+    ws.prompt("a")
+    code, screen = run_on_terminal(ws)
+    assert code == 0
+    hints = [l for l in screen.splitlines() if "pip install rich" in l]
+    assert len(hints) == 1 and "live progress needs the package rich" in hints[0]
+    assert "[1/1] success" in screen and "Traceback" not in screen
+    ws.env.pop("NO_COLOR", None)
+    code, screen = run_on_terminal(ws, "--report", "--output-dir", str(ws.output))
+    assert code == 0 and "success" in screen and "\x1b[" not in screen
