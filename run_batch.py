@@ -34,7 +34,7 @@ import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +123,7 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds or dollars, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds or dollars, got {text!r}") from None
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be greater than zero, got {text!r}")
     return value
@@ -133,18 +133,18 @@ def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be zero or more, got {text!r}")
     return value
 
 
-def _int_at_least(minimum: int):  # noqa: ANN202 (argparse type factory)
+def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
@@ -330,7 +330,7 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
     try:
         command = tuple(shlex.split(args.command))
     except ValueError as exc:
-        raise UsageError(f"--command {args.command!r}: {exc}; check the quotes")
+        raise UsageError(f"--command {args.command!r}: {exc}; check the quotes") from None
     if not command:
         raise UsageError("--command is empty; give the OpenHands entrypoint")
     if not args.report:
@@ -427,7 +427,7 @@ def discover_tasks(prompt_dir: Path) -> list[Task]:
     try:
         entries = sorted(e for e in os.listdir(prompt_dir) if e.endswith(".md") and not e.startswith("."))
     except OSError as exc:
-        raise UsageError(f"--prompt-dir {prompt_dir}: cannot list it ({exc.strerror})")
+        raise UsageError(f"--prompt-dir {prompt_dir}: cannot list it ({exc.strerror})") from None
     paths = [prompt_dir / e for e in entries if not (prompt_dir / e).is_dir()]
     folded: dict[str, int] = {}
     for path in paths:
@@ -492,9 +492,9 @@ def load_base_config(path: Path | None) -> dict[str, Any]:
         with open(path, "rb") as f:
             config = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"base config {path}: not valid TOML ({exc}); fix the file")
+        raise UsageError(f"base config {path}: not valid TOML ({exc}); fix the file") from None
     except OSError as exc:
-        raise UsageError(f"base config {path}: cannot read it ({exc.strerror})")
+        raise UsageError(f"base config {path}: cannot read it ({exc.strerror})") from None
     for section in ("core", "llm", "agent", "sandbox", "security"):
         if section in config and not isinstance(config[section], dict):
             raise UsageError(f"base config {path}: [{section}] must be a table, not "
@@ -636,7 +636,7 @@ def require_tomli_w() -> None:
         import tomli_w  # noqa: F401
     except ImportError:
         raise UsageError(f"the package tomli-w is missing: run `{Path(sys.executable).name} -m pip "
-                         "install tomli-w` (inside OpenHands: `poetry run pip install tomli-w`)")
+                         "install tomli-w` (inside OpenHands: `poetry run pip install tomli-w`)") from None
 
 
 # ================================================================================================
@@ -766,7 +766,7 @@ class Launch:
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def launch_and_wait(argv: list[str], env: dict[str, str], cwd: Path, stdout_log: Path,
@@ -823,7 +823,7 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def remove_container(sid: str, warn: "RunLog") -> None:
+def remove_container(sid: str, warn: RunLog) -> None:
     """Remove this task's own Docker sandbox (OpenHands only stops it, or leaves it running)."""
     docker = shutil.which("docker")
     if docker is None:
@@ -839,7 +839,7 @@ def remove_container(sid: str, warn: "RunLog") -> None:
         warn.once("docker-failed", f"could not remove Docker containers: {done.stderr.strip()[:200]}")
 
 
-def remove_run_containers(run_id: str, warn: "RunLog") -> int:
+def remove_run_containers(run_id: str, warn: RunLog) -> int:
     """Remove every container a (dead) run labelled as its own; never by name prefix alone."""
     docker = shutil.which("docker")
     if docker is None:
@@ -1168,7 +1168,7 @@ class ResultsFile:
             os.close(fd)
             who = f"pid {other.get('pid')} on {other.get('host')}" if other else "another run"
             raise UsageError(f"{self.path} is being written by {who}; wait for it, or use another "
-                             "--output-dir or --results-name")
+                             "--output-dir or --results-name") from None
         previous = _read_json_fd(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(state).encode(), 0)
@@ -1222,7 +1222,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     except (FileNotFoundError, NotADirectoryError):  # nothing recorded yet (or no folder: said later)
         return [], []
     except OSError as exc:
-        raise UsageError(f"results file {path}: cannot read it ({exc.strerror})")
+        raise UsageError(f"results file {path}: cannot read it ({exc.strerror})") from None
     with f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -1745,7 +1745,7 @@ def install_signal_handlers(stop: StopSignal) -> dict[int, Any]:
     def handler(signum: int, _frame: Any) -> None:
         stop.request(signum)
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, handler)
     return previous
@@ -1789,7 +1789,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
             (settings.output_dir / sub).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--output-dir {settings.output_dir}: cannot create it ({exc.strerror}); "
-                         "pick a folder you can write")
+                         "pick a folder you can write") from None
     if not os.access(settings.output_dir, os.W_OK):
         raise UsageError(f"--output-dir {settings.output_dir}: not writable; pick a folder you can write")
 

@@ -34,7 +34,7 @@ SCRIPT = ROOT / "run_batch.py"
 STANDIN = ROOT / "tests" / "fake_openhands.py"
 sys.path.insert(0, str(ROOT))
 
-import run_batch as rb  # noqa: E402
+import run_batch as rb
 
 
 def workspace(tasks: int, prompt: str) -> tuple[Path, Path, Path]:

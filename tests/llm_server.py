@@ -64,12 +64,12 @@ def plan_reply(messages: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | No
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "ScriptedLLM"
+    server: ScriptedLLM
 
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
             request = json.loads(body or b"{}")
@@ -116,7 +116,7 @@ class ScriptedLLM(ThreadingHTTPServer):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
-    def start(self) -> "ScriptedLLM":
+    def start(self) -> ScriptedLLM:
         threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
 

@@ -220,7 +220,7 @@ def tasks(*names: str) -> list[rb.Task]:
 
 def test_selection_include_exclude_tasks_limit() -> None:
     ts = tasks("a1", "a2", "b1", "b2", "c1")
-    names = lambda s: [t.name for t in rb.select_tasks(ts, s)]  # noqa: E731
+    names = lambda s: [t.name for t in rb.select_tasks(ts, s)]
     assert names(settings(include=("a*", "c*"))) == ["a1", "a2", "c1"]
     assert names(settings(exclude=("*1",))) == ["a2", "b2"]
     assert names(settings(tasks=("b2", "a1"))) == ["a1", "b2"]
@@ -254,6 +254,6 @@ def test_longest_known_task_first() -> None:
 
 
 def test_inspect_prompt() -> None:
-    assert rb.inspect_prompt("Fix the bug.\n".encode()) is None
+    assert rb.inspect_prompt(b"Fix the bug.\n") is None
     assert rb.inspect_prompt(b" \n\t") == "prompt is empty"
     assert "not UTF-8" in (rb.inspect_prompt(b"\xff\xfe bad") or "")

@@ -46,6 +46,6 @@ def test_resolved_interpreter_gives_the_same_environment_as_poetry_run(ws: Works
     assert r1["command"][:3] == [str(ws.project / ".venv" / "bin" / "python"), "-m", "openhands.core.main"]
     assert Path(r2["command"][0]).name == "poetry" and r2["command"][1:3] == ["run", "python"]
     assert first["executable"] == second["executable"] and first["sys_path_prefix"] == second["sys_path_prefix"]
-    strip = lambda e: {k: v for k, v in e.items() if k not in PER_TASK}  # noqa: E731
+    strip = lambda e: {k: v for k, v in e.items() if k not in PER_TASK}
     assert strip(first["env"]) == strip(second["env"])
     assert first["env"]["VIRTUAL_ENV"] == str(ws.project / ".venv")
