@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import datetime as dt
 import fnmatch
@@ -540,7 +541,7 @@ def effective_core(config: dict[str, Any], environ: dict[str, str], key: str, de
 def task_config(base: dict[str, Any], settings: Settings, trajectory_path: Path, run_id: str,
                 session: str) -> dict[str, Any]:
     """The base config plus the runner's per-task settings (pure)."""
-    config = json.loads(json.dumps(base))  # deep copy of plain TOML data
+    config: dict[str, Any] = copy.deepcopy(base)  # the base config stays untouched for the next task
     core = config.setdefault("core", {})
     core["save_trajectory_path"] = str(trajectory_path)
     if settings.runtime:

@@ -257,3 +257,20 @@ def test_inspect_prompt() -> None:
     assert rb.inspect_prompt(b"Fix the bug.\n") is None
     assert rb.inspect_prompt(b" \n\t") == "prompt is empty"
     assert "not UTF-8" in (rb.inspect_prompt(b"\xff\xfe bad") or "")
+
+
+def test_task_config_keeps_every_base_setting_including_dates() -> None:
+    import datetime as dt
+    import tomllib
+
+    base = tomllib.loads('[core]\nruntime = "docker"\nstarted = 2026-11-24T10:00:00Z\n'
+                        '[sandbox.docker_runtime_kwargs.labels]\nteam = "ml"\n[llm]\nmodel = "x"\n')
+    config = rb.task_config(base, settings(runtime="cli", max_iterations=9), Path("/out/t.json"), "run1", "s-1")
+    assert config["core"]["started"] == dt.datetime(2026, 11, 24, 10, tzinfo=dt.UTC)
+    assert config["core"]["runtime"] == "cli" and config["core"]["max_iterations"] == 9
+    assert config["core"]["save_trajectory_path"] == "/out/t.json"
+    assert config["sandbox"]["docker_runtime_kwargs"]["labels"] == {
+        "team": "ml", "run_batch.run": "run1", "run_batch.session": "s-1"}
+    assert base["core"]["runtime"] == "docker" and "run_batch.run" not in str(base)  # untouched
+    import tomli_w
+    assert tomllib.loads(tomli_w.dumps(config))["core"]["started"] == config["core"]["started"]
