@@ -1725,7 +1725,11 @@ def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
     """What a run that died (SIGKILL, OOM, reboot) left behind: its tasks' processes, their
     containers, its private folder of configs."""
     old_run = previous.get("run_id")
-    if not isinstance(old_run, str) or previous.get("host") != socket.gethostname():
+    if not isinstance(old_run, str):
+        return
+    if previous.get("host") != socket.gethostname():
+        log.warn(f"an earlier run (pid {previous.get('pid')} on {previous.get('host')}) did not "
+                 "finish; processes or containers it left on that machine were not touched")
         return
     killed = kill_everything(None, old_run, None)
     containers = remove_run_containers(old_run, log)

@@ -359,3 +359,13 @@ def test_an_internal_error_still_leaves_a_record(ws: Workspace, monkeypatch: pyt
     assert records["a"]["status"] == "error" and "simulated bug" in records["a"]["error"]
     assert records["b"]["status"] == "success"
     assert "RuntimeError: simulated bug" in (ws.output / "batch_run.log").read_text()
+
+
+def test_a_dead_run_on_another_host_is_reported_not_touched(ws: Workspace) -> None:
+    ws.prompt("a")
+    ws.output.mkdir()
+    (ws.output / ".batch_results.jsonl.lock").write_text(json.dumps(
+        {"pid": 4242, "host": "some-other-node", "run_id": "deadbeef", "private_dir": "/tmp/x"}))
+    done = ws.run()
+    assert done.returncode == 0
+    assert "pid 4242 on some-other-node" in done.stderr and "not touched" in done.stderr
