@@ -1756,6 +1756,17 @@ def install_signal_handlers(stop: StopSignal) -> dict[int, Any]:
     return previous
 
 
+def environment_warnings(settings: Settings, environ: dict[str, str]) -> list[str]:
+    """Settings of the user's that work against a batch (pure)."""
+    debug = environ.get("LOG_LEVEL", "").upper() == "DEBUG" or environ.get("DEBUG", "").lower() in ("1", "true")
+    if debug and settings.max_workers > 1:
+        return [f"DEBUG logging with --max-workers {settings.max_workers}: OpenHands then writes LLM "
+                f"logs to {settings.project_dir / 'logs'} and clears logs/llm/default when a task "
+                "starts, so parallel tasks overwrite each other's there (each task's own log is "
+                "whole in the output folder's logs/)"]
+    return []
+
+
 def plan_order(tasks: list[Task], durations: dict[str, float]) -> list[Task]:
     """Longest known task first (LPT): fewer workers idle while one long task ends the batch.
     Tasks with no recorded duration keep file order, ahead of the known ones (pure)."""
@@ -1815,7 +1826,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     t0 = time.monotonic()
     try:
         try:
-            for w in warnings + ([hint] if hint else []):
+            for w in warnings + ([hint] if hint else []) + environment_warnings(settings, environ):
                 log.warn(w)
             if previous:
                 clean_up_dead_run(previous, log)

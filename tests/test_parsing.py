@@ -274,3 +274,10 @@ def test_task_config_keeps_every_base_setting_including_dates() -> None:
     assert base["core"]["runtime"] == "docker" and "run_batch.run" not in str(base)  # untouched
     import tomli_w
     assert tomllib.loads(tomli_w.dumps(config))["core"]["started"] == config["core"]["started"]
+
+
+def test_debug_logging_with_parallel_tasks_is_warned_about() -> None:
+    assert rb.environment_warnings(settings(max_workers=4), {"LOG_LEVEL": "debug"})
+    assert rb.environment_warnings(settings(max_workers=2), {"DEBUG": "true"})
+    assert not rb.environment_warnings(settings(max_workers=1), {"LOG_LEVEL": "DEBUG"})
+    assert not rb.environment_warnings(settings(max_workers=4), {"LOG_LEVEL": "INFO"})
