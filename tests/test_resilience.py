@@ -369,3 +369,19 @@ def test_a_dead_run_on_another_host_is_reported_not_touched(ws: Workspace) -> No
     done = ws.run()
     assert done.returncode == 0
     assert "pid 4242 on some-other-node" in done.stderr and "not touched" in done.stderr
+
+
+def test_docker_without_a_daemon_is_one_warning_not_a_failure(ws: Workspace) -> None:
+    bin_dir = ws.root / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                      "Is the docker daemon running?' >&2\nexit 1\n")
+    docker.chmod(0o755)
+    ws.env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
+    for n in range(3):
+        ws.prompt(f"t{n}")
+    done = ws.run("--runtime", "docker", "--max-workers", "3")
+    assert done.returncode == 0
+    assert done.stderr.count("could not remove Docker containers") == 1
+    assert "Cannot connect to the Docker daemon" in done.stderr
