@@ -579,10 +579,28 @@ def child_environment(environ: dict[str, str], settings: Settings, trajectory_pa
                        ("MAX_BUDGET_PER_TASK", settings.max_budget_per_task)):
         if value is not None:
             env[key] = str(value)
+    if environ.get("SANDBOX_DOCKER_RUNTIME_KWARGS"):
+        # It beats [sandbox] docker_runtime_kwargs in the TOML: the runner's labels go in here too.
+        env["SANDBOX_DOCKER_RUNTIME_KWARGS"] = with_labels(environ["SANDBOX_DOCKER_RUNTIME_KWARGS"], run_id, session)
     env[MARKER_RUN] = run_id
     env[MARKER_SESSION] = session
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def with_labels(kwargs_literal: str, run_id: str, session: str) -> str:
+    """The user's SANDBOX_DOCKER_RUNTIME_KWARGS (a Python dict literal) plus the runner's container
+    labels; left as it is when it is not a dict literal (pure)."""
+    import ast
+
+    try:
+        kwargs = ast.literal_eval(kwargs_literal)
+    except (ValueError, SyntaxError):
+        return kwargs_literal
+    if not isinstance(kwargs, dict) or not isinstance(kwargs.get("labels", {}), dict):
+        return kwargs_literal
+    kwargs["labels"] = {**kwargs.get("labels", {}), "run_batch.run": run_id, "run_batch.session": session}
+    return repr(kwargs)
 
 
 def session_name(task: Task, run_id: str, attempt: int) -> str:

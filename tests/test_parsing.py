@@ -281,3 +281,14 @@ def test_debug_logging_with_parallel_tasks_is_warned_about() -> None:
     assert rb.environment_warnings(settings(max_workers=2), {"DEBUG": "true"})
     assert not rb.environment_warnings(settings(max_workers=1), {"LOG_LEVEL": "DEBUG"})
     assert not rb.environment_warnings(settings(max_workers=4), {"LOG_LEVEL": "INFO"})
+
+
+def test_container_labels_survive_a_users_docker_kwargs_variable() -> None:
+    import ast
+
+    env = rb.child_environment({"SANDBOX_DOCKER_RUNTIME_KWARGS": "{'mem_limit': '4g', 'labels': {'team': 'ml'}}"},
+                               settings(), Path("/o/t.json"), "run1", "s-1")
+    kwargs = ast.literal_eval(env["SANDBOX_DOCKER_RUNTIME_KWARGS"])
+    assert kwargs == {"mem_limit": "4g", "labels": {"team": "ml", "run_batch.run": "run1", "run_batch.session": "s-1"}}
+    assert rb.with_labels("not a dict", "r", "s") == "not a dict"
+    assert "SANDBOX_DOCKER_RUNTIME_KWARGS" not in rb.child_environment({}, settings(), Path("/o/t.json"), "r", "s")
