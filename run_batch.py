@@ -1047,6 +1047,34 @@ def read_session_events(file_store: Path, session: str) -> list[dict[str, Any]]:
     return []
 
 
+@dataclass
+class Outcome:
+    agent_state: str | None
+    metrics: Metrics
+    facts: OutputFacts
+
+
+def read_outcome(stdout_log: Path, stderr_log: Path, trajectory: Path, file_store: Path,
+                 session: str) -> Outcome:
+    """What an attempt left behind, each fact from the best source there is: the final agent
+    state from the log (else the session's events); cost and tokens from the trajectory, else
+    the session's events (they survive a kill), else the log text."""
+    facts = scan_output(read_lines(stderr_log))
+    if not facts.agent_state and not facts.metrics.known:
+        stdout_facts = scan_output(read_lines(stdout_log))  # LOG_JSON, or a wrapper that prints
+        facts.agent_state = stdout_facts.agent_state
+        facts.metrics = stdout_facts.metrics
+    events = read_trajectory(trajectory)
+    metrics = metrics_from_events(events, "trajectory") if events else Metrics()
+    agent_state = facts.agent_state
+    if not metrics.known or agent_state is None:
+        stored = read_session_events(file_store, session)
+        if not metrics.known:
+            metrics = metrics_from_events(stored, "events")
+        agent_state = agent_state or agent_state_from_events(stored)
+    return Outcome(agent_state, metrics if metrics.known else facts.metrics, facts)
+
+
 def classify(launch: Launch, agent_state: str | None) -> str:
     """The attempt's status (pure). Exit 0 is not success when the agent ended in ERROR."""
     if launch.error is not None:
@@ -1158,6 +1186,41 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
 # ================================================================================================
 # Record
 # ================================================================================================
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One line of the results file: what one attempt of one task did (README, "The record")."""
+
+    task_name: str
+    prompt_file: str
+    status: str  # success | failed | timeout | error | interrupted
+    return_code: int | None  # negative: killed by that signal; None: never started
+    elapsed_time_seconds: float
+    stdout: str  # the last TAIL_CHARS characters, colour codes removed, secrets masked
+    stderr: str
+    total_cost: float | None  # None: unknown, never invented
+    total_input_tokens: int | None
+    total_output_tokens: int | None
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
+    metrics_source: str | None  # trajectory | events | output
+    agent_state: str | None
+    error: str | None
+    trajectory_path: str | None
+    attempt: int
+    started_at: str
+    finished_at: str
+    session_name: str
+    session_id: str
+    stdout_log: str | None
+    stderr_log: str | None
+    command: list[str] | None
+    prompt_sha256: str | None
+    run_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class ResultsFile:
@@ -1597,7 +1660,7 @@ class Batch:
     cost_so_far: float = 0.0
     done: int = 0
     skipped_budget: list[str] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[AttemptRecord] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_start: float = 0.0
 
@@ -1629,8 +1692,10 @@ class Batch:
                 import traceback
 
                 self.log.write(f"{printable(task.name)}: internal error\n{traceback.format_exc()}")
-                record, retryable = self.blank_record(task, attempt, session_name(task, self.run_id, attempt)), False
-                record["error"] = f"run_batch internal error: {exc!r} (details in batch_run.log)"
+                record = dataclasses.replace(
+                    self.blank_record(task, attempt, session_name(task, self.run_id, attempt)),
+                    error=f"run_batch internal error: {exc!r} (details in batch_run.log)")
+                retryable = False
             last = not retryable or retry == self.settings.retries
             self.finish(record, last)
             if last:
@@ -1650,22 +1715,19 @@ class Batch:
             return False
         return True
 
-    def blank_record(self, task: Task, attempt: int, session: str) -> dict[str, Any]:
+    def blank_record(self, task: Task, attempt: int, session: str) -> AttemptRecord:
         """The record of an attempt that never ran: status error, nothing measured."""
         now = utc_now()
-        return {
-            "task_name": task.name, "prompt_file": readable(str(task.prompt_path)), "status": "error",
-            "return_code": None, "elapsed_time_seconds": 0.0, "stdout": "", "stderr": "",
-            "total_cost": None, "total_input_tokens": None, "total_output_tokens": None,
-            "cache_read_tokens": None, "cache_write_tokens": None, "metrics_source": None,
-            "agent_state": None, "error": task.problem, "trajectory_path": None,
-            "attempt": attempt, "started_at": now, "finished_at": now,
-            "session_name": session, "session_id": session_id(session),
-            "stdout_log": None, "stderr_log": None, "command": None,
-            "prompt_sha256": task.prompt_sha256, "run_id": self.run_id,
-        }
+        return AttemptRecord(
+            task_name=task.name, prompt_file=readable(str(task.prompt_path)), status="error",
+            return_code=None, elapsed_time_seconds=0.0, stdout="", stderr="", total_cost=None,
+            total_input_tokens=None, total_output_tokens=None, cache_read_tokens=None,
+            cache_write_tokens=None, metrics_source=None, agent_state=None, error=task.problem,
+            trajectory_path=None, attempt=attempt, started_at=now, finished_at=now,
+            session_name=session, session_id=session_id(session), stdout_log=None, stderr_log=None,
+            command=None, prompt_sha256=task.prompt_sha256, run_id=self.run_id)
 
-    def run_attempt(self, task: Task, attempt: int) -> tuple[dict[str, Any], bool]:
+    def run_attempt(self, task: Task, attempt: int) -> tuple[AttemptRecord, bool]:
         s = self.settings
         trajectory, stdout_log, stderr_log = attempt_paths(s.output_dir, task, attempt)
         session = session_name(task, self.run_id, attempt)
@@ -1689,54 +1751,40 @@ class Batch:
             if self.uses_docker and not s.keep_containers:
                 remove_container(session_id(session), self.log)
 
-        facts = scan_output(read_lines(stderr_log))
-        if not facts.agent_state and not facts.metrics.known:
-            stdout_facts = scan_output(read_lines(stdout_log))  # LOG_JSON or a wrapper's output
-            facts.agent_state = facts.agent_state or stdout_facts.agent_state
-            facts.metrics = stdout_facts.metrics
-        events = read_trajectory(trajectory)
-        metrics = metrics_from_events(events, "trajectory") if events else Metrics()
-        agent_state = facts.agent_state
-        if not metrics.known or agent_state is None:
-            stored = read_session_events(self.file_store, session)
-            if not metrics.known:
-                metrics = metrics_from_events(stored, "events")
-            agent_state = agent_state or agent_state_from_events(stored)
-        if not metrics.known:
-            metrics = facts.metrics
+        outcome = read_outcome(stdout_log, stderr_log, trajectory, self.file_store, session)
         for path in (trajectory, stdout_log, stderr_log):
             if redact_file(path, self.secrets):
                 self.log.warn(f"{printable(task.name)}: a secret appeared in {path.name}; masked")
 
-        status = classify(launch, agent_state)
-        record.update({
-            "status": status, "return_code": launch.return_code,
-            "elapsed_time_seconds": round(launch.elapsed, 3),
-            "stdout": mask(tail(stdout_log), self.secrets), "stderr": mask(tail(stderr_log), self.secrets),
-            "total_cost": metrics.total_cost, "total_input_tokens": metrics.total_input_tokens,
-            "total_output_tokens": metrics.total_output_tokens,
-            "cache_read_tokens": metrics.cache_read_tokens, "cache_write_tokens": metrics.cache_write_tokens,
-            "metrics_source": metrics.source if metrics.known else None,
-            "agent_state": agent_state,
-            "error": mask(explain(status, launch, facts, agent_state, s, self.stop.requested) or "", self.secrets) or None,
-            "trajectory_path": str(trajectory) if trajectory.is_file() else None,
-            "started_at": launch.started_at, "finished_at": launch.finished_at,
-            "stdout_log": str(stdout_log), "stderr_log": str(stderr_log),
-            "command": [mask(a, self.secrets) for a in argv],
-        })
-        retryable = not self.stop.requested and is_retryable(status, launch, facts, agent_state)
+        status = classify(launch, outcome.agent_state)
+        m = outcome.metrics
+        why = explain(status, launch, outcome.facts, outcome.agent_state, s, self.stop.requested)
+        record = dataclasses.replace(
+            record, status=status, return_code=launch.return_code,
+            elapsed_time_seconds=round(launch.elapsed, 3),
+            stdout=mask(tail(stdout_log), self.secrets), stderr=mask(tail(stderr_log), self.secrets),
+            total_cost=m.total_cost, total_input_tokens=m.total_input_tokens,
+            total_output_tokens=m.total_output_tokens, cache_read_tokens=m.cache_read_tokens,
+            cache_write_tokens=m.cache_write_tokens, metrics_source=m.source if m.known else None,
+            agent_state=outcome.agent_state, error=mask(why, self.secrets) if why else None,
+            trajectory_path=str(trajectory) if trajectory.is_file() else None,
+            started_at=launch.started_at, finished_at=launch.finished_at,
+            stdout_log=str(stdout_log), stderr_log=str(stderr_log),
+            command=[mask(a, self.secrets) for a in argv])
+        retryable = not self.stop.requested and is_retryable(status, launch, outcome.facts, outcome.agent_state)
         return record, retryable
 
-    def finish(self, record: dict[str, Any], last: bool) -> None:
+    def finish(self, record: AttemptRecord, last: bool) -> None:
         """Record an attempt; `last` when the task will not be tried again in this run."""
-        self.results.append(record)
+        data = record.as_json()
+        self.results.append(data)
         with self._lock:
             self.done += last
             self.records.append(record)
-            self.cost_so_far += record.get("total_cost") or 0.0
-            line = mask(finished_line(record, self.done, len(self.tasks), last), self.secrets)
+            self.cost_so_far += record.total_cost or 0.0
+            line = mask(finished_line(data, self.done, len(self.tasks), last), self.secrets)
         self.log.write(line)
-        self.log.view.finished(record, line, last)
+        self.log.view.finished(data, line, last)
 
 
 def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
@@ -1863,7 +1911,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
         all_records, _ = read_records(settings.results_path)
         latest_now = latest_by_task(all_records)
         shown = [latest_now[t.name] for t in selected if t.name in latest_now]
-        ran = {r["task_name"] for r in batch.records}
+        ran = {r.task_name for r in batch.records}
         totals = summarise(shown)
         totals.update({
             "run_id": run_id, "wall_time_seconds": round(time.monotonic() - t0, 3),
