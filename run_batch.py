@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 __version__ = "0.3.0"
 
@@ -759,8 +759,9 @@ def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
 class StopSignal:
     """What the batch was asked: stop gracefully (first Ctrl-C/SIGTERM) or at once (second)."""
 
-    requested: int = 0  # the signal number, 0 while running
+    requested: int = 0  # the signal number (SIGINT also when the runner stops itself), 0 while running
     kill_now: bool = False
+    failure: str | None = None  # why the runner stopped itself
     event: threading.Event = field(default_factory=threading.Event)
 
     def request(self, signum: int) -> None:
@@ -769,6 +770,16 @@ class StopSignal:
         else:
             self.requested = signum
         self.event.set()
+
+    @property
+    def reason(self) -> str:
+        return self.failure or (f"{signal.Signals(self.requested).name} received" if self.requested else "")
+
+    def fail(self, why: str) -> None:
+        """Stop the batch the graceful way because the runner cannot go on."""
+        if not self.requested:
+            self.failure = why
+            self.request(signal.SIGINT)
 
 
 @dataclass
@@ -1091,7 +1102,7 @@ def classify(launch: Launch, agent_state: str | None) -> str:
 
 
 def explain(status: str, launch: Launch, facts: OutputFacts, agent_state: str | None,
-            settings: Settings, stop_signal: int) -> str | None:
+            settings: Settings, stopped_by: str) -> str | None:
     """One line saying why the attempt did not succeed (pure)."""
     if status == "success":
         return None
@@ -1100,7 +1111,7 @@ def explain(status: str, launch: Launch, facts: OutputFacts, agent_state: str | 
     if status == "timeout":
         return f"timed out after {settings.timeout:g}s"
     if status == "interrupted":
-        return f"runner stopped by {signal.Signals(stop_signal).name if stop_signal else 'a signal'}"
+        return f"runner stopped: {stopped_by}"
     detail = facts.reason
     if detail and detail.startswith("STATUS$") and facts.last_exception:
         detail = f"{detail}: {facts.last_exception}"
@@ -1235,7 +1246,7 @@ class ResultsFile:
         self.path = path
         self.lock_path = path.with_name(f".{path.name}.lock")
         self._lock_fd: int | None = None
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
         self._mutex = threading.Lock()
 
     def acquire(self, state: dict[str, Any]) -> dict[str, Any] | None:
@@ -1259,8 +1270,9 @@ class ResultsFile:
         return previous if previous and not previous.get("finished") else None
 
     def release(self) -> None:
-        if self._file:
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._lock_fd is not None:
             os.ftruncate(self._lock_fd, 0)
             os.pwrite(self._lock_fd, json.dumps({"finished": True}).encode(), 0)
@@ -1268,23 +1280,31 @@ class ResultsFile:
             self._lock_fd = None
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        """Append one line, on disk (fsync) before this returns. A write that fails part way
+        (a full disk) is cut back off, so the file never keeps half a record of ours."""
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         with self._mutex:
-            if self._file is None:
-                self._file = self._open()
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            if self._fd is None:
+                self._fd = self._open()
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(self._fd, data[written:])
+                os.fsync(self._fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
+                raise
 
-    def _open(self) -> IO[str]:
-        f = open(self.path, "a+", encoding="utf-8")
+    def _open(self) -> int:
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         # A torn last line (a run died mid-write) stays as it is, but the next record must start
         # on its own line or it would be glued to it and lost.
-        if f.tell() > 0:
-            f.seek(f.tell() - 1)
-            if f.read(1) != "\n":
-                f.write("\n")
-        return f
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")
+        return fd
 
 
 def _read_json_fd(fd: int) -> dict[str, Any] | None:
@@ -1470,12 +1490,19 @@ class RunLog:
 
     def write(self, message: str, console: bool = False, err: bool = False) -> None:
         message = mask(message, self.secrets)
+        broken = None
         with self._lock:
             if self._file:
-                self._file.write(f"{utc_now()} {message}\n")
-                self._file.flush()
+                try:
+                    self._file.write(f"{utc_now()} {message}\n")
+                    self._file.flush()
+                except OSError as exc:  # the log is a convenience; results go on being written
+                    broken, self._file = exc, None
         if console:
             self.view.line(message, err)
+        if broken is not None:
+            self.view.line(f"warning: batch_run.log cannot be written ({broken.strerror}); "
+                           "going on without it", err=True)
 
     def warn(self, message: str) -> None:
         self.write(f"warning: {message}", console=True, err=True)
@@ -1758,7 +1785,7 @@ class Batch:
 
         status = classify(launch, outcome.agent_state)
         m = outcome.metrics
-        why = explain(status, launch, outcome.facts, outcome.agent_state, s, self.stop.requested)
+        why = explain(status, launch, outcome.facts, outcome.agent_state, s, self.stop.reason)
         record = dataclasses.replace(
             record, status=status, return_code=launch.return_code,
             elapsed_time_seconds=round(launch.elapsed, 3),
@@ -1777,7 +1804,12 @@ class Batch:
     def finish(self, record: AttemptRecord, last: bool) -> None:
         """Record an attempt; `last` when the task will not be tried again in this run."""
         data = record.as_json()
-        self.results.append(data)
+        try:
+            self.results.append(data)
+        except OSError as exc:  # no point paying for tasks whose results cannot be kept
+            self.stop.fail(f"cannot write {self.results.path} ({exc.strerror or exc})")
+            self.log.write(f"{printable(record.task_name)}: its record could not be written: {exc}",
+                           console=True, err=True)
         with self._lock:
             self.done += last
             self.records.append(record)
@@ -1925,6 +1957,10 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     finally:
         log.close()
         results.release()
+    if batch.stop.failure:
+        print(f"run-batch: error: {batch.stop.failure}; records already written are kept, run the "
+              "same command again once it is fixed", file=sys.stderr)
+        return 1
     if batch.stop.requested:
         return 128 + batch.stop.requested
     every_task_done = len(shown) == len(selected)
@@ -1950,11 +1986,11 @@ def execute(batch: Batch) -> None:
             finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
             if (batch.stop.requested, batch.stop.kill_now) != said:
                 said = (batch.stop.requested, batch.stop.kill_now)
+                why = batch.stop.reason
                 batch.log.write(
                     "stopping at once: killing every running task" if batch.stop.kill_now else
-                    f"{signal.Signals(batch.stop.requested).name} received: no new task starts; running "
-                    "tasks get SIGINT and --grace-period to stop (send it again to kill them at once)",
-                    console=True, err=True)
+                    f"{why}: no new task starts; running tasks get SIGINT and --grace-period to "
+                    "stop (send Ctrl-C to kill them at once)", console=True, err=True)
             for f in finished:
                 if f.exception() is not None:
                     batch.log.write(f"internal error in a task: {f.exception()!r}", console=True, err=True)
@@ -2024,6 +2060,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # before the handlers were in place
         return 130
+    except OSError as exc:  # the machine's, not the user's: a full disk, a vanished folder
+        print(f"run-batch: error: {exc.filename or ''}: {exc.strerror or exc}; records already "
+              "written are kept, run the same command again", file=sys.stderr)
+        return 1
 
 
 def main_entry() -> None:

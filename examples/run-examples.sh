@@ -16,7 +16,7 @@ OUT=${RUN_BATCH_EXAMPLES_OUT:-$HERE/output}
 # run_batch itself, in its own virtual environment
 if [[ ! -x $ROOT/.venv/bin/run-batch ]]; then
   python3 -m venv "$ROOT/.venv"
-  "$ROOT/.venv/bin/pip" install -q -e "$ROOT[test]"
+  "$ROOT/.venv/bin/pip" install -q -e "$ROOT"
 fi
 
 # a real OpenHands

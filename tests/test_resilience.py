@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -385,3 +386,23 @@ def test_docker_without_a_daemon_is_one_warning_not_a_failure(ws: Workspace) -> 
     assert done.returncode == 0
     assert done.stderr.count("could not remove Docker containers") == 1
     assert "Cannot connect to the Docker daemon" in done.stderr
+
+
+def test_results_file_that_cannot_be_written_stops_the_batch(ws: Workspace) -> None:
+    import resource
+
+    for n in range(6):
+        ws.prompt(f"t{n}", "RUN: sleep 1\n")
+    ws.run("--tasks", "t0")  # one record already there
+    size = ws.results.stat().st_size
+
+    def small_files() -> None:  # appends past this size fail with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size * 2 + 1000, size * 2 + 1000))
+
+    done = subprocess.run(ws.command(), env=ws.env, capture_output=True, text=True, timeout=120,
+                          preexec_fn=small_files)
+    assert done.returncode == 1
+    assert "cannot write" in done.stderr and "Traceback" not in done.stderr
+    assert len(ws.launches()) < 6  # it stopped starting tasks it could not record
+    records = read_jsonl(ws.results)
+    assert records[0]["task_name"] == "t0" and records[0]["status"] == "success"  # nothing lost
