@@ -17,7 +17,14 @@ if [[ -z $BASE ]]; then
   echo "install-openhands: needs python3.12 or python3.13 on PATH (OpenHands requires >=3.12,<3.14); or set OPENHANDS_PYTHON" >&2
   exit 2
 fi
-"$BASE" -m venv "$DIR"
+if ! "$BASE" -m venv "$DIR" 2>/dev/null; then
+  # Some distributions' Pythons have ensurepip without its wheels: bootstrap pip from a wheel.
+  rm -rf "$DIR"
+  "$BASE" -m venv --without-pip "$DIR"
+  python3 -m pip download -q --no-deps pip -d "$DIR/pip-wheel"
+  WHEEL=$(ls "$DIR"/pip-wheel/pip-*.whl)
+  "$PY" "$WHEEL/pip" install -q --no-index "$WHEEL"
+fi
 "$DIR/bin/pip" download -q --no-deps "openhands-ai==$VERSION" -d "$DIR/wheel"
 # Pin every dependency to the lock file shipped inside the wheel: unpinned, pip backtracks for ages.
 "$PY" - "$DIR" <<'EOF'
