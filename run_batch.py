@@ -35,6 +35,7 @@ import threading
 import time
 import tomllib
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -49,7 +50,6 @@ TAIL_CHARS = 4000  # how much of each log's end goes into a record; the whole te
 SECRET_MIN_LENGTH = 8  # shorter values are not treated as secrets (they would mask ordinary words)
 MARKER_RUN = "RUN_BATCH_RUN_ID"  # environment marker every process of a task inherits
 MARKER_SESSION = "RUN_BATCH_SESSION"
-END_STATES = {"FINISHED", "ERROR", "STOPPED", "REJECTED", "PAUSED"}
 STATUSES = ("success", "failed", "timeout", "error", "interrupted")
 
 
@@ -120,24 +120,23 @@ class Settings:
         return self.output_dir / self.results_name
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds or dollars, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be greater than zero, got {text!r}")
-    return value
+def _number(minimum: float, inclusive: bool) -> Callable[[str], float]:
+    """argparse type: a finite number above (or at least) minimum."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value != value or value == float("inf") or value < minimum or (value == minimum and not inclusive):
+            bound = "zero or more" if inclusive else "greater than zero"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text!r}")
-    return value
+_positive_float = _number(0.0, inclusive=False)
+_non_negative_float = _number(0.0, inclusive=True)
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -1682,7 +1681,7 @@ class Batch:
     private_dir: Path
     results: ResultsFile
     log: RunLog
-    previous_attempts: dict[str, int]
+    previous_attempts: Counter[str]  # records per task already in the results file
     stop: StopSignal = field(default_factory=StopSignal)
     cost_so_far: float = 0.0
     done: int = 0
@@ -1919,7 +1918,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     view, hint = make_view(settings, len(to_run))
     log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
     batch = Batch(settings, to_run, base_config, secrets, environ, run_id, private_dir, results, log,
-                  previous_attempts={n: sum(1 for r in records if r["task_name"] == n) for n in latest})
+                  previous_attempts=Counter(r["task_name"] for r in records))
     old_handlers = install_signal_handlers(batch.stop)
     t0 = time.monotonic()
     try:
