@@ -272,15 +272,19 @@ def parse_shard(text: str | None, environ: dict[str, str]) -> tuple[int, int] | 
     if text is None:
         return None
     if text == "auto":
-        if environ.get("SLURM_ARRAY_TASK_ID") and environ.get("SLURM_ARRAY_TASK_COUNT"):
-            offset = int(environ.get("SLURM_ARRAY_TASK_MIN") or 0)
-            k = int(environ["SLURM_ARRAY_TASK_ID"]) - offset + 1
-            n = int(environ["SLURM_ARRAY_TASK_COUNT"])
-        elif environ.get("JOB_COMPLETION_INDEX") and environ.get("RUN_BATCH_SHARDS"):
-            k, n = int(environ["JOB_COMPLETION_INDEX"]) + 1, int(environ["RUN_BATCH_SHARDS"])
-        else:
-            raise UsageError("--shard auto: set SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT, "
-                             "or JOB_COMPLETION_INDEX and RUN_BATCH_SHARDS, or give --shard K/N")
+        try:
+            if environ.get("SLURM_ARRAY_TASK_ID") and environ.get("SLURM_ARRAY_TASK_COUNT"):
+                offset = int(environ.get("SLURM_ARRAY_TASK_MIN") or 0)
+                k = int(environ["SLURM_ARRAY_TASK_ID"]) - offset + 1
+                n = int(environ["SLURM_ARRAY_TASK_COUNT"])
+            elif environ.get("JOB_COMPLETION_INDEX") and environ.get("RUN_BATCH_SHARDS"):
+                k, n = int(environ["JOB_COMPLETION_INDEX"]) + 1, int(environ["RUN_BATCH_SHARDS"])
+            else:
+                raise UsageError("--shard auto: set SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT, "
+                                 "or JOB_COMPLETION_INDEX and RUN_BATCH_SHARDS, or give --shard K/N")
+        except ValueError:
+            raise UsageError("--shard auto: the shard variables must be whole numbers; "
+                             "check SLURM_ARRAY_* or JOB_COMPLETION_INDEX/RUN_BATCH_SHARDS") from None
     else:
         m = re.fullmatch(r"(\d+)/(\d+)", text)
         if not m:
@@ -1889,13 +1893,14 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     done_before = [] if settings.rerun else [
         t for t in selected if latest.get(t.name, {}).get("status") == "success"
         and latest[t.name].get("prompt_sha256") == t.prompt_sha256]
-    to_run = [t for t in selected if t not in done_before]
+    done_names = {t.name for t in done_before}
+    to_run = [t for t in selected if t.name not in done_names]
     durations = {n: r["elapsed_time_seconds"] for n, r in latest.items()
                  if isinstance(r.get("elapsed_time_seconds"), (int, float)) and r.get("status") in ("success", "failed", "timeout")}
     to_run = plan_order(to_run, durations)
 
     if settings.dry_run:
-        return dry_run(settings, to_run, done_before, base_config, secrets, environ)
+        return dry_run(settings, to_run, done_before, base_config, secrets)
 
     try:
         for sub in ("trajectories", "logs"):
@@ -1939,8 +1944,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
                 signal.signal(sig, h)
 
         # The summary covers the latest attempt of every selected task, this run's or earlier.
-        all_records, _ = read_records(settings.results_path)
-        latest_now = latest_by_task(all_records)
+        latest_now = {**latest, **latest_by_task(r.as_json() for r in batch.records)}
         shown = [latest_now[t.name] for t in selected if t.name in latest_now]
         ran = {r.task_name for r in batch.records}
         totals = summarise(shown)
@@ -2025,7 +2029,7 @@ def print_final_summary(batch: Batch, totals: dict[str, Any], shown: list[dict[s
 
 
 def dry_run(settings: Settings, to_run: list[Task], done: list[Task], base_config: dict[str, Any],
-            secrets: tuple[str, ...], environ: dict[str, str]) -> int:
+            secrets: tuple[str, ...]) -> int:
     import tomli_w
 
     print(f"Would run {len(to_run)} tasks ({len(done)} already done, skipped), "
