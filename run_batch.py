@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """run_batch: run a folder of task prompts through OpenHands' headless mode.
 
-Every `*.md` file in --prompt-dir is one task. Each task runs as
-`<command> -f <prompt> --config-file <private temp config> -n <fresh session name>`, serially or
-in parallel, with a per-task timeout; every trajectory and log is kept, and one JSON line per
-attempt is appended to the results file: status, agent state, time, cost and tokens.
+Every `*.md` file in --prompt-dir is one task. Each attempt of a task runs OpenHands once, with a
+private config, a fresh session and a timeout; every trajectory and log is kept, and one JSON line
+per attempt is appended to the results file: status, agent state, time, cost and tokens.
 
 The file reads top to bottom in the order the data flows:
-command line -> discover prompts -> configure -> launch and wait -> read the outcome -> record
--> report, then the batch that ties them together.
+    command line -> plan -> configure (the OpenHands seam) -> launch and wait -> read the outcome
+    -> record -> report (console, log, summary) -> the batch, which ties the steps together.
+What the code relies on about OpenHands is written down, with the versions it was checked on, in
+docs/openhands.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import copy
 import dataclasses
@@ -24,33 +26,42 @@ import json
 import os
 import random
 import re
+import select
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tomllib
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 DEFAULT_COMMAND = "poetry run python -m openhands.core.main"
 DEFAULT_GRACE_PERIOD = 30.0
+STATUSES = ("success", "failed", "timeout", "error", "interrupted")
+UNKNOWN = "?"  # how a value nobody measured is shown, everywhere
 TAIL_CHARS = 4000  # how much of each log's end goes into a record; the whole text is in logs/
+REASON_CHARS = 500  # a record's `error` is one line of at most this; the whole text is in the logs
+PROMPT_LIMIT = 10 * 1024 * 1024  # bytes; a bigger prompt is an `error` record, never read whole
+LINE_PIECE = 64 * 1024  # logs are scanned in pieces of at most this, however long a line is
+STEM_LIMIT = 100  # bytes of a task's file-name stem; longer names are shortened and hashed
 SECRET_MIN_LENGTH = 8  # shorter values are not treated as secrets (they would mask ordinary words)
 MARKER_RUN = "RUN_BATCH_RUN_ID"  # environment marker every process of a task inherits
 MARKER_SESSION = "RUN_BATCH_SESSION"
-STATUSES = ("success", "failed", "timeout", "error", "interrupted")
+SIGNALS_THAT_STOP = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 class UsageError(Exception):
@@ -61,7 +72,18 @@ class UsageError(Exception):
 # Command line
 # ================================================================================================
 
+USAGE = """run-batch --prompt-dir DIR [options] [-- OPENHANDS_ARGS ...]
+       run-batch --report [--output-dir DIR] [--format table|json|markdown]"""
+
+DESCRIPTION = """\
+Run every *.md prompt in a folder through OpenHands' headless mode, serially or in parallel,
+with a timeout per task. Every trajectory and log is kept, and one JSON line per attempt
+(status, agent state, time, cost, tokens) is appended to a results file."""
+
 EPILOG = """\
+-- OPENHANDS_ARGS
+  everything after -- is passed to OpenHands unchanged, e.g. -- --selected-repo me/repo
+
 examples:
   # from an OpenHands checkout, 4 tasks at a time, 30 minutes each
   poetry run python run_batch.py --prompt-dir ~/GitTaskBench/prompts --max-workers 4 --timeout 1800
@@ -75,8 +97,31 @@ examples:
 
 Run the same command again to resume: tasks whose latest record is `success` for the same
 prompt are skipped. Exit status: 0 all tasks succeeded, 1 some did not, 2 bad usage,
-130/143 stopped by SIGINT/SIGTERM.
+128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 141 console pipe closed).
 """
+
+
+@dataclass(frozen=True)
+class OpenHandsOptions:
+    """What every task's OpenHands is told, beyond the base config."""
+
+    runtime: str | None = None
+    max_iterations: int | None = None
+    max_budget_per_task: float | None = None
+    llm_config: str | None = None
+    agent_cls: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which of the discovered tasks run: --tasks, --include, --exclude, --shard, --limit."""
+
+    tasks: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    shard: tuple[int, int] | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,35 +129,26 @@ class Settings:
     prompt_dir: Path
     project_dir: Path
     output_dir: Path
-    max_workers: int
-    timeout: float | None
-    grace_period: float
-    config_name: str
     results_name: str
-    command: tuple[str, ...]
+    config_name: str
     base_config: Path | None
-    runtime: str | None
-    max_iterations: int | None
-    max_budget_per_task: float | None
-    llm_config: str | None
-    agent_cls: str | None
-    extra_args: tuple[str, ...]
-    retries: int
-    retry_backoff: float
-    rerun: bool
-    keep_containers: bool
-    quiet: bool
-    dry_run: bool
-    report: bool
-    report_format: str
-    include: tuple[str, ...]
-    exclude: tuple[str, ...]
-    tasks: tuple[str, ...]
-    limit: int | None
-    max_total_cost: float | None
-    start_delay: float
-    shard: tuple[int, int] | None
+    command: tuple[str, ...]
+    openhands: OpenHandsOptions
+    selection: Selection
+    max_workers: int = 1
+    timeout: float | None = None
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    retries: int = 0
+    retry_backoff: float = 10.0
+    rerun: bool = False
+    keep_containers: bool = False
+    start_delay: float = 0.0
+    max_total_cost: float | None = None
     keep_poetry_run: bool = False
+    quiet: bool = False
+    dry_run: bool = False
+    report: bool = False
+    output_format: str = "table"
     venv: Path | None = None  # set when `poetry run` was resolved to the environment's python
 
     @property
@@ -122,6 +158,7 @@ class Settings:
 
 def _number(minimum: float, inclusive: bool) -> Callable[[str], float]:
     """argparse type: a finite number above (or at least) minimum."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -154,77 +191,68 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments"):
+            message += "; put arguments for OpenHands after --"
         raise UsageError(f"{message} (see --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="run-batch",
-        description="Run every *.md prompt in a folder through OpenHands' headless mode, with a "
-        "per-task timeout, keeping every trajectory and log, and append one JSON line per "
-        "attempt (status, agent state, time, cost, tokens) to a results file.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _Parser(prog="run-batch", usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("where things are")
-    io.add_argument("--prompt-dir", metavar="DIR", help="folder of task prompts (*.md), e.g. prompts/")
+    io.add_argument("--prompt-dir", metavar="DIR",
+                    help="(required, except with --report) folder of task prompts: every visible *.md "
+                    "file is a task, e.g. --prompt-dir prompts/")
     io.add_argument("--project-dir", metavar="DIR", default=".",
                     help="the OpenHands checkout; tasks run with it as working directory "
                     "(default: the current directory), e.g. --project-dir ~/OpenHands")
     io.add_argument("--output-dir", metavar="DIR",
-                    help="where results, trajectories and logs go (default: "
-                    "<project-dir>/batch_output; a relative path is taken relative to --project-dir), "
-                    "e.g. --output-dir /data/run-07")
-    io.add_argument("--config-name", metavar="NAME", default="batch_config.toml",
-                    help="file name of each task's temporary OpenHands config; it lives in a "
-                    "private temporary folder and is removed after the task (default: %(default)s), "
-                    "e.g. --config-name gittaskbench.toml")
+                    help="where results, trajectories and logs go (default: <project-dir>/batch_output; "
+                    "a relative path is taken relative to --project-dir), e.g. --output-dir /data/run-07")
     io.add_argument("--results-name", metavar="NAME", default="batch_results.jsonl",
-                    help="results file inside --output-dir (default: %(default)s; with --shard, "
+                    help="results file inside --output-dir (default: batch_results.jsonl; with --shard, "
                     "batch_results.shard-K-of-N.jsonl), e.g. --results-name nightly.jsonl")
     io.add_argument("--base-config", metavar="PATH",
-                    help="OpenHands config.toml to start from (default: <project-dir>/config.toml "
+                    help="OpenHands config.toml every task starts from (default: <project-dir>/config.toml "
                     "when it exists), e.g. --base-config ~/oh/config.toml")
+    io.add_argument("--config-name", metavar="NAME", default="batch_config.toml",
+                    help="kept for old command lines: the file name of each attempt's temporary config, "
+                    "which lives in a private temporary folder and is removed after the attempt, so "
+                    "the name is never seen (default: batch_config.toml)")
 
     run = p.add_argument_group("how tasks run")
     run.add_argument("--command", metavar="CMD", default=DEFAULT_COMMAND,
                      help="OpenHands entrypoint, split like a shell would but never run through one "
-                     "(default: %(default)r), e.g. --command '.venv/bin/python -m openhands.core.main'")
+                     "(default: `poetry run python -m openhands.core.main`, run as the Poetry "
+                     "environment's python directly: see --keep-poetry-run), "
+                     "e.g. --command '.venv/bin/python -m openhands.core.main'")
     run.add_argument("--keep-poetry-run", action="store_true",
-                     help="with the default --command, run `poetry run` for every task; by default "
-                     "Poetry's interpreter is looked up once per batch and run directly, with the "
-                     "same environment `poetry run` gives (it saves 0.3-1 s per task), "
-                     "e.g. --keep-poetry-run")
+                     help="with the default --command, run `poetry run` for every task instead of "
+                     "asking Poetry once for its interpreter (which saves 0.3-1 s per task)")
     run.add_argument("--max-workers", metavar="N", type=_int_at_least(1), default=1,
-                     help="tasks running at once (default: %(default)s), e.g. --max-workers 4")
+                     help="tasks running at once (default: 1), e.g. --max-workers 4")
     run.add_argument("--timeout", metavar="SECONDS", type=_positive_float, default=None,
                      help="per task wall-clock limit (default: none), e.g. --timeout 1800")
-    run.add_argument("--grace-period", metavar="SECONDS", type=_non_negative_float,
-                     default=DEFAULT_GRACE_PERIOD,
-                     help="after a timeout or Ctrl-C, how long OpenHands gets to stop by itself "
-                     "after SIGINT (it then saves its trajectory) before every process of the task "
-                     "is killed. The agent's running command is killed at once, so with the CLI "
-                     "runtime OpenHands stops in seconds; the default (%(default)ss) covers a slow "
-                     "save or a Docker sandbox, e.g. --grace-period 150")
+    run.add_argument("--grace-period", metavar="SECONDS", type=_non_negative_float, default=DEFAULT_GRACE_PERIOD,
+                     help="after a timeout or Ctrl-C, how long OpenHands gets to stop by itself after "
+                     "SIGINT (it then saves its trajectory) before every process of the task is "
+                     "killed (default: 30), e.g. --grace-period 150")
     run.add_argument("--retries", metavar="N", type=_int_at_least(0), default=0,
-                     help="try an attempt that failed for an infrastructure reason (OpenHands or "
-                     "its runtime failed to start, LLM unavailable) up to N more times, with "
-                     "exponential backoff (default: 0), e.g. --retries 2")
+                     help="try an attempt that failed for an infrastructure reason (OpenHands or its "
+                     "runtime failed to start, LLM unavailable) up to N more times, with exponential "
+                     "backoff (default: 0), e.g. --retries 2")
     run.add_argument("--retry-backoff", metavar="SECONDS", type=_non_negative_float, default=10.0,
-                     help="first retry delay; doubles each time, with jitter (default: %(default)s), "
-                     "e.g. --retry-backoff 30")
+                     help="first retry delay; doubles each time, with jitter (default: 10), e.g. --retry-backoff 30")
     run.add_argument("--rerun", action="store_true",
-                     help="run every selected task, even those already recorded as success, "
-                     "e.g. --rerun --tasks flaky-one")
+                     help="run every selected task, even those already recorded as success")
     run.add_argument("--keep-containers", action="store_true",
-                     help="leave each task's Docker container (openhands-runtime-<sid>) in place for "
-                     "inspection, e.g. --runtime docker --keep-containers")
+                     help="leave each task's Docker container (openhands-runtime-<sid>) in place for inspection")
     run.add_argument("--start-delay", metavar="SECONDS", type=_non_negative_float, default=0.0,
-                     help="at least this long between two task starts (rate limits, container "
-                     "start storms), e.g. --start-delay 5")
+                     help="at least this long between two task starts (rate limits, container start "
+                     "storms; default: 0), e.g. --start-delay 5")
     run.add_argument("--max-total-cost", metavar="USD", type=_positive_float, default=None,
-                     help="once this run's recorded cost reaches USD, start no new task; "
-                     "the rest are reported as skipped, e.g. --max-total-cost 25")
+                     help="once this run's recorded cost reaches USD, start no new task; the rest are "
+                     "reported as skipped, e.g. --max-total-cost 25")
 
     oh = p.add_argument_group("OpenHands settings for every task")
     oh.add_argument("--runtime", metavar="NAME", help="[core] runtime, e.g. --runtime cli")
@@ -233,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     oh.add_argument("--max-budget-per-task", metavar="USD", type=_positive_float,
                     help="LLM spending limit per task (-b), e.g. --max-budget-per-task 2.5")
     oh.add_argument("--llm-config", metavar="NAME", help="[llm.NAME] section to use (-l), e.g. --llm-config claude")
-    oh.add_argument("--agent-cls", metavar="NAME", help="agent class (-c), e.g. CodeActAgent")
+    oh.add_argument("--agent-cls", metavar="NAME", help="agent class (-c), e.g. --agent-cls CodeActAgent")
 
     sel = p.add_argument_group("which tasks")
     sel.add_argument("--include", metavar="GLOB", action="append", default=[],
@@ -245,25 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--limit", metavar="N", type=_int_at_least(1),
                      help="at most N tasks (after the other selections), e.g. --limit 3")
     sel.add_argument("--shard", metavar="K/N",
-                     help="run shard K of N (1-based) of the sorted tasks, each shard with its own "
-                     "results file; 'auto' reads SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
+                     help="run shard K of N (1-based) of the sorted tasks, each shard with its own results "
+                     "file; 'auto' reads SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
                      "JOB_COMPLETION_INDEX with N from RUN_BATCH_SHARDS, e.g. --shard 3/8")
 
     out = p.add_argument_group("what is shown")
     out.add_argument("--dry-run", action="store_true",
-                     help="show the tasks that would run, the command and the effective config "
-                     "(secrets masked); run nothing, write nothing, e.g. --dry-run --include 'api-*'")
+                     help="show the tasks that would run, the command and the effective config (secrets "
+                     "masked); run nothing, write nothing. With --format json: the plan as JSON")
     out.add_argument("--report", action="store_true",
-                     help="summarise an existing --output-dir (latest attempt per task, every "
-                     "results file in it) and run nothing, e.g. --report --format markdown")
-    out.add_argument("--format", dest="report_format", choices=("table", "json", "markdown"),
-                     default="table", help="--report output format (default: %(default)s), "
-                     "e.g. --format json")
-    out.add_argument("--quiet", action="store_true",
-                     help="print only the final summary, e.g. from cron: --quiet >> batch.log")
+                     help="summarise an existing --output-dir (latest attempt per task, every results "
+                     "file in it) and run nothing")
+    out.add_argument("--format", dest="output_format", choices=("table", "json", "markdown"), default="table",
+                     help="format of --report (table, json, markdown) and of --dry-run (table, json); "
+                     "default: table")
+    out.add_argument("--quiet", action="store_true", help="print only the final summary (e.g. from cron)")
     out.add_argument("--version", action="version", version=f"run_batch {__version__}")
-    p.add_argument("openhands_args", nargs="*", metavar="-- OPENHANDS_ARGS",
-                   help="anything after -- is passed to OpenHands unchanged, e.g. -- --selected-repo me/repo")
     return p
 
 
@@ -295,17 +320,29 @@ def parse_shard(text: str | None, environ: dict[str, str]) -> tuple[int, int] | 
     return k, n
 
 
+_D = TypeVar("_D")
+
+
+def from_args(cls: type[_D], args: argparse.Namespace, **derived: Any) -> _D:
+    """A settings dataclass from the parsed arguments: each field from the argument of the same
+    name, unless derived says otherwise; fields with no argument keep their default."""
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in derived:
+            values[f.name] = derived[f.name]
+        elif hasattr(args, f.name):
+            value = getattr(args, f.name)
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
 def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
     parser = build_parser()
-    # Everything after the first `--` goes to OpenHands untouched (argparse would parse it).
     extra: list[str] = []
-    if "--" in argv:
+    if "--" in argv:  # everything after the first `--` goes to OpenHands untouched
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
-    if args.openhands_args:
-        raise UsageError(f"unexpected argument {args.openhands_args[0]!r}; "
-                         "put OpenHands arguments after --")
 
     project_dir = Path(args.project_dir).expanduser().absolute()
     if not project_dir.is_dir():
@@ -313,20 +350,20 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
     output_dir = Path(args.output_dir).expanduser() if args.output_dir else Path("batch_output")
     if not output_dir.is_absolute():
         output_dir = project_dir / output_dir
-    if "/" in args.results_name or args.results_name in ("", ".", ".."):
-        raise UsageError(f"--results-name {args.results_name!r}: give a file name, not a path")
-    if "/" in args.config_name or args.config_name in ("", ".", ".."):
-        raise UsageError(f"--config-name {args.config_name!r}: give a file name, not a path")
+    for option, name in (("--results-name", args.results_name), ("--config-name", args.config_name)):
+        if "/" in name or "\0" in name or name in ("", ".", ".."):
+            raise UsageError(f"{option} {name!r}: give a file name, not a path")
+    if args.dry_run and args.output_format == "markdown":
+        raise UsageError("--dry-run --format markdown: the plan is shown as table or json")
 
     shard = parse_shard(args.shard, environ)
     results_name = args.results_name
-    if shard and args.results_name == parser.get_default("results_name"):
-        stem = Path(results_name)
-        results_name = f"{stem.stem}.shard-{shard[0]}-of-{shard[1]}{stem.suffix}"
+    if shard and results_name == parser.get_default("results_name"):
+        results_name = f"batch_results.shard-{shard[0]}-of-{shard[1]}.jsonl"
 
-    prompt_dir = Path(args.prompt_dir).expanduser().absolute() if args.prompt_dir else None
+    prompt_dir = Path(args.prompt_dir).expanduser().absolute() if args.prompt_dir else Path(".")
     if not args.report:
-        if prompt_dir is None:
+        if not args.prompt_dir:
             raise UsageError("--prompt-dir is required: the folder of *.md task prompts")
         if not prompt_dir.is_dir():
             raise UsageError(f"--prompt-dir {args.prompt_dir}: not a folder of *.md prompts")
@@ -338,7 +375,7 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
     if not command:
         raise UsageError("--command is empty; give the OpenHands entrypoint")
     if not args.report:
-        command = (resolve_program(command[0], project_dir, environ),) + command[1:]
+        command = (resolve_program(command[0], project_dir, environ), *command[1:])
 
     base_config: Path | None
     if args.base_config:
@@ -350,20 +387,11 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         base_config = default if default.is_file() else None
 
     names = tuple(n.strip() for group in args.tasks for n in group.split(",") if n.strip())
-    return Settings(
-        prompt_dir=prompt_dir or Path("."), project_dir=project_dir, output_dir=output_dir,
-        max_workers=args.max_workers, timeout=args.timeout, grace_period=args.grace_period,
-        config_name=args.config_name, results_name=results_name, command=command,
-        base_config=base_config, runtime=args.runtime, max_iterations=args.max_iterations,
-        max_budget_per_task=args.max_budget_per_task, llm_config=args.llm_config,
-        agent_cls=args.agent_cls, extra_args=tuple(extra), retries=args.retries,
-        retry_backoff=args.retry_backoff, rerun=args.rerun, keep_containers=args.keep_containers,
-        quiet=args.quiet, dry_run=args.dry_run, report=args.report,
-        report_format=args.report_format, include=tuple(args.include),
-        exclude=tuple(args.exclude), tasks=names, limit=args.limit,
-        max_total_cost=args.max_total_cost, start_delay=args.start_delay, shard=shard,
-        keep_poetry_run=args.keep_poetry_run,
-    )
+    return from_args(
+        Settings, args, prompt_dir=prompt_dir, project_dir=project_dir, output_dir=output_dir,
+        results_name=results_name, base_config=base_config, command=command,
+        openhands=from_args(OpenHandsOptions, args, extra_args=tuple(extra)),
+        selection=from_args(Selection, args, tasks=names, shard=shard))
 
 
 def resolve_program(program: str, project_dir: Path, environ: dict[str, str]) -> str:
@@ -383,7 +411,7 @@ def resolve_program(program: str, project_dir: Path, environ: dict[str, str]) ->
 
 def resolve_poetry(settings: Settings, environ: dict[str, str]) -> Settings:
     """Replace the default `poetry run python -m openhands.core.main` by the Poetry
-    environment's own python, looked up once per batch: `poetry run` costs 0.4-1 s at every
+    environment's own python, looked up once per batch: `poetry run` costs 0.3-1 s at every
     launch, and all it adds is VIRTUAL_ENV and the environment's bin folder first on PATH, which
     child_environment() gives too. Any doubt keeps `poetry run`."""
     default = tuple(shlex.split(DEFAULT_COMMAND))
@@ -397,12 +425,11 @@ def resolve_poetry(settings: Settings, environ: dict[str, str]) -> Settings:
     python = Path(found.stdout.strip().splitlines()[-1]) if found.returncode == 0 and found.stdout.strip() else None
     if python is None or not python.is_file():
         return settings
-    venv = python.parent.parent
-    return dataclasses.replace(settings, command=(str(python), "-m", "openhands.core.main"), venv=venv)
+    return dataclasses.replace(settings, command=(str(python), "-m", "openhands.core.main"), venv=python.parent.parent)
 
 
 # ================================================================================================
-# Discover prompts
+# Plan: which tasks there are, which run, in which order (pure, apart from reading the prompts)
 # ================================================================================================
 
 
@@ -410,9 +437,10 @@ def resolve_poetry(settings: Settings, environ: dict[str, str]) -> Settings:
 class Task:
     name: str  # the prompt's file name without .md
     prompt_path: Path
-    stem: str  # file-name stem for this task's trajectory and logs (unique even case-blind)
+    stem: str  # file-name stem of this task's logs and trajectories: unique, also case-blind
     prompt_sha256: str | None
-    problem: str | None  # why it cannot be launched (empty, unreadable, not UTF-8), else None
+    problem: str | None  # why it cannot be launched (empty, unreadable, not UTF-8, ...), else None
+    tag: str = ""  # ASCII identity for session names: readable slug plus a hash of the whole name
 
 
 def inspect_prompt(data: bytes) -> str | None:
@@ -426,6 +454,71 @@ def inspect_prompt(data: bytes) -> str | None:
     return None
 
 
+def readable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as lone surrogates, which
+    no UTF-8 file can hold) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:length]
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    """At most `limit` bytes of text, cut on a character boundary."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+def task_identities(names: list[str]) -> dict[str, tuple[str, str]]:
+    """Each task name's (file stem, session tag), injective over the names (pure).
+
+    The stem is the name itself where that is safe (short enough for `.attempt-N.stdout.log` to
+    fit in a file name, no `~`, and no other name equal but for case); otherwise a shortened,
+    printable name plus `~` and a hash. Plain stems hold no `~`, so they never meet a hashed one,
+    and hashed ones are lengthened until they differ case-blind. The tag is an ASCII slug (it
+    ends up in OpenHands' session id and container name) plus a hash of the whole name.
+    """
+    folded = Counter(n.casefold() for n in names)
+    result: dict[str, tuple[str, str]] = {}
+    for length in (8, 16, 64):
+        stems, tags = {}, {}
+        for name in names:
+            safe = "~" not in name and len(name.encode("utf-8", "surrogateescape")) <= STEM_LIMIT
+            if safe and folded[name.casefold()] == 1:
+                stems[name] = name
+            else:
+                printable_name = "".join(c if c.isprintable() and c != "~" else "_" for c in readable(name))
+                stems[name] = f"{_cut_utf8(printable_name, 60)}~{_digest(name, length)}"
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-._")[:24] or "task"
+            tags[name] = f"{slug}-{_digest(name, length)}"
+        if len({s.casefold() for s in stems.values()}) == len(names) and len(set(tags.values())) == len(names):
+            result = {n: (stems[n], tags[n]) for n in names}
+            break
+    return result
+
+
+def read_prompt(path: Path) -> tuple[str | None, str | None]:
+    """(sha256, problem) of a prompt file. Only regular files are prompts (a FIFO would block, a
+    device never ends) and a prompt is read up to PROMPT_LIMIT bytes, never more."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return None, f"cannot read prompt: {exc.strerror or exc}"
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "not a regular file (a FIFO, device or socket named .md); only files are prompts"
+        if info.st_size > PROMPT_LIMIT:
+            return None, f"prompt is {info.st_size} bytes, over the limit of {PROMPT_LIMIT} (10 MiB)"
+        try:
+            data = f.read(PROMPT_LIMIT + 1)
+        except OSError as exc:
+            return None, f"cannot read prompt: {exc.strerror or exc}"
+    if len(data) > PROMPT_LIMIT:
+        return None, f"prompt is over the limit of {PROMPT_LIMIT} bytes (10 MiB)"
+    return hashlib.sha256(data).hexdigest(), inspect_prompt(data)
+
+
 def discover_tasks(prompt_dir: Path) -> list[Task]:
     """Every visible `*.md` entry of prompt_dir that is not a folder, sorted by name."""
     try:
@@ -433,56 +526,75 @@ def discover_tasks(prompt_dir: Path) -> list[Task]:
     except OSError as exc:
         raise UsageError(f"--prompt-dir {prompt_dir}: cannot list it ({exc.strerror})") from None
     paths = [prompt_dir / e for e in entries if not (prompt_dir / e).is_dir()]
-    folded: dict[str, int] = {}
-    for path in paths:
-        key = path.name[:-3].casefold()
-        folded[key] = folded.get(key, 0) + 1
+    names = [readable(p.name[:-3]) for p in paths]
+    identities = task_identities(names)
     tasks = []
-    for path in paths:
-        name = readable(path.name[:-3])
-        # Names equal but for case would share artefact files on a case-blind file system.
-        stem = name if folded[path.name[:-3].casefold()] == 1 else f"{name}~{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    for path, name in zip(paths, names, strict=True):
+        stem, tag = identities[name]
         if name != path.name[:-3]:  # TOML and JSON hold only text: such a path cannot be passed on
-            tasks.append(Task(name, path, stem, None, "the file name is not valid UTF-8; rename the prompt"))
+            tasks.append(Task(name, path, stem, None, "the file name is not valid UTF-8; rename the prompt", tag))
             continue
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            tasks.append(Task(name, path, stem, None, f"cannot read prompt: {exc.strerror or exc}"))
-            continue
-        tasks.append(Task(name, path, stem, hashlib.sha256(data).hexdigest(), inspect_prompt(data)))
+        sha, problem = read_prompt(path)
+        tasks.append(Task(name, path, stem, sha, problem, tag))
     return tasks
 
 
-def readable(name: str) -> str:
-    """A file name as text: bytes that are not UTF-8 (kept by Python as lone surrogates, which
-    no UTF-8 file can hold) become U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def select_tasks(tasks: list[Task], settings: Settings) -> list[Task]:
+def select_tasks(tasks: list[Task], selection: Selection, prompt_dir: Path | None = None) -> list[Task]:
     """Apply --tasks, --include, --exclude, --shard and --limit, in that order (pure)."""
     chosen = tasks
-    if settings.tasks:
+    if selection.tasks:
         known = {t.name for t in tasks}
-        missing = [n for n in settings.tasks if n not in known]
+        missing = [n for n in selection.tasks if n not in known]
         if missing:
-            raise UsageError(f"--tasks: no prompt named {missing[0]!r} in {settings.prompt_dir}")
-        chosen = [t for t in chosen if t.name in settings.tasks]
-    if settings.include:
-        chosen = [t for t in chosen if any(fnmatch.fnmatchcase(t.name, g) for g in settings.include)]
-    if settings.exclude:
-        chosen = [t for t in chosen if not any(fnmatch.fnmatchcase(t.name, g) for g in settings.exclude)]
-    if settings.shard:
-        k, n = settings.shard
+            raise UsageError(f"--tasks: no prompt named {missing[0]!r} in {prompt_dir or 'the prompt folder'}")
+        chosen = [t for t in chosen if t.name in selection.tasks]
+    if selection.include:
+        chosen = [t for t in chosen if any(fnmatch.fnmatchcase(t.name, g) for g in selection.include)]
+    if selection.exclude:
+        chosen = [t for t in chosen if not any(fnmatch.fnmatchcase(t.name, g) for g in selection.exclude)]
+    if selection.shard:
+        k, n = selection.shard
         chosen = [t for i, t in enumerate(chosen) if i % n == k - 1]
-    if settings.limit is not None:
-        chosen = chosen[: settings.limit]
+    if selection.limit is not None:
+        chosen = chosen[: selection.limit]
     return chosen
 
 
+def plan_order(tasks: list[Task], durations: dict[str, float]) -> list[Task]:
+    """Longest known task first (LPT): fewer workers idle while one long task ends the batch.
+    Tasks with no recorded duration keep file order, ahead of the known ones (pure)."""
+    if not durations:
+        return tasks
+    unknown = [t for t in tasks if t.name not in durations]
+    known = sorted((t for t in tasks if t.name in durations), key=lambda t: -durations[t.name])
+    return unknown + known
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do: the selected tasks, those to run (in order), those already done."""
+
+    selected: list[Task]
+    to_run: list[Task]
+    done: list[Task]  # latest record `success` for the same prompt: skipped
+
+
+def plan_batch(tasks: list[Task], selection: Selection, recorded: list[AttemptRecord], rerun: bool,
+               prompt_dir: Path | None = None) -> Plan:
+    """Select, skip what already succeeded with the same prompt, and order the rest (pure)."""
+    selected = select_tasks(tasks, selection, prompt_dir)
+    latest = latest_by_task(recorded)
+    done = [] if rerun else [t for t in selected if t.name in latest and latest[t.name].status == "success"
+                             and latest[t.name].prompt_sha256 == t.prompt_sha256]
+    done_names = {t.name for t in done}
+    durations = {n: r.elapsed_time_seconds for n, r in latest.items()
+                 if r.status in ("success", "failed", "timeout")}
+    to_run = plan_order([t for t in selected if t.name not in done_names], durations)
+    return Plan(selected, to_run, done)
+
+
 # ================================================================================================
-# Configure
+# Configure: the base config, secrets, and the OpenHands seam
 # ================================================================================================
 
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd)$", re.I)
@@ -497,8 +609,8 @@ def load_base_config(path: Path | None) -> dict[str, Any]:
             config = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"base config {path}: not valid TOML ({exc}); fix the file") from None
-    except OSError as exc:
-        raise UsageError(f"base config {path}: cannot read it ({exc.strerror})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"base config {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     for section in ("core", "llm", "agent", "sandbox", "security"):
         if section in config and not isinstance(config[section], dict):
             raise UsageError(f"base config {path}: [{section}] must be a table, not "
@@ -541,18 +653,40 @@ def effective_core(config: dict[str, Any], environ: dict[str, str], key: str, de
     return environ.get(key.upper()) or config.get("core", {}).get(key) or default
 
 
-def task_config(base: dict[str, Any], settings: Settings, trajectory_path: Path, run_id: str,
+def session_name(task: Task, run_id: str, attempt: int) -> str:
+    """A fresh OpenHands session name per attempt (a reused name resumes the old session).
+
+    Only [A-Za-z0-9_.-], starting with a letter or digit: it ends up in a container name, and a
+    leading dash would be read as an option. The task's tag carries a hash of its whole name, so
+    two tasks never share a session, a process marker, an event folder or a container.
+    """
+    tag = task.tag or task_identities([task.name])[task.name][1]
+    return f"{tag}-{run_id}-{attempt}"
+
+
+def session_id(name: str, legacy: bool = False) -> str:
+    """OpenHands' sid for `-n name` (docs/openhands.md, "Session id"). Its jwt secret is a
+    SecretStr, so the formatted text is the mask '**********', the same on every machine."""
+    digest = hashlib.sha256(f"{name}**********".encode()).hexdigest()
+    if legacy:  # before 0.51
+        return f"{name}-{digest[:16]}"
+    if len(name) > 16:
+        return f"{name[:16]}-{digest[:15]}"[:32]
+    return f"{name}-{digest[:32 - len(name) - 1]}"[:32]
+
+
+def task_config(base: dict[str, Any], options: OpenHandsOptions, trajectory_path: Path, run_id: str,
                 session: str) -> dict[str, Any]:
     """The base config plus the runner's per-task settings (pure)."""
     config: dict[str, Any] = copy.deepcopy(base)  # the base config stays untouched for the next task
     core = config.setdefault("core", {})
     core["save_trajectory_path"] = str(trajectory_path)
-    if settings.runtime:
-        core["runtime"] = settings.runtime
-    if settings.max_iterations is not None:
-        core["max_iterations"] = settings.max_iterations
-    if settings.max_budget_per_task is not None:
-        core["max_budget_per_task"] = settings.max_budget_per_task
+    if options.runtime:
+        core["runtime"] = options.runtime
+    if options.max_iterations is not None:
+        core["max_iterations"] = options.max_iterations
+    if options.max_budget_per_task is not None:
+        core["max_budget_per_task"] = options.max_budget_per_task
     # Label Docker sandboxes so a later run can find a dead run's containers, and only its own.
     sandbox = config.setdefault("sandbox", {})
     kwargs = sandbox.setdefault("docker_runtime_kwargs", {})
@@ -563,83 +697,60 @@ def task_config(base: dict[str, Any], settings: Settings, trajectory_path: Path,
     return config
 
 
-def child_environment(environ: dict[str, str], settings: Settings, trajectory_path: Path,
-                      run_id: str, session: str) -> dict[str, str]:
+def child_environment(environ: dict[str, str], options: OpenHandsOptions, trajectory_path: Path,
+                      marker: Marker, venv: Path | None = None) -> dict[str, str]:
     """OpenHands' environment: the user's, with the runner's settings winning (pure).
 
     An environment variable beats the TOML file in OpenHands, so a user's SAVE_TRAJECTORY_PATH or
     RUNTIME is replaced here by the runner's value rather than left to override it.
     """
     env = dict(environ)
-    if settings.venv is not None:  # what `poetry run` would have set
+    if venv is not None:  # what `poetry run` would have set
         env.pop("PYTHONHOME", None)
-        env["VIRTUAL_ENV"] = str(settings.venv)
-        env["PATH"] = os.pathsep.join([str(settings.venv / "bin"), environ.get("PATH", os.defpath)])
+        env["VIRTUAL_ENV"] = str(venv)
+        env["PATH"] = os.pathsep.join([str(venv / "bin"), environ.get("PATH", os.defpath)])
     env["SAVE_TRAJECTORY_PATH"] = str(trajectory_path)
-    if settings.runtime:
-        env["RUNTIME"] = settings.runtime
-    for key, value in (("MAX_ITERATIONS", settings.max_iterations),
-                       ("MAX_BUDGET_PER_TASK", settings.max_budget_per_task)):
+    if options.runtime:
+        env["RUNTIME"] = options.runtime
+    for key, value in (("MAX_ITERATIONS", options.max_iterations),
+                       ("MAX_BUDGET_PER_TASK", options.max_budget_per_task)):
         if value is not None:
             env[key] = str(value)
     if environ.get("SANDBOX_DOCKER_RUNTIME_KWARGS"):
         # It beats [sandbox] docker_runtime_kwargs in the TOML: the runner's labels go in here too.
-        env["SANDBOX_DOCKER_RUNTIME_KWARGS"] = with_labels(environ["SANDBOX_DOCKER_RUNTIME_KWARGS"], run_id, session)
-    env[MARKER_RUN] = run_id
-    env[MARKER_SESSION] = session
+        env["SANDBOX_DOCKER_RUNTIME_KWARGS"] = with_labels(environ["SANDBOX_DOCKER_RUNTIME_KWARGS"], marker)
+    env.update(marker.environment())
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def with_labels(kwargs_literal: str, run_id: str, session: str) -> str:
+def with_labels(kwargs_literal: str, marker: Marker) -> str:
     """The user's SANDBOX_DOCKER_RUNTIME_KWARGS (a Python dict literal) plus the runner's container
     labels; left as it is when it is not a dict literal (pure)."""
-    import ast
-
     try:
         kwargs = ast.literal_eval(kwargs_literal)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         return kwargs_literal
     if not isinstance(kwargs, dict) or not isinstance(kwargs.get("labels", {}), dict):
         return kwargs_literal
-    kwargs["labels"] = {**kwargs.get("labels", {}), "run_batch.run": run_id, "run_batch.session": session}
+    kwargs["labels"] = {**kwargs.get("labels", {}), "run_batch.run": marker.run_id,
+                        "run_batch.session": marker.session}
     return repr(kwargs)
 
 
-def session_name(task: Task, run_id: str, attempt: int) -> str:
-    """A fresh OpenHands session name per attempt (a reused name resumes the old session).
-
-    Only [A-Za-z0-9_.-], starting with a letter or digit: it ends up in a container name, and a
-    leading dash would be read as an option.
-    """
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", task.name).strip("-._")[:24] or "task"
-    return f"{slug}-{run_id}-{attempt}"
-
-
-def session_id(name: str, legacy: bool = False) -> str:
-    """OpenHands' sid for `-n name` (openhands/core/setup.py generate_sid; its jwt secret is a
-    SecretStr, so the formatted text is the mask '**********', the same on every machine)."""
-    digest = hashlib.sha256(f"{name}**********".encode()).hexdigest()
-    if legacy:  # before 0.51
-        return f"{name}-{digest[:16]}"
-    if len(name) > 16:
-        return f"{name[:16]}-{digest[:15]}"[:32]
-    return f"{name}-{digest[:32 - len(name) - 1]}"[:32]
-
-
-def build_command(settings: Settings, prompt_path: Path, config_path: Path, session: str) -> list[str]:
+def build_command(command: tuple[str, ...], options: OpenHandsOptions, prompt_path: Path, config_path: Path,
+                  session: str) -> list[str]:
     """argv for one attempt; never a shell. Flags beat env and TOML in OpenHands."""
-    argv = [*settings.command, "-f", str(prompt_path.absolute()), "--config-file", str(config_path),
-            "-n", session]
-    if settings.max_iterations is not None:
-        argv += ["-i", str(settings.max_iterations)]
-    if settings.max_budget_per_task is not None:
-        argv += ["-b", str(settings.max_budget_per_task)]
-    if settings.llm_config:
-        argv += ["-l", settings.llm_config]
-    if settings.agent_cls:
-        argv += ["-c", settings.agent_cls]
-    return argv + list(settings.extra_args)
+    argv = [*command, "-f", str(prompt_path.absolute()), "--config-file", str(config_path), "-n", session]
+    if options.max_iterations is not None:
+        argv += ["-i", str(options.max_iterations)]
+    if options.max_budget_per_task is not None:
+        argv += ["-b", str(options.max_budget_per_task)]
+    if options.llm_config:
+        argv += ["-l", options.llm_config]
+    if options.agent_cls:
+        argv += ["-c", options.agent_cls]
+    return argv + list(options.extra_args)
 
 
 def write_private_config(folder: Path, name: str, config: dict[str, Any]) -> Path:
@@ -647,7 +758,7 @@ def write_private_config(folder: Path, name: str, config: dict[str, Any]) -> Pat
     import tomli_w  # checked at start-up, see require_tomli_w()
 
     path = folder / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         tomli_w.dump(config, f)
     return path
@@ -661,46 +772,157 @@ def require_tomli_w() -> None:
                          "install tomli-w` (inside OpenHands: `poetry run pip install tomli-w`)") from None
 
 
+@dataclass(frozen=True)
+class AttemptFiles:
+    """Where one attempt's evidence goes: claimed fresh, never another attempt's."""
+
+    trajectory: Path
+    stdout_log: Path
+    stderr_log: Path
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One attempt, ready to launch: argv, environment, and the private files to remove after."""
+
+    argv: list[str]
+    env: dict[str, str]
+    private_files: tuple[Path, ...]
+
+
+class Entrypoint(Protocol):
+    """What differs between OpenHands entrypoints: how an attempt is configured and started, how
+    it is asked to stop, where its outcome is read, and what it leaves to clean up."""
+
+    name: str
+
+    def session_id(self, session: str) -> str: ...
+
+    def prepare(self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path) -> Prepared: ...
+
+    def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None: ...
+
+    def read_outcome(self, files: AttemptFiles, session: str) -> Outcome: ...
+
+    def clean_up(self, session: str, log: RunLog) -> None: ...
+
+    def describe(self, task: Task, files: AttemptFiles, secrets: tuple[str, ...]) -> dict[str, Any]: ...
+
+
+@dataclass
+class CoreMain:
+    """`python -m openhands.core.main` (openhands-ai 0.x to 1.6): a TOML config file, flags, a
+    session name; the outcome in its log, its trajectory and its session's event files."""
+
+    command: tuple[str, ...]
+    options: OpenHandsOptions
+    base_config: dict[str, Any]
+    environ: dict[str, str]
+    config_name: str = "batch_config.toml"
+    venv: Path | None = None
+    keep_containers: bool = False
+    name: str = "openhands.core.main"
+
+    @property
+    def file_store(self) -> Path:
+        path = effective_core(self.base_config, self.environ, "file_store_path", "~/.openhands")
+        return Path(os.path.expanduser(path))
+
+    @property
+    def uses_docker(self) -> bool:
+        return (self.options.runtime or effective_core(self.base_config, self.environ, "runtime", "docker")) == "docker"
+
+    def session_id(self, session: str) -> str:
+        return session_id(session)
+
+    def prepare(self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path) -> Prepared:
+        config = task_config(self.base_config, self.options, files.trajectory, marker.run_id, session)
+        config_path = write_private_config(private_dir, f"{session}.{self.config_name}", config)
+        argv = build_command(self.command, self.options, task.prompt_path, config_path, session)
+        env = child_environment(self.environ, self.options, files.trajectory, marker, self.venv)
+        return Prepared(argv, env, (config_path,))
+
+    def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
+        # As a terminal's Ctrl-C would: OpenHands 0.60+ then stops the agent and saves its
+        # trajectory, but only after the agent's running command ends. Those commands run in
+        # their own sessions, outside OpenHands' process group: end them now.
+        signal_quietly(proc.pid, signal.SIGINT, group=True)
+        for pid in marker.processes():
+            if _pgid(pid) != proc.pid:
+                signal_quietly(pid, signal.SIGKILL)
+
+    def read_outcome(self, files: AttemptFiles, session: str) -> Outcome:
+        folders = [self.file_store / "sessions" / sid / "events"
+                   for sid in (session_id(session), session_id(session, legacy=True))]
+        return read_outcome(files, folders)
+
+    def clean_up(self, session: str, log: RunLog) -> None:
+        if self.uses_docker and not self.keep_containers:
+            remove_container(session_id(session), log)
+
+    def describe(self, task: Task, files: AttemptFiles, secrets: tuple[str, ...]) -> dict[str, Any]:
+        session = session_name(task, "RUNID", 1)
+        argv = build_command(self.command, self.options, task.prompt_path,
+                             Path("<private>") / f"{session}.{self.config_name}", session)
+        config = task_config(self.base_config, self.options, files.trajectory, "RUNID", session)
+        return {"entrypoint": self.name, "command": [mask(a, secrets) for a in argv],
+                "config": json.loads(mask(json.dumps(config, default=str), secrets))}
+
+
+def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: dict[str, str]) -> Entrypoint:
+    """The OpenHands entrypoint --command names. Today: openhands.core.main."""
+    return CoreMain(settings.command, settings.openhands, base_config, environ, settings.config_name,
+                    settings.venv, settings.keep_containers)
+
+
 # ================================================================================================
-# Launch and wait
+# Launch and wait (process handling)
 # ================================================================================================
 
 
-def marked_processes(run_id: str, session: str | None = None) -> list[int]:
-    """Live processes whose environment carries this run's (and session's) marker.
+@dataclass(frozen=True)
+class Marker:
+    """The environment marker every process of one attempt inherits. OpenHands' CLI runtime starts
+    each command in its own session, so a process-group kill misses them, and once reparented they
+    are no one's descendants; the inherited environment still says whose they are."""
 
-    OpenHands' CLI runtime starts each command in its own session, so a process-group kill
-    misses them, and once reparented they are no one's descendants; the inherited environment
-    still says whose they are.
-    """
-    wanted = [f"{MARKER_RUN}={run_id}".encode()]
-    if session is not None:
-        wanted.append(f"{MARKER_SESSION}={session}".encode())
-    me = os.getpid()
-    found = []
-    try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return []
-    for pid in pids:
-        if pid == me:
-            continue
+    run_id: str
+    session: str | None = None  # None: every process of the run
+
+    def environment(self) -> dict[str, str]:
+        return {MARKER_RUN: self.run_id, MARKER_SESSION: self.session or ""}
+
+    def processes(self) -> list[int]:
+        """Live processes (zombies count as gone) whose environment carries this marker; Linux
+        only (/proc), elsewhere none are found and only the process group is killed."""
+        wanted = [f"{MARKER_RUN}={self.run_id}".encode()]
+        if self.session is not None:
+            wanted.append(f"{MARKER_SESSION}={self.session}".encode())
+        me = os.getpid()
+        found = []
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                entries = f.read().split(b"\0")
-        except OSError:  # gone, or not ours
-            continue
-        if all(w in entries for w in wanted) and not is_zombie(pid):
-            found.append(pid)
-    return found
+            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return []
+        for pid in pids:
+            if pid == me:
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    entries = f.read().split(b"\0")
+            except OSError:  # gone, or not ours
+                continue
+            if all(w in entries for w in wanted) and not is_zombie(pid):
+                found.append(pid)
+        return found
 
 
 def is_zombie(pid: int) -> bool:
     """A zombie has finished; PID 1 reaps reparented ones in its own time."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] in (b"Z", b"X")
+            info = f.read()
+        return info[info.rindex(b")") + 2:info.rindex(b")") + 3] in (b"Z", b"X")
     except (OSError, ValueError):
         return True
 
@@ -710,8 +932,14 @@ def signal_quietly(pid: int, sig: int, group: bool = False) -> None:
         (os.killpg if group else os.kill)(pid, sig)
 
 
-def kill_everything(proc: subprocess.Popen[bytes] | None, run_id: str, session: str | None,
-                    patience: float = 5.0) -> list[int]:
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def kill_everything(proc: subprocess.Popen[bytes] | None, marker: Marker, patience: float = 5.0) -> list[int]:
     """SIGKILL the task's process group and every process carrying its marker, until none is
     left (a zombie counts as gone). Returns the pids that had to be killed."""
     killed: list[int] = []
@@ -720,7 +948,7 @@ def kill_everything(proc: subprocess.Popen[bytes] | None, run_id: str, session: 
         killed.append(proc.pid)
     deadline = time.monotonic() + patience
     while True:
-        left = marked_processes(run_id, session)
+        left = marker.processes()
         for pid in left:
             signal_quietly(pid, signal.SIGKILL)
         killed += [p for p in left if p not in killed]
@@ -746,8 +974,6 @@ def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
             fd = None
         if fd is not None:
             try:
-                import select
-
                 select.select([fd], [], [], timeout)
             finally:
                 os.close(fd)
@@ -760,29 +986,38 @@ def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
 
 @dataclass
 class StopSignal:
-    """What the batch was asked: stop gracefully (first Ctrl-C/SIGTERM) or at once (second)."""
+    """Why the batch is stopping, if it is: a signal (first: gracefully; second: at once), or a
+    failure of the runner's own (a results file that cannot be written)."""
 
-    requested: int = 0  # the signal number (SIGINT also when the runner stops itself), 0 while running
-    kill_now: bool = False
+    signum: int = 0  # the signal that asked the batch to stop, 0 if none did
     failure: str | None = None  # why the runner stopped itself
+    kill_now: bool = False
     event: threading.Event = field(default_factory=threading.Event)
 
+    @property
+    def stopping(self) -> bool:
+        return bool(self.signum or self.failure)
+
     def request(self, signum: int) -> None:
-        if self.requested:
+        if self.stopping:
             self.kill_now = True
         else:
-            self.requested = signum
+            self.signum = signum
         self.event.set()
-
-    @property
-    def reason(self) -> str:
-        return self.failure or (f"{signal.Signals(self.requested).name} received" if self.requested else "")
 
     def fail(self, why: str) -> None:
         """Stop the batch the graceful way because the runner cannot go on."""
-        if not self.requested:
+        if not self.stopping:
             self.failure = why
-            self.request(signal.SIGINT)
+            self.event.set()
+
+    @property
+    def reason(self) -> str:
+        if self.failure:
+            return self.failure
+        if self.signum == signal.SIGPIPE:
+            return "the console's pipe was closed"
+        return f"{signal.Signals(self.signum).name} received" if self.signum else ""
 
 
 @dataclass
@@ -802,38 +1037,34 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def launch_and_wait(argv: list[str], env: dict[str, str], cwd: Path, stdout_log: Path,
-                    stderr_log: Path, settings: Settings, stop: StopSignal, run_id: str,
-                    session: str) -> Launch:
+def launch_and_wait(prepared: Prepared, cwd: Path, files: AttemptFiles, timeout: float | None,
+                    grace_period: float, stop: StopSignal, marker: Marker,
+                    request_stop: Callable[[subprocess.Popen[bytes], Marker], None]) -> Launch:
+    """Start OpenHands, wait for it to end, the timeout, or a stop; ask it to stop, give it the
+    grace period, then kill every process of the attempt. Its output goes straight to the logs."""
     started_at, t0 = utc_now(), time.monotonic()
     try:
-        with open(stdout_log, "wb") as out, open(stderr_log, "wb") as err:
+        with open_new(files.stdout_log, exclusive=False) as out, open_new(files.stderr_log, exclusive=False) as err:
             # Own session: a Ctrl-C on the terminal reaches the runner only, which then stops
             # tasks the graceful way; OpenHands' stdin is closed (a question would hang it).
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=err, start_new_session=True)
+            proc = subprocess.Popen(prepared.argv, cwd=cwd, env=prepared.env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True)
     except OSError as exc:
         return Launch(None, False, False, started_at, utc_now(), time.monotonic() - t0,
-                      f"could not start {argv[0]}: {exc.strerror or exc}")
-    deadline = t0 + settings.timeout if settings.timeout else None
+                      f"could not start {prepared.argv[0]}: {exc.strerror or exc}")
+    deadline = t0 + timeout if timeout else None
     timed_out = interrupted = False
     grace_until: float | None = None
     return_code: int | None = None
     try:
         while return_code is None:
             now = time.monotonic()
-            if grace_until is None and (stop.requested or (deadline is not None and now >= deadline)):
-                timed_out, interrupted = not stop.requested, bool(stop.requested)
-                # OpenHands 0.60+ stops on SIGINT and saves its trajectory, but only after the
-                # agent's running command ends: end those commands now (they are in their own
-                # sessions, outside OpenHands' process group).
-                signal_quietly(proc.pid, signal.SIGINT, group=True)  # as a terminal's Ctrl-C would
-                for pid in marked_processes(run_id, session):
-                    if _pgid(pid) != proc.pid:
-                        signal_quietly(pid, signal.SIGKILL)
-                grace_until = now + settings.grace_period
+            if grace_until is None and (stop.stopping or (deadline is not None and now >= deadline)):
+                timed_out, interrupted = not stop.stopping, stop.stopping
+                request_stop(proc, marker)
+                grace_until = now + grace_period
             if stop.kill_now or (grace_until is not None and now >= grace_until):
-                interrupted = interrupted or bool(stop.requested and not timed_out)
+                interrupted = interrupted or (stop.stopping and not timed_out)
                 break
             wakes = [0.5]
             if grace_until is not None:
@@ -843,36 +1074,29 @@ def launch_and_wait(argv: list[str], env: dict[str, str], cwd: Path, stdout_log:
             return_code = wait_for_exit(proc, max(0.0, min(wakes)))
     finally:
         # Whatever happened, nothing the task started stays alive (background servers too).
-        kill_everything(proc, run_id, session)
+        kill_everything(proc, marker)
     if return_code is None:
         return_code = proc.returncode
     return Launch(return_code, timed_out, interrupted, started_at, utc_now(), time.monotonic() - t0)
 
 
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-def remove_container(sid: str, warn: RunLog) -> None:
+def remove_container(sid: str, log: RunLog) -> None:
     """Remove this task's own Docker sandbox (OpenHands only stops it, or leaves it running)."""
     docker = shutil.which("docker")
     if docker is None:
-        warn.once("docker-missing", "Docker runtime but no `docker` command: containers not removed")
+        log.once("docker-missing", "Docker runtime but no `docker` command: containers not removed")
         return
     try:
         done = subprocess.run([docker, "rm", "-f", f"openhands-runtime-{sid}"], capture_output=True,
                               text=True, timeout=60, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        warn.once("docker-failed", f"could not remove Docker containers: {exc}")
+        log.once("docker-failed", f"could not remove Docker containers: {exc}")
         return
     if done.returncode != 0 and "No such container" not in done.stderr:
-        warn.once("docker-failed", f"could not remove Docker containers: {done.stderr.strip()[:200]}")
+        log.once("docker-failed", f"could not remove Docker containers: {done.stderr.strip()[:200]}")
 
 
-def remove_run_containers(run_id: str, warn: RunLog) -> int:
+def remove_run_containers(run_id: str, log: RunLog) -> int:
     """Remove every container a (dead) run labelled as its own; never by name prefix alone."""
     docker = shutil.which("docker")
     if docker is None:
@@ -882,16 +1106,15 @@ def remove_run_containers(run_id: str, warn: RunLog) -> int:
                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         ids = listed.stdout.split() if listed.returncode == 0 else []
         if ids:
-            subprocess.run([docker, "rm", "-f", *ids], capture_output=True, timeout=120,
-                           stdin=subprocess.DEVNULL)
+            subprocess.run([docker, "rm", "-f", *ids], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
         return len(ids)
     except (OSError, subprocess.TimeoutExpired):
-        warn.once("docker-failed", "could not list Docker containers of an earlier run")
+        log.once("docker-failed", "could not list Docker containers of an earlier run")
         return 0
 
 
 # ================================================================================================
-# Read the outcome
+# Read the outcome (pure parsing; every read bounded, whatever a task printed or saved)
 # ================================================================================================
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -905,7 +1128,7 @@ _REASONS = (
 _AGENT_ERROR = re.compile(r"Error while running the agent \(session ID: [^)]*\): (.*)")
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b:?.*)$")
 _LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d - openhands:(\w+): \S+ - (.*)$")
-# Cost and token lines, in every format OpenHands has printed (see openhands-headless.md).
+# Cost and token lines, in every format OpenHands has printed (docs/openhands.md, "Cost and tokens").
 _ACTION_METRICS = re.compile(
     r"Action metrics - accumulated_cost: ([\d.eE+-]+),.*?accumulated tokens \(prompt/completion\): (\d+)/(\d+)")
 _ACTION_LATEST = re.compile(r"latest tokens \(prompt/completion/cache_read/cache_write\): (\d+)/(\d+)/(\d+)/(\d+)")
@@ -916,6 +1139,7 @@ _BOX_IN = re.compile(r"Total Input Tokens:\s*([\d,]+)")
 _BOX_OUT = re.compile(r"Total Output Tokens:\s*([\d,]+)")
 _BOX_CACHE_READ = re.compile(r"Cache Hits?:\s*([\d,]+)")
 _BOX_CACHE_WRITE = re.compile(r"Cache Writes?:\s*([\d,]+)")
+_METRICS_KEY = re.compile(rb'"llm_metrics"\s*:\s*')
 
 
 @dataclass
@@ -952,7 +1176,7 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
     latest_cache = [0, 0]
     debug_cost: str | None = None
     debug_in = debug_out = 0
-    box: dict[str, int | float] = {}
+    box: dict[str, float] = {}
     after_traceback = False
     for raw in lines:
         line = ANSI.sub("", raw.rstrip("\r\n")) if "\x1b" in raw else raw.rstrip("\r\n")
@@ -987,78 +1211,155 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
             debug_in += _int(m.group(1)) or 0
             debug_out += _int(m.group(2)) or 0
         if "Tokens" in line:
-            if m := _BOX_IN.search(line):
-                box["in"] = _int(m.group(1)) or 0
-            if m := _BOX_OUT.search(line):
-                box["out"] = _int(m.group(1)) or 0
+            for key, pattern in (("in", _BOX_IN), ("out", _BOX_OUT)):
+                if m := pattern.search(line):
+                    box[key] = _int(m.group(1)) or 0
         if "Cache" in line:
-            if m := _BOX_CACHE_READ.search(line):
-                box["cache_read"] = _int(m.group(1)) or 0
-            if m := _BOX_CACHE_WRITE.search(line):
-                box["cache_write"] = _int(m.group(1)) or 0
+            for key, pattern in (("cache_read", _BOX_CACHE_READ), ("cache_write", _BOX_CACHE_WRITE)):
+                if m := pattern.search(line):
+                    box[key] = _int(m.group(1)) or 0
+
+    def whole(key: str) -> int | None:
+        return int(box[key]) if key in box else None
+
     if action:  # full precision, every LLM, accumulated
         facts.metrics = Metrics(float(action[0]), int(action[1]), int(action[2]),
                                 latest_cache[0], latest_cache[1], "output")
     elif box:
-        facts.metrics = Metrics(box.get("cost"), box.get("in"), box.get("out"),  # type: ignore[arg-type]
-                                box.get("cache_read"), box.get("cache_write"), "output")  # type: ignore[arg-type]
+        facts.metrics = Metrics(box.get("cost"), whole("in"), whole("out"), whole("cache_read"),
+                                whole("cache_write"), "output")
     elif debug_cost is not None:  # 2 decimals, agent LLM only; tokens are per call, summed
-        facts.metrics = Metrics(float(debug_cost), debug_in or None, debug_out or None, None, None,
-                                "output")
+        facts.metrics = Metrics(float(debug_cost), debug_in or None, debug_out or None, None, None, "output")
     return facts
 
 
-def metrics_from_events(events: Iterable[dict[str, Any]], source: str) -> Metrics:
+def merge_facts(first: OutputFacts, second: OutputFacts) -> OutputFacts:
+    """Each fact from the first source that has it: OpenHands logs its state on stderr, while a
+    wrapper may print cost and tokens on stdout (pure)."""
+    return OutputFacts(first.agent_state or second.agent_state, first.reason or second.reason,
+                       first.last_exception or second.last_exception,
+                       first.last_error_line or second.last_error_line,
+                       first.metrics if first.metrics.known else second.metrics)
+
+
+def _number_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def metrics_from_llm_metrics(last: dict[str, Any] | None, source: str) -> Metrics:
+    """Totals from one `llm_metrics` object: accumulated over the run, every LLM of the agent."""
+    if not isinstance(last, dict):
+        return Metrics()
+    usage = last.get("accumulated_token_usage")
+    usage = usage if isinstance(usage, dict) else {}
+
+    def count(key: str) -> int | None:
+        value = _number_or_none(usage.get(key))
+        return None if value is None else int(value)
+
+    return Metrics(_number_or_none(last.get("accumulated_cost")), count("prompt_tokens"),
+                   count("completion_tokens"), count("cache_read_tokens"), count("cache_write_tokens"), source)
+
+
+def metrics_from_events(events: Iterable[Any], source: str) -> Metrics:
     """Totals from the last event that carries llm_metrics (pure)."""
-    last: dict[str, Any] | None = None
+    last = None
     for event in events:
         if isinstance(event, dict) and isinstance(event.get("llm_metrics"), dict):
             last = event["llm_metrics"]
-    if last is None:
-        return Metrics()
-    usage = last.get("accumulated_token_usage") or {}
-
-    def num(value: Any) -> int | None:
-        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-    cost = last.get("accumulated_cost")
-    return Metrics(
-        float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
-        num(usage.get("prompt_tokens")), num(usage.get("completion_tokens")),
-        num(usage.get("cache_read_tokens")), num(usage.get("cache_write_tokens")), source)
+    return metrics_from_llm_metrics(last, source)
 
 
-def agent_state_from_events(events: Iterable[dict[str, Any]]) -> str | None:
+def agent_state_from_events(events: Iterable[Any]) -> str | None:
     """The last agent_state_changed observation's state, upper case like the log (pure)."""
     state = None
     for event in events:
         if isinstance(event, dict) and event.get("observation") == "agent_state_changed":
-            value = (event.get("extras") or {}).get("agent_state")
+            extras = event.get("extras")
+            value = extras.get("agent_state") if isinstance(extras, dict) else None
             if isinstance(value, str):
                 state = value.upper()
     return state
 
 
-def read_trajectory(path: Path) -> list[dict[str, Any]] | None:
+def _decode_json_at(f: Any, offset: int, limit: int) -> Any:
+    """The JSON value starting at offset, reading more only while it is cut off, up to limit."""
+    size = 1 << 16
+    while True:
+        f.seek(offset)
+        data = f.read(size)
+        try:
+            return json.JSONDecoder().raw_decode(data.decode("utf-8", "replace"))[0]
+        except ValueError:
+            if len(data) < size or size >= limit:
+                return None
+            size *= 4
+
+
+def last_llm_metrics(path: Path, window: int = 1 << 20, value_limit: int = 16 << 20) -> dict[str, Any] | None:
+    """The last `llm_metrics` object in a trajectory or event file, found from the end: a 150 MB
+    trajectory costs a few blocks, not 150 MB. In JSON text a key is an unescaped `"llm_metrics":`,
+    which a message that merely mentions it (escaped quotes) never is."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below; a missing file is None)
+    except OSError:
+        return None
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - window)
+            f.seek(start)
+            block = f.read(end - start + 32)  # a little past `end`: a key across the border is seen
+            for m in reversed(list(_METRICS_KEY.finditer(block))):
+                value = _decode_json_at(f, start + m.end(), value_limit)
+                if isinstance(value, dict):
+                    return value
+            end = start
+    return None
+
+
+def read_json_file(path: Path, limit: int = 1 << 20) -> Any:
+    """A small JSON file (an event), or None when it is missing, broken or over the limit."""
     try:
         with open(path, "rb") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+            data = f.read(limit + 1)
+        return json.loads(data) if len(data) <= limit else None
+    except (OSError, ValueError, RecursionError):
         return None
-    return data if isinstance(data, list) else None
 
 
-def read_session_events(file_store: Path, session: str) -> list[dict[str, Any]]:
-    """A session's events from OpenHands' local file store, in order (they survive a kill)."""
-    for sid in (session_id(session), session_id(session, legacy=True)):
-        folder = file_store / "sessions" / sid / "events"
-        if folder.is_dir():
-            events = []
-            for path in sorted(folder.glob("*.json"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
-                with contextlib.suppress(OSError, ValueError):
-                    events.append(json.loads(path.read_bytes()))
-            return events
-    return []
+def read_session_events(folders: Iterable[Path]) -> tuple[Metrics, str | None]:
+    """Cost and the final agent state from a session's event files (they survive a kill), read
+    from the newest back, and only as far back as needed; each file read bounded."""
+    for folder in folders:
+        try:
+            names = [n for n in os.listdir(folder) if n.endswith(".json")]
+        except OSError:
+            continue
+        names.sort(key=lambda n: (int(n[:-5]) if n[:-5].isdigit() else -1, n), reverse=True)
+        metrics, state = Metrics(), None
+        for name in names:
+            event = read_json_file(folder / name)
+            if event is None and not metrics.known:  # too big to read whole: find its metrics only
+                metrics = metrics_from_llm_metrics(last_llm_metrics(folder / name), "events")
+            if not metrics.known:
+                metrics = metrics_from_events([event], "events")
+            state = state or agent_state_from_events([event])
+            if metrics.known and state:
+                break
+        return metrics, state
+    return Metrics(), None
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """A log's lines, a long one in pieces of at most LINE_PIECE characters: a 200 MB line
+    without a newline costs 64 KiB at a time."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            while piece := f.readline(LINE_PIECE):
+                yield piece
+    except OSError:
+        return
 
 
 @dataclass
@@ -1068,24 +1369,19 @@ class Outcome:
     facts: OutputFacts
 
 
-def read_outcome(stdout_log: Path, stderr_log: Path, trajectory: Path, file_store: Path,
-                 session: str) -> Outcome:
+def read_outcome(files: AttemptFiles, event_folders: list[Path]) -> Outcome:
     """What an attempt left behind, each fact from the best source there is: the final agent
     state from the log (else the session's events); cost and tokens from the trajectory, else
     the session's events (they survive a kill), else the log text."""
-    facts = scan_output(read_lines(stderr_log))
-    if not facts.agent_state and not facts.metrics.known:
-        stdout_facts = scan_output(read_lines(stdout_log))  # LOG_JSON, or a wrapper that prints
-        facts.agent_state = stdout_facts.agent_state
-        facts.metrics = stdout_facts.metrics
-    events = read_trajectory(trajectory)
-    metrics = metrics_from_events(events, "trajectory") if events else Metrics()
+    facts = scan_output(read_lines(files.stderr_log))
+    if not facts.agent_state or not facts.metrics.known:
+        facts = merge_facts(facts, scan_output(read_lines(files.stdout_log)))  # LOG_JSON, a wrapper
+    metrics = metrics_from_llm_metrics(last_llm_metrics(files.trajectory), "trajectory")
     agent_state = facts.agent_state
     if not metrics.known or agent_state is None:
-        stored = read_session_events(file_store, session)
-        if not metrics.known:
-            metrics = metrics_from_events(stored, "events")
-        agent_state = agent_state or agent_state_from_events(stored)
+        stored, stored_state = read_session_events(event_folders)
+        metrics = metrics if metrics.known else stored
+        agent_state = agent_state or stored_state
     return Outcome(agent_state, metrics if metrics.known else facts.metrics, facts)
 
 
@@ -1104,15 +1400,21 @@ def classify(launch: Launch, agent_state: str | None) -> str:
     return "failed"
 
 
-def explain(status: str, launch: Launch, facts: OutputFacts, agent_state: str | None,
-            settings: Settings, stopped_by: str) -> str | None:
-    """One line saying why the attempt did not succeed (pure)."""
+def one_line(text: str, limit: int = REASON_CHARS) -> str:
+    """Text as one line of at most limit characters (pure)."""
+    text = " ".join(text[: limit * 4].split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def explain(status: str, launch: Launch, facts: OutputFacts, agent_state: str | None, timeout: float | None,
+            stopped_by: str) -> str | None:
+    """One short line saying why the attempt did not succeed (pure)."""
     if status == "success":
         return None
     if launch.error:
-        return launch.error
+        return one_line(launch.error)
     if status == "timeout":
-        return f"timed out after {settings.timeout:g}s"
+        return f"timed out after {timeout:g}s" if timeout else "timed out"
     if status == "interrupted":
         return f"runner stopped: {stopped_by}"
     detail = facts.reason
@@ -1123,9 +1425,10 @@ def explain(status: str, launch: Launch, facts: OutputFacts, agent_state: str | 
         detail = f"agent ended in {agent_state}"
     if launch.return_code not in (0, None):
         code = launch.return_code
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
-        return f"{how}: {detail}" if detail else how
-    return (detail or "no final agent state")[:1000]
+        how = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
+               else f"exit code {code}")
+        return one_line(f"{how}: {detail}" if detail else how)
+    return one_line(detail or "no final agent state")
 
 
 def is_retryable(status: str, launch: Launch, facts: OutputFacts, agent_state: str | None) -> bool:
@@ -1143,14 +1446,6 @@ def is_retryable(status: str, launch: Launch, facts: OutputFacts, agent_state: s
     return any(k in text for k in ("RateLimitError", "APIConnectionError", "ServiceUnavailable", "Timeout"))
 
 
-def read_lines(path: Path) -> Iterator[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            yield from f
-    except OSError:
-        return
-
-
 def tail(path: Path, chars: int = TAIL_CHARS) -> str:
     try:
         with open(path, "rb") as f:
@@ -1166,7 +1461,7 @@ def tail(path: Path, chars: int = TAIL_CHARS) -> str:
 def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> bool:
     """Replace secrets in a file the task wrote (OpenHands or the agent may print a key).
     Streams in chunks, so a big log costs no memory; rewrites only when a secret is there."""
-    if not secrets or not path.is_file():
+    if not secrets or not path.is_file() or path.is_symlink():
         return False
     needles = [s.encode() for s in secrets]
     overlap = max(len(n) for n in needles) - 1
@@ -1181,8 +1476,8 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
             carry = window[-overlap:] if overlap else b""
     if not found:
         return False
-    tmp = path.with_name(path.name + ".redacting")
-    with open(path, "rb") as src, open(tmp, "wb") as dst:
+    tmp = path.with_name(f".{path.name}.redacting")
+    with open(path, "rb") as src, open_new(tmp, exclusive=False) as dst:
         data = src.read(chunk)
         carry = b""
         while data or carry:
@@ -1198,7 +1493,7 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
 
 
 # ================================================================================================
-# Record
+# Record: the results file, its records, and the attempt's files
 # ================================================================================================
 
 
@@ -1220,7 +1515,7 @@ class AttemptRecord:
     cache_write_tokens: int | None
     metrics_source: str | None  # trajectory | events | output
     agent_state: str | None
-    error: str | None
+    error: str | None  # one line, at most REASON_CHARS
     trajectory_path: str | None
     attempt: int
     started_at: str
@@ -1235,6 +1530,131 @@ class AttemptRecord:
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> AttemptRecord:
+        """A record read back from a results file, which is data from outside: the fields it has
+        must have their types (ValueError says which does not); fields older records lack get
+        their empty value; unknown fields are ignored."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if not isinstance(data.get("task_name"), str):
+            raise ValueError("no task_name")
+        if data.get("status") not in STATUSES:
+            raise ValueError(f"status {str(data.get('status'))[:20]!r} is not one of {', '.join(STATUSES)}")
+        values: dict[str, Any] = {}
+        for name, (kinds, empty) in _RECORD_FIELDS.items():
+            value: Any = data.get(name)
+            if value is None:
+                values[name] = empty
+            elif isinstance(value, bool) or not isinstance(value, kinds):
+                raise ValueError(f"{name} has the wrong type ({type(value).__name__})")
+            elif isinstance(value, list) and not all(isinstance(a, str) for a in value):
+                raise ValueError(f"{name} has the wrong type (not a list of strings)")
+            elif isinstance(value, int) and float in kinds:
+                values[name] = float(value)
+            else:
+                values[name] = value
+        return cls(**values)
+
+
+# Each field's accepted JSON types and its value when an older record lacks it.
+_RECORD_FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "task_name": ((str,), ""), "prompt_file": ((str,), ""), "status": ((str,), "error"),
+    "return_code": ((int,), None), "elapsed_time_seconds": ((int, float), 0.0),
+    "stdout": ((str,), ""), "stderr": ((str,), ""), "total_cost": ((int, float), None),
+    "total_input_tokens": ((int,), None), "total_output_tokens": ((int,), None),
+    "cache_read_tokens": ((int,), None), "cache_write_tokens": ((int,), None),
+    "metrics_source": ((str,), None), "agent_state": ((str,), None), "error": ((str,), None),
+    "trajectory_path": ((str,), None), "attempt": ((int,), 1), "started_at": ((str,), ""),
+    "finished_at": ((str,), ""), "session_name": ((str,), ""), "session_id": ((str,), ""),
+    "stdout_log": ((str,), None), "stderr_log": ((str,), None), "command": ((list,), None),
+    "prompt_sha256": ((str,), None), "run_id": ((str,), ""),
+}
+
+
+def blank_record(task: Task, attempt: int, session: str, sid: str, run_id: str,
+                 problem: str | None = None) -> AttemptRecord:
+    """The record of an attempt that never ran: status error, nothing measured (pure)."""
+    now = utc_now()
+    return AttemptRecord(
+        task_name=task.name, prompt_file=readable(str(task.prompt_path)), status="error", return_code=None,
+        elapsed_time_seconds=0.0, stdout="", stderr="", total_cost=None, total_input_tokens=None,
+        total_output_tokens=None, cache_read_tokens=None, cache_write_tokens=None, metrics_source=None,
+        agent_state=None, error=one_line(problem or task.problem or "not run"), trajectory_path=None,
+        attempt=attempt, started_at=now, finished_at=now, session_name=session, session_id=sid,
+        stdout_log=None, stderr_log=None, command=None, prompt_sha256=task.prompt_sha256, run_id=run_id)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What an attempt left on disk that goes into its record, secrets already masked."""
+
+    stdout: str
+    stderr: str
+    trajectory_saved: bool
+
+
+def build_record(blank: AttemptRecord, launch: Launch, outcome: Outcome, files: AttemptFiles,
+                 argv: list[str], evidence: Evidence, timeout: float | None, stopped_by: str,
+                 secrets: tuple[str, ...]) -> tuple[AttemptRecord, bool]:
+    """The record of an attempt that was launched, and whether it is worth another try (pure)."""
+    status = classify(launch, outcome.agent_state)
+    why = explain(status, launch, outcome.facts, outcome.agent_state, timeout, stopped_by)
+    m = outcome.metrics
+    record = dataclasses.replace(
+        blank, status=status, return_code=launch.return_code, elapsed_time_seconds=round(launch.elapsed, 3),
+        stdout=evidence.stdout, stderr=evidence.stderr, total_cost=m.total_cost,
+        total_input_tokens=m.total_input_tokens, total_output_tokens=m.total_output_tokens,
+        cache_read_tokens=m.cache_read_tokens, cache_write_tokens=m.cache_write_tokens,
+        metrics_source=m.source if m.known else None, agent_state=outcome.agent_state,
+        error=mask(why, secrets) if why else None,
+        trajectory_path=str(files.trajectory) if evidence.trajectory_saved else None,
+        started_at=launch.started_at, finished_at=launch.finished_at, stdout_log=str(files.stdout_log),
+        stderr_log=str(files.stderr_log), command=[mask(a, secrets) for a in argv])
+    retryable = not stopped_by and is_retryable(status, launch, outcome.facts, outcome.agent_state)
+    return record, retryable
+
+
+def open_new(path: Path, exclusive: bool = True, mode: int = 0o644) -> Any:
+    """A file of ours, opened for writing never through a symbolic link (in a shared output folder
+    nobody may redirect our writes); exclusive: it must not exist yet."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if exclusive else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, mode), "wb")
+
+
+def claim_attempt_files(output_dir: Path, task: Task, attempt: int, run_id: str) -> AttemptFiles:
+    """Fresh file names for one attempt: `<stem>.json` and `<stem>.stdout.log` for a first attempt,
+    `<stem>.attempt-N...` after. A name some file already has (another results file's record, a
+    run in the same folder, a planted link) is never reused: each file is created here,
+    exclusively, and a taken name moves on to `<stem>.attempt-N.<run id>`."""
+    numbered = "" if attempt == 1 else f".attempt-{attempt}"
+    for extra in ("", f".{run_id}", *(f".{run_id}-{k}" for k in range(2, 50))):
+        stem = f"{task.stem}{numbered}{extra}"
+        files = AttemptFiles(output_dir / "trajectories" / f"{stem}.json",
+                             output_dir / "logs" / f"{stem}.stdout.log", output_dir / "logs" / f"{stem}.stderr.log")
+        created: list[Path] = []
+        try:
+            for path in (files.stdout_log, files.stderr_log, files.trajectory):
+                open_new(path).close()
+                created.append(path)
+        except FileExistsError:
+            for path in created:
+                path.unlink()
+            continue
+        return files
+    raise OSError(17, "every file name for this attempt is taken", str(output_dir / "logs" / task.stem))
+
+
+def trajectory_saved(path: Path) -> bool:
+    """The trajectory was written; the empty file that claimed its name is removed if not."""
+    try:
+        if path.stat().st_size > 0:
+            return True
+        path.unlink()
+    except OSError:
+        pass
+    return False
 
 
 class ResultsFile:
@@ -1256,7 +1676,11 @@ class ResultsFile:
         """Take the lock; returns what a dead earlier run left in it (None if it ended cleanly)."""
         import fcntl
 
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise UsageError(f"lock file {self.lock_path}: cannot open it ({exc.strerror}); "
+                             "remove it if it is a link") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1277,15 +1701,17 @@ class ResultsFile:
             os.close(self._fd)
             self._fd = None
         if self._lock_fd is not None:
-            os.ftruncate(self._lock_fd, 0)
-            os.pwrite(self._lock_fd, json.dumps({"finished": True}).encode(), 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
+                os.pwrite(self._lock_fd, json.dumps({"finished": True}).encode(), 0)
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Append one line, on disk (fsync) before this returns. A write that fails part way
-        (a full disk) is cut back off, so the file never keeps half a record of ours."""
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+    def append(self, record: AttemptRecord) -> None:
+        """Append one line, on disk (fsync) before this returns: the price of never losing a
+        finished task. A write that fails part way (a full disk) is cut back off, so the file
+        never keeps half a record of ours."""
+        data = (json.dumps(record.as_json(), ensure_ascii=False) + "\n").encode()
         with self._mutex:
             if self._fd is None:
                 self._fd = self._open()
@@ -1301,7 +1727,7 @@ class ResultsFile:
                 raise
 
     def _open(self) -> int:
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         # A torn last line (a run died mid-write) stays as it is, but the next record must start
         # on its own line or it would be glued to it and lost.
         size = os.lseek(fd, 0, os.SEEK_END)
@@ -1319,153 +1745,102 @@ def _read_json_fd(fd: int) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every well-formed record, and a warning per line that is not one (a torn last line)."""
-    records, warnings = [], []
+def read_records(path: Path) -> tuple[list[AttemptRecord], list[str]]:
+    """Every valid record of a results file, and one warning for the lines that are not records
+    (a torn last line, a hand-edited or foreign line): they are kept as they are and ignored."""
+    records: list[AttemptRecord] = []
+    bad: list[tuple[int, str]] = []
     try:
-        f = open(path, encoding="utf-8", errors="replace")
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
     except (FileNotFoundError, NotADirectoryError):  # nothing recorded yet (or no folder: said later)
         return [], []
     except OSError as exc:
         raise UsageError(f"results file {path}: cannot read it ({exc.strerror})") from None
     with f:
-        for number, line in enumerate(f, 1):
+        number = 0
+        while line := f.readline(1 << 20):
+            number += 1
+            if not line.endswith(b"\n") and len(line) == 1 << 20:  # a line over 1 MiB: skip the rest
+                while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass
+                bad.append((number, "a line over 1 MiB"))
+                continue
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except ValueError:
-                warnings.append(f"{path.name} line {number} is not a complete record (a run died "
-                                "while writing it?); kept as it is and ignored")
-                continue
-            if isinstance(record, dict) and "task_name" in record:
-                records.append(record)
+                records.append(AttemptRecord.from_json(json.loads(line)))
+            except (ValueError, RecursionError) as exc:
+                if isinstance(exc, json.JSONDecodeError):
+                    why = "a run died while writing it?" if not line.endswith(b"\n") else "not valid JSON"
+                    bad.append((number, f"not a complete record ({why})"))
+                else:
+                    bad.append((number, f"not a run_batch record ({exc})"))
+    if not bad:
+        return records, []
+    where = ", ".join(f"line {n}" for n, _ in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return records, [f"{path.name}: {where}: {bad[0][1]}; kept as it is and ignored"]
+
+
+def read_folder_records(output_dir: Path, skip: Path | None = None) -> tuple[list[AttemptRecord], list[str]]:
+    """The records of every results file (*.jsonl) in an output folder, oldest first."""
+    records: list[AttemptRecord] = []
+    warnings: list[str] = []
+    try:
+        paths = sorted(output_dir.glob("*.jsonl"))
+    except OSError:
+        return [], []
+    for path in paths:
+        if path == skip or path.is_dir():
+            continue
+        found, said = read_records(path)
+        records += found
+        warnings += said
+    records.sort(key=lambda r: r.finished_at)
     return records, warnings
 
 
-def latest_by_task(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    latest: dict[str, dict[str, Any]] = {}
+def latest_by_task(records: Iterable[AttemptRecord]) -> dict[str, AttemptRecord]:
+    latest: dict[str, AttemptRecord] = {}
     for record in records:
-        latest[record["task_name"]] = record
+        latest[record.task_name] = record
     return latest
 
 
-def attempt_paths(output_dir: Path, task: Task, attempt: int) -> tuple[Path, Path, Path]:
-    """Trajectory, stdout log and stderr log of one attempt; the first keeps the plain names."""
-    suffix = "" if attempt == 1 else f".attempt-{attempt}"
-    return (output_dir / "trajectories" / f"{task.stem}{suffix}.json",
-            output_dir / "logs" / f"{task.stem}{suffix}.stdout.log",
-            output_dir / "logs" / f"{task.stem}{suffix}.stderr.log")
-
-
 # ================================================================================================
-# Report
+# Report: totals, the console views, the runner's log, summary.json, --report and --dry-run
 # ================================================================================================
 
 
-class PlainView:
-    """The console when it is not a terminal (cron, CI, a pipe): one plain line per finished
-    task, no control characters. --quiet leaves only the final summary."""
+@dataclass(frozen=True)
+class Totals:
+    """Counts and totals over the latest attempt of each task."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def started(self, name: str, session: str) -> None:
-        pass
-
-    def ended(self, session: str) -> None:
-        pass
-
-    def finished(self, record: dict[str, Any], line: str, last: bool) -> None:
-        self.line(line)
-
-    def line(self, text: str, err: bool = False) -> None:
-        if not self.quiet:
-            print(text, file=sys.stderr if err else sys.stdout, flush=True)
-
-    def close(self) -> None:
-        pass
+    tasks: int
+    counts: dict[str, int]
+    total_cost: float
+    tasks_with_cost: int
+    mean_cost: float | None
+    total_input_tokens: int
+    total_output_tokens: int
+    mean_input_tokens: float | None
+    mean_output_tokens: float | None
+    task_time_seconds: float
 
 
-class LiveView(PlainView):
-    """On a terminal: finished tasks scroll above a live panel with done/total, counts per
-    status, the running tasks and their elapsed time, cost so far and an ETA (rich)."""
-
-    def __init__(self, total: int, workers: int) -> None:
-        super().__init__(quiet=False)
-        from rich.console import Console
-        from rich.live import Live
-
-        self.total, self.workers = total, workers
-        self.counts: dict[str, int] = {}
-        self.cost = 0.0
-        self.durations: list[float] = []
-        self.running: dict[str, tuple[str, float]] = {}
-        self.t0 = time.monotonic()
-        self._lock = threading.Lock()
-        self.console = Console(highlight=False)
-        self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4,
-                         transient=True, redirect_stdout=False, redirect_stderr=False)
-        self.live.start()
-
-    def started(self, name: str, session: str) -> None:
-        with self._lock:
-            self.running[session] = (name, time.monotonic())
-
-    def ended(self, session: str) -> None:
-        with self._lock:
-            self.running.pop(session, None)
-
-    def finished(self, record: dict[str, Any], line: str, last: bool) -> None:
-        with self._lock:
-            self.cost += record.get("total_cost") or 0.0
-            if last:  # an attempt that will be retried is not a finished task
-                self.counts[record["status"]] = self.counts.get(record["status"], 0) + 1
-                self.durations.append(record.get("elapsed_time_seconds") or 0.0)
-        self.live.refresh()  # a printed line re-emits the last panel: make it the current one
-        self.line(line)
-
-    def line(self, text: str, err: bool = False) -> None:
-        self.console.print(text, markup=False, highlight=False, soft_wrap=True,
-                           style="red" if err else None)
-
-    def _render(self) -> Any:
-        from rich.console import Group
-        from rich.table import Table
-        from rich.text import Text
-
-        with self._lock:
-            done = sum(self.counts.values())
-            now = time.monotonic()
-            left = max(0, self.total - done)
-            if self.durations and left:
-                mean = sum(self.durations) / len(self.durations)
-                eta = f"ETA {format_duration(mean * left / min(self.workers, left))}"
-            else:
-                eta = "ETA ?" if left else "ETA 0s"
-            counts = "  ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "-"
-            head = Text(f"{done}/{self.total} done   {counts}   ${self.cost:.4f} so far   "
-                        f"{format_duration(now - self.t0)} elapsed   {eta}", style="bold")
-            table = Table(box=None, show_header=bool(self.running), pad_edge=False)
-            table.add_column("running")
-            table.add_column("for", justify="right")
-            for name, since in sorted(self.running.values(), key=lambda r: r[1]):
-                table.add_row(printable(name), format_duration(now - since))
-        return Group(head, table)
-
-    def close(self) -> None:
-        self.live.stop()
-
-
-def make_view(settings: Settings, total: int) -> tuple[PlainView, str | None]:
-    """A live view on a terminal, plain lines elsewhere; rich is only imported for the first."""
-    if settings.quiet or not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
-        return PlainView(settings.quiet), None
-    try:
-        return LiveView(total, settings.max_workers), None
-    except ImportError:
-        return PlainView(False), ("live progress needs the package rich: "
-                                  f"`{Path(sys.executable).name} -m pip install rich`")
+def summarise(records: list[AttemptRecord]) -> Totals:
+    """Totals over records, unknown costs and tokens left out of the means (pure)."""
+    counts = dict.fromkeys(STATUSES, 0) | Counter(r.status for r in records)
+    costs = [r.total_cost for r in records if r.total_cost is not None]
+    with_tokens = [r for r in records if r.total_input_tokens is not None]
+    tokens_in = sum(r.total_input_tokens or 0 for r in records)
+    tokens_out = sum(r.total_output_tokens or 0 for r in records)
+    return Totals(
+        tasks=len(records), counts=counts, total_cost=round(sum(costs), 6), tasks_with_cost=len(costs),
+        mean_cost=round(sum(costs) / len(costs), 6) if costs else None,
+        total_input_tokens=tokens_in, total_output_tokens=tokens_out,
+        mean_input_tokens=round(tokens_in / len(with_tokens), 1) if with_tokens else None,
+        mean_output_tokens=round(tokens_out / len(with_tokens), 1) if with_tokens else None,
+        task_time_seconds=round(sum(r.elapsed_time_seconds for r in records), 3))
 
 
 def plural(n: int, word: str) -> str:
@@ -1481,46 +1856,12 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-class RunLog:
-    """The runner's own log (<output-dir>/batch_run.log) and the console, secrets masked."""
+def format_money(value: float | None) -> str:
+    return f"${UNKNOWN}" if value is None else f"${value:.4f}"
 
-    def __init__(self, path: Path | None, secrets: tuple[str, ...], view: PlainView) -> None:
-        self.secrets = secrets
-        self.view = view
-        self._file = open(path, "a", encoding="utf-8") if path else None
-        self._lock = threading.Lock()
-        self._once: set[str] = set()
 
-    def write(self, message: str, console: bool = False, err: bool = False) -> None:
-        message = mask(message, self.secrets)
-        broken = None
-        with self._lock:
-            if self._file:
-                try:
-                    self._file.write(f"{utc_now()} {message}\n")
-                    self._file.flush()
-                except OSError as exc:  # the log is a convenience; results go on being written
-                    broken, self._file = exc, None
-        if console:
-            self.view.line(message, err)
-        if broken is not None:
-            self.view.line(f"warning: batch_run.log cannot be written ({broken.strerror}); "
-                           "going on without it", err=True)
-
-    def warn(self, message: str) -> None:
-        self.write(f"warning: {message}", console=True, err=True)
-
-    def once(self, key: str, message: str) -> None:
-        with self._lock:
-            if key in self._once:
-                return
-            self._once.add(key)
-        self.warn(message)
-
-    def close(self) -> None:
-        self.view.close()
-        if self._file:
-            self._file.close()
+def format_count(value: int | None) -> str:
+    return UNKNOWN if value is None else str(value)
 
 
 def printable(name: str) -> str:
@@ -1528,92 +1869,57 @@ def printable(name: str) -> str:
     return name if name.isprintable() else repr(name)
 
 
-def format_money(value: float | None) -> str:
-    return "cost ?" if value is None else f"${value:.4f}"
-
-
-def finished_line(record: dict[str, Any], done: int, total: int, last: bool = True) -> str:
-    tokens = ("tokens ?" if record.get("total_input_tokens") is None else
-              f"{record['total_input_tokens']}/{record.get('total_output_tokens') or 0} tokens")
+def finished_line(record: AttemptRecord, done: int, total: int, last: bool = True) -> str:
     where = f"[{done}/{total}]" if last else "[retrying]"
-    line = (f"{where} {record['status']:<11} {printable(record['task_name'])}  "
-            f"{record['elapsed_time_seconds']:.1f}s  {format_money(record.get('total_cost'))}  {tokens}")
-    if record.get("attempt", 1) > 1:
-        line += f"  (attempt {record['attempt']})"
-    if record.get("error"):
-        line += f"  - {record['error'][:160]}"
+    line = (f"{where} {record.status:<11} {printable(record.task_name)}  {record.elapsed_time_seconds:.1f}s  "
+            f"{format_money(record.total_cost)}  {format_count(record.total_input_tokens)}/"
+            f"{format_count(record.total_output_tokens)} tokens")
+    if record.attempt > 1:
+        line += f"  (attempt {record.attempt})"
+    if record.error:
+        line += f"  - {record.error[:160]}"
     return line
 
 
-def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and totals over the latest attempt of each task (pure)."""
-    counts = {s: 0 for s in STATUSES}
-    cost = 0.0
-    costs_known = tokens_known = tokens_in = tokens_out = 0
-    task_time = 0.0
-    for r in records:
-        counts[r.get("status", "error")] = counts.get(r.get("status", "error"), 0) + 1
-        if r.get("total_cost") is not None:
-            cost += r["total_cost"]
-            costs_known += 1
-        if r.get("total_input_tokens") is not None:
-            tokens_known += 1
-        tokens_in += r.get("total_input_tokens") or 0
-        tokens_out += r.get("total_output_tokens") or 0
-        task_time += r.get("elapsed_time_seconds") or 0.0
-    return {
-        "tasks": len(records), "counts": counts, "total_cost": round(cost, 6),
-        "tasks_with_cost": costs_known,
-        "mean_cost": round(cost / costs_known, 6) if costs_known else None,
-        "total_input_tokens": tokens_in, "total_output_tokens": tokens_out,
-        "mean_input_tokens": round(tokens_in / tokens_known, 1) if tokens_known else None,
-        "mean_output_tokens": round(tokens_out / tokens_known, 1) if tokens_known else None,
-        "task_time_seconds": round(task_time, 3),
-    }
-
-
-def report_rows(latest: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    return [(printable(r["task_name"]), r["status"], r.get("agent_state") or "-",
-             f"{r.get('elapsed_time_seconds') or 0:.1f}",
-             "?" if r.get("total_cost") is None else f"{r['total_cost']:.4f}",
-             "?" if r.get("total_input_tokens") is None else str(r["total_input_tokens"]),
-             "?" if r.get("total_output_tokens") is None else str(r["total_output_tokens"]),
-             (r.get("error") or "")[:100]) for r in latest]
+def totals_line(totals: Totals) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in totals.counts.items() if n)
+    return (f"{plural(totals.tasks, 'task')}: {counts or 'none'}; cost ${totals.total_cost:.4f} "
+            f"(known for {totals.tasks_with_cost}), tokens {totals.total_input_tokens} in / "
+            f"{totals.total_output_tokens} out, task time {format_duration(totals.task_time_seconds)}")
 
 
 REPORT_HEAD = ("task", "status", "state", "secs", "cost $", "in tok", "out tok", "why")
 
 
-def table_lines(latest: list[dict[str, Any]]) -> list[str]:
+def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
+    return [(printable(r.task_name), r.status, r.agent_state or "-", f"{r.elapsed_time_seconds:.1f}",
+             UNKNOWN if r.total_cost is None else f"{r.total_cost:.4f}", format_count(r.total_input_tokens),
+             format_count(r.total_output_tokens), (r.error or "")[:100]) for r in latest]
+
+
+def table_lines(latest: list[AttemptRecord]) -> list[str]:
     """The report table as aligned lines, header first (pure)."""
     rows = report_rows(latest)
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(REPORT_HEAD)]
-    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [REPORT_HEAD, *rows]]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [REPORT_HEAD, *rows]]
 
 
-def render_summary(latest: list[dict[str, Any]], totals: dict[str, Any], fmt: str) -> str:
+def render_summary(latest: list[AttemptRecord], totals: Totals, fmt: str) -> str:
     """--report text: json, markdown or an aligned table (pure)."""
     if fmt == "json":
-        return json.dumps({"totals": totals, "tasks": latest}, indent=2, ensure_ascii=False)
+        return json.dumps({"totals": dataclasses.asdict(totals), "tasks": [r.as_json() for r in latest]},
+                          indent=2, ensure_ascii=False)
     if fmt == "markdown":
         lines = ["| " + " | ".join(REPORT_HEAD) + " |", "|" + "---|" * len(REPORT_HEAD)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in report_rows(latest)]
-        return "\n".join(lines + ["", totals_line(totals)])
+        return "\n".join([*lines, "", totals_line(totals)])
     return "\n".join([*table_lines(latest), "", totals_line(totals)])
 
 
-def totals_line(totals: dict[str, Any]) -> str:
-    counts = ", ".join(f"{n} {s}" for s, n in totals["counts"].items() if n)
-    return (f"{plural(totals['tasks'], 'task')}: {counts or 'none'}; cost ${totals['total_cost']:.4f} "
-            f"(known for {totals['tasks_with_cost']}), tokens {totals['total_input_tokens']} in / "
-            f"{totals['total_output_tokens']} out, task time {format_duration(totals['task_time_seconds'])}")
+STATUS_STYLE = {"success": "green", "failed": "red", "timeout": "yellow", "error": "magenta", "interrupted": "cyan"}
 
 
-STATUS_STYLE = {"success": "green", "failed": "red", "timeout": "yellow", "error": "magenta",
-                "interrupted": "cyan"}
-
-
-def print_report_table(latest: list[dict[str, Any]], totals: dict[str, Any]) -> None:
+def print_report_table(latest: list[AttemptRecord], totals: Totals) -> None:
     """On a terminal, rich colours each row by status (and honours NO_COLOR); into a pipe or a
     file, plain text. One styled Text: rich's Table takes ~0.1 s for 250 rows."""
     plain = render_summary(latest, totals, "table")
@@ -1628,23 +1934,209 @@ def print_report_table(latest: list[dict[str, Any]], totals: dict[str, Any]) -> 
         return
     lines = table_lines(latest)
     text = Text(lines[0] + "\n", style="bold")
-    for line, record in zip(lines[1:], latest):
-        text.append(line + "\n", style=STATUS_STYLE.get(record["status"]))
+    for line, record in zip(lines[1:], latest, strict=True):
+        text.append(line + "\n", style=STATUS_STYLE.get(record.status))
     text.append("\n" + totals_line(totals))
     Console(highlight=False).print(text, soft_wrap=True)
 
 
-def write_summary_json(output_dir: Path, latest: list[dict[str, Any]], totals: dict[str, Any]) -> Path:
-    """summary.json, replaced atomically: a reader never sees half of it."""
+def console_lost() -> None:
+    """The console's reader is gone (`| head`): later output goes nowhere instead of failing."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+class PlainView:
+    """The console when it is not a terminal (cron, CI, a pipe): one plain line per finished
+    task, written whole (threads never interleave within a line), no control characters.
+    --quiet leaves only the final summary. A closed pipe tells on_lost once."""
+
+    def __init__(self, quiet: bool, on_lost: Callable[[], None] = lambda: None) -> None:
+        self.quiet = quiet
+        self.on_lost = on_lost
+        self._lock = threading.Lock()
+        self._lost = False
+
+    def started(self, name: str, session: str) -> None:
+        pass
+
+    def ended(self, session: str) -> None:
+        pass
+
+    def finished(self, record: AttemptRecord, line: str, last: bool) -> None:
+        self.line(line)
+
+    def line(self, text: str, err: bool = False) -> None:
+        if not self.quiet:
+            self.write(text, err)
+
+    def write(self, text: str, err: bool = False) -> None:
+        stream = sys.stderr if err else sys.stdout
+        with self._lock:
+            if self._lost and not err:
+                return
+            try:
+                stream.write(text + "\n")
+                stream.flush()
+            except BrokenPipeError:
+                if err:
+                    return
+                self._lost = True
+                console_lost()
+                lost = True
+            else:
+                lost = False
+        if lost:
+            self.on_lost()
+
+    def close(self) -> None:
+        pass
+
+
+class LiveView(PlainView):
+    """On a terminal: finished tasks scroll above a live panel with done/total, counts per
+    status, the running tasks and their elapsed time, cost so far and an ETA (rich)."""
+
+    def __init__(self, total: int, workers: int, on_lost: Callable[[], None]) -> None:
+        super().__init__(quiet=False, on_lost=on_lost)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.total, self.workers = total, workers
+        self.counts: Counter[str] = Counter()
+        self.cost = 0.0
+        self.durations: list[float] = []
+        self.running: dict[str, tuple[str, float]] = {}
+        self.t0 = time.monotonic()
+        self._state = threading.Lock()
+        self.console = Console(highlight=False)
+        self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4,
+                         transient=True, redirect_stdout=False, redirect_stderr=False)
+        self.live.start()
+
+    def started(self, name: str, session: str) -> None:
+        with self._state:
+            self.running[session] = (name, time.monotonic())
+
+    def ended(self, session: str) -> None:
+        with self._state:
+            self.running.pop(session, None)
+
+    def finished(self, record: AttemptRecord, line: str, last: bool) -> None:
+        with self._state:
+            self.cost += record.total_cost or 0.0
+            if last:  # an attempt that will be retried is not a finished task
+                self.counts[record.status] += 1
+                self.durations.append(record.elapsed_time_seconds)
+        self.live.refresh()  # a printed line re-emits the last panel: make it the current one
+        self.line(line)
+
+    def write(self, text: str, err: bool = False) -> None:
+        with self._lock:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True, style="red" if err else None)
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        with self._state:
+            done = sum(self.counts.values())
+            now = time.monotonic()
+            left = max(0, self.total - done)
+            if self.durations and left:
+                mean = sum(self.durations) / len(self.durations)
+                eta = f"ETA {format_duration(mean * left / min(self.workers, left))}"
+            else:
+                eta = f"ETA {UNKNOWN}" if left else "ETA 0s"
+            counts = "  ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "-"
+            head = Text(f"{done}/{self.total} done   {counts}   ${self.cost:.4f} so far   "
+                        f"{format_duration(now - self.t0)} elapsed   {eta}", style="bold")
+            table = Table(box=None, show_header=bool(self.running), pad_edge=False)
+            table.add_column("running")
+            table.add_column("for", justify="right")
+            for name, since in sorted(self.running.values(), key=lambda r: r[1]):
+                table.add_row(printable(name), format_duration(now - since))
+        return Group(head, table)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def make_view(quiet: bool, total: int, workers: int, on_lost: Callable[[], None]) -> tuple[PlainView, str | None]:
+    """A live view on a terminal, plain lines elsewhere; rich is only imported for the first."""
+    if quiet or not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
+        return PlainView(quiet, on_lost), None
+    try:
+        return LiveView(total, workers, on_lost), None
+    except ImportError:
+        return PlainView(False, on_lost), ("live progress needs the package rich: "
+                                           f"`{Path(sys.executable).name} -m pip install rich`")
+
+
+class RunLog:
+    """The runner's own log (<output-dir>/batch_run.log, never written through a link), also
+    echoed to the console where asked; secrets masked."""
+
+    def __init__(self, path: Path | None, secrets: tuple[str, ...], view: PlainView) -> None:
+        self.secrets = secrets
+        self.view = view
+        self._fd: int | None = None
+        if path is not None:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        self._lock = threading.Lock()
+        self._once: set[str] = set()
+
+    def write(self, message: str, console: bool = False, err: bool = False) -> None:
+        message = mask(message, self.secrets)
+        broken = None
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    os.write(self._fd, f"{utc_now()} {message}\n".encode())
+                except OSError as exc:  # the log is a convenience; results go on being written
+                    broken, self._fd = exc, None
+        if console:
+            self.view.line(message, err)
+        if broken is not None:
+            self.view.line(f"warning: batch_run.log cannot be written ({broken.strerror}); going on without it",
+                           err=True)
+
+    def warn(self, message: str) -> None:
+        self.write(f"warning: {message}", console=True, err=True)
+
+    def once(self, key: str, message: str) -> None:
+        with self._lock:
+            if key in self._once:
+                return
+            self._once.add(key)
+        self.warn(message)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_summary_json(output_dir: Path, latest: list[AttemptRecord], totals: dict[str, Any]) -> Path:
+    """summary.json, replaced atomically: a reader never sees half of it, and a failed write
+    (a full disk) leaves neither half a file nor its temporary behind."""
     path = output_dir / "summary.json"
     fd, tmp = tempfile.mkstemp(prefix=".summary-", suffix=".json", dir=output_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"generated_at": utc_now(), "totals": totals, "tasks": latest}, f, indent=2,
-                  ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"generated_at": utc_now(), "totals": totals, "tasks": [r.as_json() for r in latest]}, f,
+                      indent=2, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     return path
 
 
@@ -1653,59 +2145,168 @@ def report(settings: Settings) -> int:
     folder = settings.output_dir
     if not folder.is_dir():
         raise UsageError(f"--output-dir {folder}: no such folder; nothing to report")
-    records: list[dict[str, Any]] = []
-    for path in sorted(folder.glob("*.jsonl")):
-        found, warnings = read_records(path)
-        for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
-        records += found
-    records.sort(key=lambda r: r.get("finished_at") or "")
-    latest = sorted(latest_by_task(records).values(), key=lambda r: r["task_name"])
+    records, warnings = read_folder_records(folder)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    latest = sorted(latest_by_task(records).values(), key=lambda r: r.task_name)
     totals = summarise(latest)
-    if settings.report_format == "table":
+    if settings.output_format == "table":
         print_report_table(latest, totals)
     else:
-        print(render_summary(latest, totals, settings.report_format))
-    return 0 if latest and all(r["status"] == "success" for r in latest) else 1
+        print(render_summary(latest, totals, settings.output_format))
+    return 0 if latest and all(r.status == "success" for r in latest) else 1
+
+
+def dry_run(settings: Settings, plan: Plan, entrypoint: Entrypoint, secrets: tuple[str, ...]) -> int:
+    """--dry-run: the plan, the first task's command and effective config; nothing run or written."""
+    described: dict[str, Any] = {"entrypoint": entrypoint.name}
+    if plan.to_run or plan.done:
+        example = (plan.to_run or plan.done)[0]
+        files = AttemptFiles(settings.output_dir / "trajectories" / f"{example.stem}.json",
+                             settings.output_dir / "logs" / f"{example.stem}.stdout.log",
+                             settings.output_dir / "logs" / f"{example.stem}.stderr.log")
+        described = entrypoint.describe(example, files, secrets)
+    if settings.output_format == "json":
+        print(json.dumps({
+            "project_dir": str(settings.project_dir), "output_dir": str(settings.output_dir),
+            "results_file": str(settings.results_path), "max_workers": settings.max_workers,
+            "to_run": [{"task": t.name, "problem": t.problem} for t in plan.to_run],
+            "skipped": [{"task": t.name, "why": "already success"} for t in plan.done],
+            "first_task": described}, indent=2, ensure_ascii=False))
+        return 0
+    import tomli_w
+
+    print(f"Would run {len(plan.to_run)} tasks ({len(plan.done)} already done, skipped), "
+          f"{settings.max_workers} at a time, from {settings.project_dir}, with {described['entrypoint']}:")
+    for t in plan.to_run:
+        print(f"  run   {printable(t.name)}" + (f"  (will be recorded as error: {t.problem})" if t.problem else ""))
+    for t in plan.done:
+        print(f"  skip  {printable(t.name)}  (already success)")
+    if "command" in described:
+        print("Command (first task):\n  " + shlex.join(described["command"]))
+        print("Effective config (first task, secrets masked):")
+        print(tomli_w.dumps(described["config"]).rstrip())
+    return 0
 
 
 # ================================================================================================
-# The batch: ties the steps together, in a thread pool, and answers signals
+# The batch: opens the output folder, runs the tasks in a thread pool, answers signals, sums up
 # ================================================================================================
 
 
 @dataclass
-class Batch:
-    settings: Settings
-    tasks: list[Task]
-    base_config: dict[str, Any]
-    secrets: tuple[str, ...]
-    environ: dict[str, str]
+class OutputFolder:
+    """The output folder while a run holds it: its results file (locked), the run's identity, and
+    the private folder of configs (mode 0700, outside the output folder: it may hold keys)."""
+
+    path: Path
+    results: ResultsFile
     run_id: str
     private_dir: Path
-    results: ResultsFile
+    dead_run: dict[str, Any] | None  # what an earlier run that died left in the lock file
+
+    def close(self) -> None:
+        self.results.release()
+        shutil.rmtree(self.private_dir, ignore_errors=True)
+
+
+def check_output_paths(settings: Settings) -> None:
+    """Refuse, before anything is written, what the runner must never write through (pure reads)."""
+    results = settings.results_path
+    if results.is_dir():
+        raise UsageError(f"results file {results} is a folder; pick another --results-name")
+    for path in (results, results.with_name(f".{results.name}.lock"), settings.output_dir / "batch_run.log",
+                 settings.output_dir / "logs", settings.output_dir / "trajectories"):
+        if path.is_symlink():
+            raise UsageError(f"{path} is a symbolic link; run_batch never writes through links: remove it "
+                             "or pick another --output-dir")
+
+
+def open_output_folder(settings: Settings) -> OutputFolder:
+    """Folders, the results file's lock, and a private folder for this run's configs."""
+    try:
+        for sub in ("trajectories", "logs"):
+            (settings.output_dir / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output-dir {settings.output_dir}: cannot create it ({exc.strerror}); "
+                         "pick a folder you can write") from None
+    if not os.access(settings.output_dir, os.W_OK):
+        raise UsageError(f"--output-dir {settings.output_dir}: not writable; pick a folder you can write")
+    run_id = uuid.uuid4().hex[:8]
+    results = ResultsFile(settings.results_path)
+    private_dir = Path(tempfile.mkdtemp(prefix=f"run_batch-{run_id}-"))  # mode 0700
+    try:
+        dead_run = results.acquire({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id,
+                                    "private_dir": str(private_dir), "started_at": utc_now()})
+    except BaseException:
+        shutil.rmtree(private_dir, ignore_errors=True)
+        raise
+    return OutputFolder(settings.output_dir, results, run_id, private_dir, dead_run)
+
+
+def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
+    """What a run that died (SIGKILL, OOM, reboot) left behind: its tasks' processes, their
+    containers, its private folder of configs."""
+    old_run = previous.get("run_id")
+    if not isinstance(old_run, str) or not old_run:
+        return
+    if previous.get("host") != socket.gethostname():
+        log.warn(f"an earlier run (pid {previous.get('pid')} on {previous.get('host')}) did not "
+                 "finish; processes or containers it left on that machine were not touched")
+        return
+    killed = kill_everything(None, Marker(old_run))
+    containers = remove_run_containers(old_run, log)
+    folder = previous.get("private_dir")
+    removed = False
+    if isinstance(folder, str) and Path(folder).name.startswith("run_batch-") and Path(folder).is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        removed = True
+    log.write(f"an earlier run (pid {previous.get('pid')}, run {old_run}) did not finish: killed "
+              f"{len(killed)} leftover processes, removed {containers} containers"
+              f"{' and its temporary configs' if removed else ''}", console=True)
+
+
+@contextlib.contextmanager
+def signal_handlers(stop: StopSignal) -> Iterator[None]:
+    """Ctrl-C, SIGTERM, SIGHUP (a closed terminal or ssh session) and SIGQUIT all stop the batch
+    the graceful way; a second one kills at once. The handlers only set flags (a handler that
+    took a lock could deadlock the main thread); the workers act on them."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        stop.request(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS_THAT_STOP}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class Batch:
+    """One run's tasks and what they share: where they run, how OpenHands is driven, the results
+    file, the console and the log, and the stop signal."""
+
+    settings: Settings
+    tasks: list[Task]
+    entrypoint: Entrypoint
+    folder: OutputFolder
+    secrets: tuple[str, ...]
+    view: PlainView
     log: RunLog
-    previous_attempts: Counter[str]  # records per task already in the results file
-    stop: StopSignal = field(default_factory=StopSignal)
-    cost_so_far: float = 0.0
+    stop: StopSignal
+    previous_attempts: Counter[str]  # attempts per task already recorded in the output folder
     done: int = 0
+    cost_so_far: float = 0.0
     skipped_budget: list[str] = field(default_factory=list)
     records: list[AttemptRecord] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_start: float = 0.0
 
-    @property
-    def file_store(self) -> Path:
-        path = effective_core(self.base_config, self.environ, "file_store_path", "~/.openhands")
-        return Path(os.path.expanduser(path))
-
-    @property
-    def uses_docker(self) -> bool:
-        runtime = self.settings.runtime or effective_core(self.base_config, self.environ, "runtime", "docker")
-        return runtime == "docker"
-
     def run_task(self, task: Task) -> None:
-        """All attempts of one task: retried while the failure is infrastructure's."""
+        """All attempts of one task, and the error policy: retried while the failure is
+        infrastructure's; a bug of the runner's becomes an `error` record, never a lost task."""
         attempt = self.previous_attempts.get(task.name, 0)
         for retry in range(self.settings.retries + 1):
             if retry:
@@ -1718,13 +2319,11 @@ class Batch:
             attempt += 1
             try:
                 record, retryable = self.run_attempt(task, attempt)
-            except Exception as exc:  # a bug of the runner's must not make a task vanish
-                import traceback
-
+            except Exception as exc:
                 self.log.write(f"{printable(task.name)}: internal error\n{traceback.format_exc()}")
-                record = dataclasses.replace(
-                    self.blank_record(task, attempt, session_name(task, self.run_id, attempt)),
-                    error=f"run_batch internal error: {exc!r} (details in batch_run.log)")
+                session = session_name(task, self.folder.run_id, attempt)
+                record = blank_record(task, attempt, session, self.entrypoint.session_id(session), self.folder.run_id,
+                                      f"run_batch internal error: {exc!r} (details in batch_run.log)")
                 retryable = False
             last = not retryable or retry == self.settings.retries
             self.finish(record, last)
@@ -1733,7 +2332,7 @@ class Batch:
 
     def may_start(self, task: Task, first: bool) -> bool:
         with self._lock:
-            if self.stop.requested:
+            if self.stop.stopping:
                 return False
             if self.settings.max_total_cost is not None and self.cost_so_far >= self.settings.max_total_cost:
                 if first:
@@ -1741,233 +2340,85 @@ class Batch:
                 return False
             wait_for = self._last_start + self.settings.start_delay - time.monotonic()
             self._last_start = max(time.monotonic(), self._last_start + self.settings.start_delay)
-        if wait_for > 0 and self.stop.event.wait(wait_for):
-            return False
-        return True
-
-    def blank_record(self, task: Task, attempt: int, session: str) -> AttemptRecord:
-        """The record of an attempt that never ran: status error, nothing measured."""
-        now = utc_now()
-        return AttemptRecord(
-            task_name=task.name, prompt_file=readable(str(task.prompt_path)), status="error",
-            return_code=None, elapsed_time_seconds=0.0, stdout="", stderr="", total_cost=None,
-            total_input_tokens=None, total_output_tokens=None, cache_read_tokens=None,
-            cache_write_tokens=None, metrics_source=None, agent_state=None, error=task.problem,
-            trajectory_path=None, attempt=attempt, started_at=now, finished_at=now,
-            session_name=session, session_id=session_id(session), stdout_log=None, stderr_log=None,
-            command=None, prompt_sha256=task.prompt_sha256, run_id=self.run_id)
+        return not (wait_for > 0 and self.stop.event.wait(wait_for))
 
     def run_attempt(self, task: Task, attempt: int) -> tuple[AttemptRecord, bool]:
-        s = self.settings
-        trajectory, stdout_log, stderr_log = attempt_paths(s.output_dir, task, attempt)
-        session = session_name(task, self.run_id, attempt)
-        record = self.blank_record(task, attempt, session)
+        """One attempt: fresh files and session, configure, launch and wait, read the outcome,
+        mask secrets, build the record."""
+        run_id, entrypoint = self.folder.run_id, self.entrypoint
+        session = session_name(task, run_id, attempt)
+        blank = blank_record(task, attempt, session, entrypoint.session_id(session), run_id)
         if task.problem:
-            return record, False
-        config_path = write_private_config(self.private_dir, f"{session}.{s.config_name}",
-                                           task_config(self.base_config, s, trajectory, self.run_id, session))
-        argv = build_command(s, task.prompt_path, config_path, session)
-        env = child_environment(self.environ, s, trajectory, self.run_id, session)
-        with contextlib.suppress(FileNotFoundError):
-            trajectory.unlink()  # a stale file from a dead run must not pass for this attempt's
-        self.log.view.started(task.name, session)
+            return blank, False
+        files = claim_attempt_files(self.folder.path, task, attempt, run_id)
+        marker = Marker(run_id, session)
+        prepared = entrypoint.prepare(task, session, files, marker, self.folder.private_dir)
+        self.view.started(task.name, session)
         try:
-            launch = launch_and_wait(argv, env, s.project_dir, stdout_log, stderr_log, s, self.stop,
-                                     self.run_id, session)
+            launch = launch_and_wait(prepared, self.settings.project_dir, files, self.settings.timeout,
+                                     self.settings.grace_period, self.stop, marker, entrypoint.request_stop)
         finally:
-            self.log.view.ended(session)
-            with contextlib.suppress(FileNotFoundError):
-                config_path.unlink()
-            if self.uses_docker and not s.keep_containers:
-                remove_container(session_id(session), self.log)
+            self.view.ended(session)
+            for path in prepared.private_files:
+                path.unlink(missing_ok=True)
+            entrypoint.clean_up(session, self.log)
+        outcome = entrypoint.read_outcome(files, session)
+        evidence = self.collect_evidence(task, files)
+        return build_record(blank, launch, outcome, files, prepared.argv, evidence, self.settings.timeout,
+                            self.stop.reason, self.secrets)
 
-        outcome = read_outcome(stdout_log, stderr_log, trajectory, self.file_store, session)
-        for path in (trajectory, stdout_log, stderr_log):
+    def collect_evidence(self, task: Task, files: AttemptFiles) -> Evidence:
+        """Secrets masked in what the task wrote, the logs' tails, whether a trajectory was saved."""
+        saved = trajectory_saved(files.trajectory)
+        for path in (files.trajectory, files.stdout_log, files.stderr_log):
             if redact_file(path, self.secrets):
                 self.log.warn(f"{printable(task.name)}: a secret appeared in {path.name}; masked")
-
-        status = classify(launch, outcome.agent_state)
-        m = outcome.metrics
-        why = explain(status, launch, outcome.facts, outcome.agent_state, s, self.stop.reason)
-        record = dataclasses.replace(
-            record, status=status, return_code=launch.return_code,
-            elapsed_time_seconds=round(launch.elapsed, 3),
-            stdout=mask(tail(stdout_log), self.secrets), stderr=mask(tail(stderr_log), self.secrets),
-            total_cost=m.total_cost, total_input_tokens=m.total_input_tokens,
-            total_output_tokens=m.total_output_tokens, cache_read_tokens=m.cache_read_tokens,
-            cache_write_tokens=m.cache_write_tokens, metrics_source=m.source if m.known else None,
-            agent_state=outcome.agent_state, error=mask(why, self.secrets) if why else None,
-            trajectory_path=str(trajectory) if trajectory.is_file() else None,
-            started_at=launch.started_at, finished_at=launch.finished_at,
-            stdout_log=str(stdout_log), stderr_log=str(stderr_log),
-            command=[mask(a, self.secrets) for a in argv])
-        retryable = not self.stop.requested and is_retryable(status, launch, outcome.facts, outcome.agent_state)
-        return record, retryable
+        return Evidence(mask(tail(files.stdout_log), self.secrets), mask(tail(files.stderr_log), self.secrets), saved)
 
     def finish(self, record: AttemptRecord, last: bool) -> None:
         """Record an attempt; `last` when the task will not be tried again in this run."""
-        data = record.as_json()
         try:
-            self.results.append(data)
+            self.folder.results.append(record)
         except OSError as exc:  # no point paying for tasks whose results cannot be kept
-            self.stop.fail(f"cannot write {self.results.path} ({exc.strerror or exc})")
+            self.stop.fail(f"cannot write {self.folder.results.path} ({exc.strerror or exc})")
             self.log.write(f"{printable(record.task_name)}: its record could not be written: {exc}",
                            console=True, err=True)
         with self._lock:
             self.done += last
             self.records.append(record)
             self.cost_so_far += record.total_cost or 0.0
-            line = mask(finished_line(data, self.done, len(self.tasks), last), self.secrets)
+            line = mask(finished_line(record, self.done, len(self.tasks), last), self.secrets)
         self.log.write(line)
-        self.log.view.finished(data, line, last)
+        self.view.finished(record, line, last)
 
 
-def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
-    """What a run that died (SIGKILL, OOM, reboot) left behind: its tasks' processes, their
-    containers, its private folder of configs."""
-    old_run = previous.get("run_id")
-    if not isinstance(old_run, str):
-        return
-    if previous.get("host") != socket.gethostname():
-        log.warn(f"an earlier run (pid {previous.get('pid')} on {previous.get('host')}) did not "
-                 "finish; processes or containers it left on that machine were not touched")
-        return
-    killed = kill_everything(None, old_run, None)
-    containers = remove_run_containers(old_run, log)
-    folder = previous.get("private_dir")
-    removed = False
-    if isinstance(folder, str) and Path(folder).name.startswith("run_batch-") and Path(folder).is_dir():
-        shutil.rmtree(folder, ignore_errors=True)
-        removed = True
-    log.write(f"an earlier run (pid {previous.get('pid')}, run {old_run}) did not finish: killed "
-              f"{len(killed)} leftover processes, removed {containers} containers"
-              f"{' and its temporary configs' if removed else ''}", console=True)
+def execute(batch: Batch) -> None:
+    """The thread pool. The main thread only waits, in short steps, so signal handlers run
+    promptly, and says once what a stop request means."""
+    with ThreadPoolExecutor(max_workers=batch.settings.max_workers, thread_name_prefix="task") as pool:
+        futures: set[Future[None]] = {pool.submit(batch.run_task, t) for t in batch.tasks}
+        said = (False, False)
+        while futures:
+            finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+            if (batch.stop.stopping, batch.stop.kill_now) != said:
+                said = (batch.stop.stopping, batch.stop.kill_now)
+                batch.log.write(
+                    "stopping at once: killing every running task" if batch.stop.kill_now else
+                    f"{batch.stop.reason}: no new task starts; running tasks get SIGINT and --grace-period "
+                    "to stop (send Ctrl-C to kill them at once)", console=True, err=True)
+            for f in finished:
+                if f.exception() is not None:
+                    batch.log.write(f"internal error in a task: {f.exception()!r}", console=True, err=True)
 
 
-def install_signal_handlers(stop: StopSignal) -> dict[int, Any]:
-    """Ctrl-C / SIGTERM only set flags (a handler that took a lock could deadlock the main
-    thread); the workers act on them and the main loop reports them."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        stop.request(signum)
-
-    previous: dict[int, Any] = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
-    return previous
-
-
-def environment_warnings(settings: Settings, environ: dict[str, str]) -> list[str]:
+def environment_warnings(max_workers: int, project_dir: Path, environ: dict[str, str]) -> list[str]:
     """Settings of the user's that work against a batch (pure)."""
     debug = environ.get("LOG_LEVEL", "").upper() == "DEBUG" or environ.get("DEBUG", "").lower() in ("1", "true")
-    if debug and settings.max_workers > 1:
-        return [f"DEBUG logging with --max-workers {settings.max_workers}: OpenHands then writes LLM "
-                f"logs to {settings.project_dir / 'logs'} and clears logs/llm/default when a task "
-                "starts, so parallel tasks overwrite each other's there (each task's own log is "
-                "whole in the output folder's logs/)"]
+    if debug and max_workers > 1:
+        return [f"DEBUG logging with --max-workers {max_workers}: OpenHands then writes LLM logs to "
+                f"{project_dir / 'logs'} and clears logs/llm/default when a task starts, so parallel tasks "
+                "overwrite each other's there (each task's own log is whole in the output folder's logs/)"]
     return []
-
-
-def plan_order(tasks: list[Task], durations: dict[str, float]) -> list[Task]:
-    """Longest known task first (LPT): fewer workers idle while one long task ends the batch.
-    Tasks with no recorded duration keep file order, ahead of the known ones (pure)."""
-    if not durations:
-        return tasks
-    unknown = [t for t in tasks if t.name not in durations]
-    known = sorted((t for t in tasks if t.name in durations), key=lambda t: -durations[t.name])
-    return unknown + known
-
-
-def run(settings: Settings, environ: dict[str, str]) -> int:
-    require_tomli_w()
-    settings = resolve_poetry(settings, environ)
-    base_config = load_base_config(settings.base_config)
-    secrets = find_secrets(base_config, environ)
-    all_tasks = discover_tasks(settings.prompt_dir)
-    selected = select_tasks(all_tasks, settings)
-
-    if settings.results_path.is_dir():
-        raise UsageError(f"results file {settings.results_path} is a folder; pick another --results-name")
-    records, warnings = read_records(settings.results_path)
-    latest = latest_by_task(records)
-    done_before = [] if settings.rerun else [
-        t for t in selected if latest.get(t.name, {}).get("status") == "success"
-        and latest[t.name].get("prompt_sha256") == t.prompt_sha256]
-    done_names = {t.name for t in done_before}
-    to_run = [t for t in selected if t.name not in done_names]
-    durations = {n: r["elapsed_time_seconds"] for n, r in latest.items()
-                 if isinstance(r.get("elapsed_time_seconds"), (int, float)) and r.get("status") in ("success", "failed", "timeout")}
-    to_run = plan_order(to_run, durations)
-
-    if settings.dry_run:
-        return dry_run(settings, to_run, done_before, base_config, secrets)
-
-    try:
-        for sub in ("trajectories", "logs"):
-            (settings.output_dir / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--output-dir {settings.output_dir}: cannot create it ({exc.strerror}); "
-                         "pick a folder you can write") from None
-    if not os.access(settings.output_dir, os.W_OK):
-        raise UsageError(f"--output-dir {settings.output_dir}: not writable; pick a folder you can write")
-
-    run_id = uuid.uuid4().hex[:8]
-    results = ResultsFile(settings.results_path)
-    private_dir = Path(tempfile.mkdtemp(prefix=f"run_batch-{run_id}-"))  # mode 0700
-    try:
-        previous = results.acquire({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id,
-                                    "private_dir": str(private_dir), "started_at": utc_now()})
-    except BaseException:
-        shutil.rmtree(private_dir, ignore_errors=True)
-        raise
-    view, hint = make_view(settings, len(to_run))
-    log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
-    batch = Batch(settings, to_run, base_config, secrets, environ, run_id, private_dir, results, log,
-                  previous_attempts=Counter(r["task_name"] for r in records))
-    old_handlers = install_signal_handlers(batch.stop)
-    t0 = time.monotonic()
-    try:
-        try:
-            for w in warnings + ([hint] if hint else []) + environment_warnings(settings, environ):
-                log.warn(w)
-            if previous:
-                clean_up_dead_run(previous, log)
-            log.write(f"run {run_id}: {plural(len(selected), 'task')} selected, {len(done_before)} already "
-                      f"done, {len(to_run)} to run, {settings.max_workers} at a time; output in "
-                      f"{settings.output_dir}", console=True)
-            execute(batch)
-        finally:
-            view.close()
-            kill_everything(None, run_id, None)  # belt and braces: nothing of this run outlives it
-            shutil.rmtree(private_dir, ignore_errors=True)
-            for sig, h in old_handlers.items():
-                signal.signal(sig, h)
-
-        # The summary covers the latest attempt of every selected task, this run's or earlier.
-        latest_now = {**latest, **latest_by_task(r.as_json() for r in batch.records)}
-        shown = [latest_now[t.name] for t in selected if t.name in latest_now]
-        ran = {r.task_name for r in batch.records}
-        totals = summarise(shown)
-        totals.update({
-            "run_id": run_id, "wall_time_seconds": round(time.monotonic() - t0, 3),
-            "this_run_cost": round(batch.cost_so_far, 6), "this_run_tasks": len(ran),
-            "not_started": sorted(t.name for t in to_run if t.name not in ran and t.name not in batch.skipped_budget),
-            "skipped_for_budget": sorted(batch.skipped_budget),
-            "runner_peak_rss_mb": peak_rss_mb(),
-        })
-        write_summary_json(settings.output_dir, shown, totals)
-        print_final_summary(batch, totals, shown)
-    finally:
-        log.close()
-        results.release()
-    if batch.stop.failure:
-        print(f"run-batch: error: {batch.stop.failure}; records already written are kept, run the "
-              "same command again once it is fixed", file=sys.stderr)
-        return 1
-    if batch.stop.requested:
-        return 128 + batch.stop.requested
-    every_task_done = len(shown) == len(selected)
-    return 0 if every_task_done and all(r["status"] == "success" for r in shown) else 1
 
 
 def peak_rss_mb() -> float | None:
@@ -1980,74 +2431,114 @@ def peak_rss_mb() -> float | None:
     return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def execute(batch: Batch) -> None:
-    with ThreadPoolExecutor(max_workers=batch.settings.max_workers, thread_name_prefix="task") as pool:
-        futures: set[Future[None]] = {pool.submit(batch.run_task, t) for t in batch.tasks}
-        # The main thread only waits, in short steps, so signal handlers run promptly.
-        said = (0, False)
-        while futures:
-            finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-            if (batch.stop.requested, batch.stop.kill_now) != said:
-                said = (batch.stop.requested, batch.stop.kill_now)
-                why = batch.stop.reason
-                batch.log.write(
-                    "stopping at once: killing every running task" if batch.stop.kill_now else
-                    f"{why}: no new task starts; running tasks get SIGINT and --grace-period to "
-                    "stop (send Ctrl-C to kill them at once)", console=True, err=True)
-            for f in finished:
-                if f.exception() is not None:
-                    batch.log.write(f"internal error in a task: {f.exception()!r}", console=True, err=True)
-
-
-def print_final_summary(batch: Batch, totals: dict[str, Any], shown: list[dict[str, Any]]) -> None:
+def summary_lines(batch: Batch, plan: Plan, shown: list[AttemptRecord], totals: Totals, wall: float,
+                  not_started: list[str]) -> list[str]:
+    """The final summary: what this run did, then the state of every selected task (pure)."""
     s = batch.settings
-    counts = ", ".join(f"{n} {st}" for st, n in totals["counts"].items() if n) or "nothing recorded"
-    lines = [f"Done in {format_duration(totals['wall_time_seconds'])} wall time "
-             f"({format_duration(totals['task_time_seconds'])} of task time), "
-             f"{plural(totals['tasks'], 'task')}: {counts}."]
-    if totals["not_started"]:
-        lines.append(f"{plural(len(totals['not_started']), 'task')} not started (run the same command to continue).")
+    counts = ", ".join(f"{n} {st}" for st, n in totals.counts.items() if n) or "nothing recorded"
+    if not batch.records and not plan.to_run:
+        lines = [f"Nothing to run: {plural(len(plan.selected), 'selected task')} "
+                 f"{'has' if len(plan.selected) == 1 else 'have'} already succeeded "
+                 "(--rerun runs them again)." if plan.selected else "Nothing to run: no task selected."]
+    else:
+        task_time = sum(r.elapsed_time_seconds for r in batch.records)
+        lines = [f"Done in {format_duration(wall)} wall time ({format_duration(task_time)} of task time, "
+                 f"{plural(len(batch.records), 'attempt')} this run), {plural(totals.tasks, 'task')}: {counts}."]
+    if not_started:
+        lines.append(f"{plural(len(not_started), 'task')} not started (run the same command to continue).")
     if batch.skipped_budget:
         lines.append(f"{plural(len(batch.skipped_budget), 'task')} skipped, not failed: --max-total-cost "
                      f"{s.max_total_cost:g} reached (${batch.cost_so_far:.4f} recorded this run).")
-    mean = "" if totals["mean_cost"] is None else f", mean ${totals['mean_cost']:.4f} per task"
-    lines.append(f"Cost ${totals['total_cost']:.4f} (known for {totals['tasks_with_cost']} of "
-                 f"{totals['tasks']} tasks{mean}; this run ${totals['this_run_cost']:.4f}). Tokens "
-                 f"{totals['total_input_tokens']} in / {totals['total_output_tokens']} out"
-                 + (f", mean {totals['mean_input_tokens']:.0f} / {totals['mean_output_tokens']:.0f} per task."
-                    if totals["mean_input_tokens"] is not None else "."))
-    failures = [r for r in shown if r["status"] != "success"]
-    for r in failures[:20]:
-        lines.append(f"  {r['status']:<11} {printable(r['task_name'])}: {r.get('error') or ''}"[:200])
-    slowest = sorted(shown, key=lambda r: -(r.get("elapsed_time_seconds") or 0))[:3]
+    mean = "" if totals.mean_cost is None else f", mean ${totals.mean_cost:.4f} per task"
+    tokens_mean = ("" if totals.mean_input_tokens is None or totals.mean_output_tokens is None else
+                   f", mean {totals.mean_input_tokens:.0f} / {totals.mean_output_tokens:.0f} per task")
+    lines.append(f"Cost ${totals.total_cost:.4f} (known for {totals.tasks_with_cost} of {totals.tasks} tasks{mean}; "
+                 f"this run ${batch.cost_so_far:.4f}). Tokens {totals.total_input_tokens} in / "
+                 f"{totals.total_output_tokens} out{tokens_mean}.")
+    for r in [r for r in shown if r.status != "success"][:20]:
+        lines.append(f"  {r.status:<11} {printable(r.task_name)}: {r.error or ''}"[:200])
+    slowest = sorted(shown, key=lambda r: -r.elapsed_time_seconds)[:3]
     if slowest:
-        lines.append("Slowest: " + ", ".join(f"{printable(r['task_name'])} {r['elapsed_time_seconds']:.0f}s" for r in slowest))
+        lines.append("Slowest: " + ", ".join(f"{printable(r.task_name)} {r.elapsed_time_seconds:.0f}s"
+                                             for r in slowest))
     lines.append(f"Results: {s.results_path}  Summary: {s.output_dir / 'summary.json'}")
-    text = mask("\n".join(lines), batch.secrets)
+    return lines
+
+
+def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) -> list[AttemptRecord]:
+    """summary.json and the final summary over the latest attempt of every selected task, this
+    run's or an earlier one's. Returns those latest attempts."""
+    latest = latest_by_task([*earlier, *batch.records])
+    shown = [latest[t.name] for t in plan.selected if t.name in latest]
+    ran = {r.task_name for r in batch.records}
+    not_started = sorted(t.name for t in plan.to_run if t.name not in ran and t.name not in batch.skipped_budget)
+    totals = summarise(shown)
+    write_summary_json(batch.settings.output_dir, shown, {
+        **dataclasses.asdict(totals), "run_id": batch.folder.run_id, "wall_time_seconds": round(wall, 3),
+        "this_run_cost": round(batch.cost_so_far, 6), "this_run_tasks": len(ran), "not_started": not_started,
+        "skipped_for_budget": sorted(batch.skipped_budget), "runner_peak_rss_mb": peak_rss_mb()})
+    text = mask("\n".join(summary_lines(batch, plan, shown, totals, wall, not_started)), batch.secrets)
     batch.log.write(text)
-    print(text, flush=True)  # even with --quiet: the one thing it prints
+    batch.view.write(text)  # even with --quiet: the one thing it prints
+    return shown
 
 
-def dry_run(settings: Settings, to_run: list[Task], done: list[Task], base_config: dict[str, Any],
-            secrets: tuple[str, ...]) -> int:
-    import tomli_w
+def exit_status(stop: StopSignal, shown: list[AttemptRecord], selected: list[Task]) -> int:
+    if stop.failure:
+        print(f"run-batch: error: {stop.failure}; records already written are kept, run the same command "
+              "again once it is fixed", file=sys.stderr)
+        return 1
+    if stop.signum:
+        return 128 + stop.signum
+    every_task_done = len(shown) == len(selected)
+    return 0 if every_task_done and all(r.status == "success" for r in shown) else 1
 
-    print(f"Would run {len(to_run)} tasks ({len(done)} already done, skipped), "
-          f"{settings.max_workers} at a time, from {settings.project_dir}:")
-    for t in to_run:
-        print(f"  run   {printable(t.name)}" + (f"  (will be recorded as error: {t.problem})" if t.problem else ""))
-    for t in done:
-        print(f"  skip  {printable(t.name)}  (already success)")
-    example = to_run[0] if to_run else (done[0] if done else None)
-    if example:
-        trajectory, _, _ = attempt_paths(settings.output_dir, example, 1)
-        session = session_name(example, "RUNID", 1)
-        argv = build_command(settings, example.prompt_path, Path("<private>") / f"{session}.{settings.config_name}", session)
-        print("Command (first task):\n  " + mask(shlex.join(argv), secrets))
-        config = task_config(base_config, settings, trajectory, "RUNID", session)
-        print("Effective config (first task, secrets masked):")
-        print(mask(tomli_w.dumps(config), secrets).rstrip())
-    return 0
+
+def run(settings: Settings, environ: dict[str, str]) -> int:
+    """Plan, open the output folder, run the pool, sum up."""
+    require_tomli_w()
+    settings = resolve_poetry(settings, environ)
+    base_config = load_base_config(settings.base_config)
+    secrets = find_secrets(base_config, environ)
+    entrypoint = choose_entrypoint(settings, base_config, environ)
+    check_output_paths(settings)
+    recorded, warnings = read_records(settings.results_path)
+    elsewhere, other_warnings = read_folder_records(settings.output_dir, skip=settings.results_path)
+    plan = plan_batch(discover_tasks(settings.prompt_dir), settings.selection, recorded, settings.rerun,
+                      settings.prompt_dir)
+    if settings.dry_run:
+        return dry_run(settings, plan, entrypoint, secrets)
+
+    stop = StopSignal()
+    folder = open_output_folder(settings)
+    log: RunLog | None = None
+    try:
+        view, hint = make_view(settings.quiet, len(plan.to_run), settings.max_workers,
+                               on_lost=lambda: stop.request(signal.SIGPIPE))
+        log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
+        batch = Batch(settings, plan.to_run, entrypoint, folder, secrets, view, log, stop,
+                      previous_attempts=Counter(r.task_name for r in [*recorded, *elsewhere]))
+        t0 = time.monotonic()
+        with signal_handlers(stop):
+            try:
+                for w in [*warnings, *other_warnings, *([hint] if hint else []),
+                          *environment_warnings(settings.max_workers, settings.project_dir, environ)]:
+                    log.warn(w)
+                if folder.dead_run:
+                    clean_up_dead_run(folder.dead_run, log)
+                log.write(f"run {folder.run_id}: {plural(len(plan.selected), 'task')} selected, {len(plan.done)} "
+                          f"already done, {len(plan.to_run)} to run, {settings.max_workers} at a time; output in "
+                          f"{settings.output_dir}", console=True)
+                execute(batch)
+            finally:
+                view.close()
+                kill_everything(None, Marker(folder.run_id))  # belt and braces: nothing of this run outlives it
+        shown = sum_up(batch, plan, recorded, time.monotonic() - t0)
+    finally:
+        if log is not None:
+            log.close()
+        folder.close()
+    return exit_status(stop, shown, plan.selected)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -2055,16 +2546,17 @@ def main(argv: list[str] | None = None) -> int:
     environ = dict(os.environ)
     try:
         settings = settings_from_args(argv, environ)
-        if settings.report:
-            return report(settings)
-        return run(settings, environ)
+        return report(settings) if settings.report else run(settings, environ)
     except UsageError as exc:
         print(f"run-batch: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the handlers were in place
-        return 130
+        return 128 + signal.SIGINT
+    except BrokenPipeError:  # `run-batch --dry-run | head -1`: the reader has what it wanted
+        console_lost()
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # the machine's, not the user's: a full disk, a vanished folder
-        print(f"run-batch: error: {exc.filename or ''}: {exc.strerror or exc}; records already "
+        print(f"run-batch: error: {exc.filename or 'the output folder'}: {exc.strerror or exc}; records already "
               "written are kept, run the same command again", file=sys.stderr)
         return 1
 

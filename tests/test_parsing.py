@@ -195,23 +195,22 @@ def test_torn_last_line_is_tolerated(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text('{"task_name": "a", "status": "success"}\n{"task_name": "b", "sta')
     records, warnings = rb.read_records(path)
-    assert [r["task_name"] for r in records] == ["a"] and len(warnings) == 1 and "line 2" in warnings[0]
+    assert [r.task_name for r in records] == ["a"] and len(warnings) == 1 and "line 2" in warnings[0]
 
 
 def test_appending_after_a_torn_line_starts_a_new_line(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text('{"task_name": "a", "status": "success"}\n{"task_name": "b", "sta')
     results = rb.ResultsFile(path)
-    results.append({"task_name": "c", "status": "failed"})
+    results.append(rb.AttemptRecord.from_json({"task_name": "c", "status": "failed"}))
     results.release()
     records, warnings = rb.read_records(path)
-    assert [r["task_name"] for r in records] == ["a", "c"] and len(warnings) == 1
+    assert [r.task_name for r in records] == ["a", "c"] and len(warnings) == 1
     assert path.read_text().startswith('{"task_name": "a", "status": "success"}\n{"task_name": "b", "sta\n')
 
 
-def settings(**kw: object) -> rb.Settings:
-    base = rb.settings_from_args(["--prompt-dir", ".", "--command", "true"], {"PATH": "/usr/bin:/bin"})
-    return rb.Settings(**{**base.__dict__, **kw})
+def selection(**kw: object) -> rb.Selection:
+    return rb.Selection(**kw)  # type: ignore[arg-type]
 
 
 def tasks(*names: str) -> list[rb.Task]:
@@ -221,17 +220,17 @@ def tasks(*names: str) -> list[rb.Task]:
 def test_selection_include_exclude_tasks_limit() -> None:
     ts = tasks("a1", "a2", "b1", "b2", "c1")
     names = lambda s: [t.name for t in rb.select_tasks(ts, s)]
-    assert names(settings(include=("a*", "c*"))) == ["a1", "a2", "c1"]
-    assert names(settings(exclude=("*1",))) == ["a2", "b2"]
-    assert names(settings(tasks=("b2", "a1"))) == ["a1", "b2"]
-    assert names(settings(limit=2)) == ["a1", "a2"]
+    assert names(selection(include=("a*", "c*"))) == ["a1", "a2", "c1"]
+    assert names(selection(exclude=("*1",))) == ["a2", "b2"]
+    assert names(selection(tasks=("b2", "a1"))) == ["a1", "b2"]
+    assert names(selection(limit=2)) == ["a1", "a2"]
     with pytest.raises(rb.UsageError, match="no prompt named 'zz'"):
-        rb.select_tasks(ts, settings(tasks=("zz",)))
+        rb.select_tasks(ts, selection(tasks=("zz",)))
 
 
 def test_shards_cover_every_task_exactly_once() -> None:
     ts = tasks(*[f"t{i:02}" for i in range(11)])
-    seen = [t.name for k in range(1, 4) for t in rb.select_tasks(ts, settings(shard=(k, 3)))]
+    seen = [t.name for k in range(1, 4) for t in rb.select_tasks(ts, selection(shard=(k, 3)))]
     assert sorted(seen) == [t.name for t in ts] and len(seen) == 11
 
 
@@ -265,7 +264,8 @@ def test_task_config_keeps_every_base_setting_including_dates() -> None:
 
     base = tomllib.loads('[core]\nruntime = "docker"\nstarted = 2026-11-24T10:00:00Z\n'
                         '[sandbox.docker_runtime_kwargs.labels]\nteam = "ml"\n[llm]\nmodel = "x"\n')
-    config = rb.task_config(base, settings(runtime="cli", max_iterations=9), Path("/out/t.json"), "run1", "s-1")
+    config = rb.task_config(base, rb.OpenHandsOptions(runtime="cli", max_iterations=9), Path("/out/t.json"), "run1",
+                            "s-1")
     assert config["core"]["started"] == dt.datetime(2026, 11, 24, 10, tzinfo=dt.UTC)
     assert config["core"]["runtime"] == "cli" and config["core"]["max_iterations"] == 9
     assert config["core"]["save_trajectory_path"] == "/out/t.json"
@@ -277,18 +277,20 @@ def test_task_config_keeps_every_base_setting_including_dates() -> None:
 
 
 def test_debug_logging_with_parallel_tasks_is_warned_about() -> None:
-    assert rb.environment_warnings(settings(max_workers=4), {"LOG_LEVEL": "debug"})
-    assert rb.environment_warnings(settings(max_workers=2), {"DEBUG": "true"})
-    assert not rb.environment_warnings(settings(max_workers=1), {"LOG_LEVEL": "DEBUG"})
-    assert not rb.environment_warnings(settings(max_workers=4), {"LOG_LEVEL": "INFO"})
+    here = Path("/oh")
+    assert rb.environment_warnings(4, here, {"LOG_LEVEL": "debug"})
+    assert rb.environment_warnings(2, here, {"DEBUG": "true"})
+    assert not rb.environment_warnings(1, here, {"LOG_LEVEL": "DEBUG"})
+    assert not rb.environment_warnings(4, here, {"LOG_LEVEL": "INFO"})
 
 
 def test_container_labels_survive_a_users_docker_kwargs_variable() -> None:
     import ast
 
     env = rb.child_environment({"SANDBOX_DOCKER_RUNTIME_KWARGS": "{'mem_limit': '4g', 'labels': {'team': 'ml'}}"},
-                               settings(), Path("/o/t.json"), "run1", "s-1")
+                               rb.OpenHandsOptions(), Path("/o/t.json"), rb.Marker("run1", "s-1"))
     kwargs = ast.literal_eval(env["SANDBOX_DOCKER_RUNTIME_KWARGS"])
     assert kwargs == {"mem_limit": "4g", "labels": {"team": "ml", "run_batch.run": "run1", "run_batch.session": "s-1"}}
-    assert rb.with_labels("not a dict", "r", "s") == "not a dict"
-    assert "SANDBOX_DOCKER_RUNTIME_KWARGS" not in rb.child_environment({}, settings(), Path("/o/t.json"), "r", "s")
+    assert rb.with_labels("not a dict", rb.Marker("r", "s")) == "not a dict"
+    assert "SANDBOX_DOCKER_RUNTIME_KWARGS" not in rb.child_environment({}, rb.OpenHandsOptions(), Path("/o/t.json"),
+                                                                       rb.Marker("r", "s"))

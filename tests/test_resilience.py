@@ -266,9 +266,14 @@ def test_unreadable_prompt_is_an_error_record(ws: Workspace, monkeypatch: pytest
     if os.geteuid() != 0:  # a real permission problem where the tests can make one
         secret.chmod(0)
     else:  # root reads everything: make the read fail the way it would
-        real = Path.read_bytes
-        monkeypatch.setattr(Path, "read_bytes", lambda p: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
-                            if p.name == "private.md" else real(p))
+        real = os.open
+
+        def refuse(path: object, *args: object, **kwargs: object) -> int:
+            if str(path).endswith("private.md"):
+                raise PermissionError(13, "Permission denied")
+            return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "open", refuse)
     tasks = {t.name: t for t in rb.discover_tasks(ws.prompts)}
     assert tasks["private"].problem == "cannot read prompt: Permission denied"
     assert tasks["public"].problem is None
