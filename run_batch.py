@@ -197,96 +197,204 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run-batch", usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog="run-batch",
+        usage=USAGE,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     io = p.add_argument_group("where things are")
-    io.add_argument("--prompt-dir", metavar="DIR",
-                    help="(required, except with --report) folder of task prompts: every visible *.md "
-                    "file is a task, e.g. --prompt-dir prompts/")
-    io.add_argument("--project-dir", metavar="DIR", default=".",
-                    help="the OpenHands checkout; tasks run with it as working directory "
-                    "(default: the current directory), e.g. --project-dir ~/OpenHands")
-    io.add_argument("--output-dir", metavar="DIR",
-                    help="where results, trajectories and logs go (default: <project-dir>/batch_output; "
-                    "a relative path is taken relative to --project-dir), e.g. --output-dir /data/run-07")
-    io.add_argument("--results-name", metavar="NAME", default="batch_results.jsonl",
-                    help="results file inside --output-dir (default: batch_results.jsonl; with --shard, "
-                    "batch_results.shard-K-of-N.jsonl), e.g. --results-name nightly.jsonl")
-    io.add_argument("--base-config", metavar="PATH",
-                    help="OpenHands config.toml every task starts from (default: <project-dir>/config.toml "
-                    "when it exists), e.g. --base-config ~/oh/config.toml")
-    io.add_argument("--config-name", metavar="NAME", default="batch_config.toml",
-                    help="kept for old command lines: the file name of each attempt's temporary config, "
-                    "which lives in a private temporary folder and is removed after the attempt, so "
-                    "the name is never seen (default: batch_config.toml)")
+    io.add_argument(
+        "--prompt-dir",
+        metavar="DIR",
+        help="(required, except with --report) folder of task prompts: every visible *.md "
+        "file is a task, e.g. --prompt-dir prompts/",
+    )
+    io.add_argument(
+        "--project-dir",
+        metavar="DIR",
+        default=".",
+        help="the OpenHands checkout; tasks run with it as working directory "
+        "(default: the current directory), e.g. --project-dir ~/OpenHands",
+    )
+    io.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="where results, trajectories and logs go (default: <project-dir>/batch_output; "
+        "a relative path is taken relative to --project-dir), e.g. --output-dir /data/run-07",
+    )
+    io.add_argument(
+        "--results-name",
+        metavar="NAME",
+        default="batch_results.jsonl",
+        help="results file inside --output-dir (default: batch_results.jsonl; with --shard, "
+        "batch_results.shard-K-of-N.jsonl), e.g. --results-name nightly.jsonl",
+    )
+    io.add_argument(
+        "--base-config",
+        metavar="PATH",
+        help="OpenHands config.toml every task starts from (default: <project-dir>/config.toml "
+        "when it exists), e.g. --base-config ~/oh/config.toml",
+    )
+    io.add_argument(
+        "--config-name",
+        metavar="NAME",
+        default="batch_config.toml",
+        help="kept for old command lines: the file name of each attempt's temporary config, "
+        "which lives in a private temporary folder and is removed after the attempt, so "
+        "the name is never seen (default: batch_config.toml)",
+    )
 
     run = p.add_argument_group("how tasks run")
-    run.add_argument("--command", metavar="CMD", default=DEFAULT_COMMAND,
-                     help="OpenHands entrypoint, split like a shell would but never run through one "
-                     "(default: `poetry run python -m openhands.core.main`, run as the Poetry "
-                     "environment's python directly: see --keep-poetry-run), "
-                     "e.g. --command '.venv/bin/python -m openhands.core.main'")
-    run.add_argument("--keep-poetry-run", action="store_true",
-                     help="with the default --command, run `poetry run` for every task instead of "
-                     "asking Poetry once for its interpreter (which saves 0.3-1 s per task)")
-    run.add_argument("--max-workers", metavar="N", type=_int_at_least(1), default=1,
-                     help="tasks running at once (default: 1), e.g. --max-workers 4")
-    run.add_argument("--timeout", metavar="SECONDS", type=_positive_float, default=None,
-                     help="per task wall-clock limit (default: none), e.g. --timeout 1800")
-    run.add_argument("--grace-period", metavar="SECONDS", type=_non_negative_float, default=DEFAULT_GRACE_PERIOD,
-                     help="after a timeout or Ctrl-C, how long OpenHands gets to stop by itself after "
-                     "SIGINT (it then saves its trajectory) before every process of the task is "
-                     "killed (default: 30), e.g. --grace-period 150")
-    run.add_argument("--retries", metavar="N", type=_int_at_least(0), default=0,
-                     help="try an attempt that failed for an infrastructure reason (OpenHands or its "
-                     "runtime failed to start, LLM unavailable) up to N more times, with exponential "
-                     "backoff (default: 0), e.g. --retries 2")
-    run.add_argument("--retry-backoff", metavar="SECONDS", type=_non_negative_float, default=10.0,
-                     help="first retry delay; doubles each time, with jitter (default: 10), e.g. --retry-backoff 30")
-    run.add_argument("--rerun", action="store_true",
-                     help="run every selected task, even those already recorded as success")
-    run.add_argument("--keep-containers", action="store_true",
-                     help="leave each task's Docker container (openhands-runtime-<sid>) in place for inspection")
-    run.add_argument("--start-delay", metavar="SECONDS", type=_non_negative_float, default=0.0,
-                     help="at least this long between two task starts (rate limits, container start "
-                     "storms; default: 0), e.g. --start-delay 5")
-    run.add_argument("--max-total-cost", metavar="USD", type=_positive_float, default=None,
-                     help="once this run's recorded cost reaches USD, start no new task; the rest are "
-                     "reported as skipped, e.g. --max-total-cost 25")
+    run.add_argument(
+        "--command",
+        metavar="CMD",
+        default=DEFAULT_COMMAND,
+        help="OpenHands entrypoint, split like a shell would but never run through one "
+        "(default: `poetry run python -m openhands.core.main`, run as the Poetry "
+        "environment's python directly: see --keep-poetry-run), "
+        "e.g. --command '.venv/bin/python -m openhands.core.main'",
+    )
+    run.add_argument(
+        "--keep-poetry-run",
+        action="store_true",
+        help="with the default --command, run `poetry run` for every task instead of "
+        "asking Poetry once for its interpreter (which saves 0.3-1 s per task)",
+    )
+    run.add_argument(
+        "--max-workers",
+        metavar="N",
+        type=_int_at_least(1),
+        default=1,
+        help="tasks running at once (default: 1), e.g. --max-workers 4",
+    )
+    run.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=None,
+        help="per task wall-clock limit (default: none), e.g. --timeout 1800",
+    )
+    run.add_argument(
+        "--grace-period",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        default=DEFAULT_GRACE_PERIOD,
+        help="after a timeout or Ctrl-C, how long OpenHands gets to stop by itself after "
+        "SIGINT (it then saves its trajectory) before every process of the task is "
+        "killed (default: 30), e.g. --grace-period 150",
+    )
+    run.add_argument(
+        "--retries",
+        metavar="N",
+        type=_int_at_least(0),
+        default=0,
+        help="try an attempt that failed for an infrastructure reason (OpenHands or its "
+        "runtime failed to start, LLM unavailable) up to N more times, with exponential "
+        "backoff (default: 0), e.g. --retries 2",
+    )
+    run.add_argument(
+        "--retry-backoff",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        default=10.0,
+        help="first retry delay; doubles each time, with jitter (default: 10), e.g. --retry-backoff 30",
+    )
+    run.add_argument(
+        "--rerun", action="store_true", help="run every selected task, even those already recorded as success"
+    )
+    run.add_argument(
+        "--keep-containers",
+        action="store_true",
+        help="leave each task's Docker container (openhands-runtime-<sid>) in place for inspection",
+    )
+    run.add_argument(
+        "--start-delay",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        default=0.0,
+        help="at least this long between two task starts (rate limits, container start "
+        "storms; default: 0), e.g. --start-delay 5",
+    )
+    run.add_argument(
+        "--max-total-cost",
+        metavar="USD",
+        type=_positive_float,
+        default=None,
+        help="once this run's recorded cost reaches USD, start no new task; the rest are "
+        "reported as skipped, e.g. --max-total-cost 25",
+    )
 
     oh = p.add_argument_group("OpenHands settings for every task")
     oh.add_argument("--runtime", metavar="NAME", help="[core] runtime, e.g. --runtime cli")
-    oh.add_argument("--max-iterations", metavar="N", type=_int_at_least(1),
-                    help="agent step limit (-i), e.g. --max-iterations 50")
-    oh.add_argument("--max-budget-per-task", metavar="USD", type=_positive_float,
-                    help="LLM spending limit per task (-b), e.g. --max-budget-per-task 2.5")
+    oh.add_argument(
+        "--max-iterations", metavar="N", type=_int_at_least(1), help="agent step limit (-i), e.g. --max-iterations 50"
+    )
+    oh.add_argument(
+        "--max-budget-per-task",
+        metavar="USD",
+        type=_positive_float,
+        help="LLM spending limit per task (-b), e.g. --max-budget-per-task 2.5",
+    )
     oh.add_argument("--llm-config", metavar="NAME", help="[llm.NAME] section to use (-l), e.g. --llm-config claude")
     oh.add_argument("--agent-cls", metavar="NAME", help="agent class (-c), e.g. --agent-cls CodeActAgent")
 
     sel = p.add_argument_group("which tasks")
-    sel.add_argument("--include", metavar="GLOB", action="append", default=[],
-                     help="only task names matching GLOB (repeatable), e.g. --include 'Trans*'")
-    sel.add_argument("--exclude", metavar="GLOB", action="append", default=[],
-                     help="leave out task names matching GLOB (repeatable), e.g. --exclude '*-slow'")
-    sel.add_argument("--tasks", metavar="NAME,...", action="append", default=[],
-                     help="only these task names, comma separated, e.g. --tasks Trans_01,Trans_07")
-    sel.add_argument("--limit", metavar="N", type=_int_at_least(1),
-                     help="at most N tasks (after the other selections), e.g. --limit 3")
-    sel.add_argument("--shard", metavar="K/N",
-                     help="run shard K of N (1-based) of the sorted tasks, each shard with its own results "
-                     "file; 'auto' reads SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
-                     "JOB_COMPLETION_INDEX with N from RUN_BATCH_SHARDS, e.g. --shard 3/8")
+    sel.add_argument(
+        "--include",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="only task names matching GLOB (repeatable), e.g. --include 'Trans*'",
+    )
+    sel.add_argument(
+        "--exclude",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="leave out task names matching GLOB (repeatable), e.g. --exclude '*-slow'",
+    )
+    sel.add_argument(
+        "--tasks",
+        metavar="NAME,...",
+        action="append",
+        default=[],
+        help="only these task names, comma separated, e.g. --tasks Trans_01,Trans_07",
+    )
+    sel.add_argument(
+        "--limit",
+        metavar="N",
+        type=_int_at_least(1),
+        help="at most N tasks (after the other selections), e.g. --limit 3",
+    )
+    sel.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run shard K of N (1-based) of the sorted tasks, each shard with its own results "
+        "file; 'auto' reads SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
+        "JOB_COMPLETION_INDEX with N from RUN_BATCH_SHARDS, e.g. --shard 3/8",
+    )
 
     out = p.add_argument_group("what is shown")
-    out.add_argument("--dry-run", action="store_true",
-                     help="show the tasks that would run, the command and the effective config (secrets "
-                     "masked); run nothing, write nothing. With --format json: the plan as JSON")
-    out.add_argument("--report", action="store_true",
-                     help="summarise an existing --output-dir (latest attempt per task, every results "
-                     "file in it) and run nothing")
-    out.add_argument("--format", dest="output_format", choices=("table", "json", "markdown"), default="table",
-                     help="format of --report (table, json, markdown) and of --dry-run (table, json); "
-                     "default: table")
+    out.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the tasks that would run, the command and the effective config (secrets "
+        "masked); run nothing, write nothing. With --format json: the plan as JSON",
+    )
+    out.add_argument(
+        "--report",
+        action="store_true",
+        help="summarise an existing --output-dir (latest attempt per task, every results file in it) and run nothing",
+    )
+    out.add_argument(
+        "--format",
+        dest="output_format",
+        choices=("table", "json", "markdown"),
+        default="table",
+        help="format of --report (table, json, markdown) and of --dry-run (table, json); default: table",
+    )
     out.add_argument("--quiet", action="store_true", help="print only the final summary (e.g. from cron)")
     out.add_argument("--version", action="version", version=f"run_batch {__version__}")
     return p
@@ -305,11 +413,15 @@ def parse_shard(text: str | None, environ: dict[str, str]) -> tuple[int, int] | 
             elif environ.get("JOB_COMPLETION_INDEX") and environ.get("RUN_BATCH_SHARDS"):
                 k, n = int(environ["JOB_COMPLETION_INDEX"]) + 1, int(environ["RUN_BATCH_SHARDS"])
             else:
-                raise UsageError("--shard auto: set SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT, "
-                                 "or JOB_COMPLETION_INDEX and RUN_BATCH_SHARDS, or give --shard K/N")
+                raise UsageError(
+                    "--shard auto: set SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT, "
+                    "or JOB_COMPLETION_INDEX and RUN_BATCH_SHARDS, or give --shard K/N"
+                )
         except ValueError:
-            raise UsageError("--shard auto: the shard variables must be whole numbers; "
-                             "check SLURM_ARRAY_* or JOB_COMPLETION_INDEX/RUN_BATCH_SHARDS") from None
+            raise UsageError(
+                "--shard auto: the shard variables must be whole numbers; "
+                "check SLURM_ARRAY_* or JOB_COMPLETION_INDEX/RUN_BATCH_SHARDS"
+            ) from None
     else:
         m = re.fullmatch(r"(\d+)/(\d+)", text)
         if not m:
@@ -341,7 +453,7 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
     extra: list[str] = []
     if "--" in argv:  # everything after the first `--` goes to OpenHands untouched
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
 
     project_dir = Path(args.project_dir).expanduser().absolute()
@@ -388,10 +500,17 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
 
     names = tuple(n.strip() for group in args.tasks for n in group.split(",") if n.strip())
     return from_args(
-        Settings, args, prompt_dir=prompt_dir, project_dir=project_dir, output_dir=output_dir,
-        results_name=results_name, base_config=base_config, command=command,
+        Settings,
+        args,
+        prompt_dir=prompt_dir,
+        project_dir=project_dir,
+        output_dir=output_dir,
+        results_name=results_name,
+        base_config=base_config,
+        command=command,
         openhands=from_args(OpenHandsOptions, args, extra_args=tuple(extra)),
-        selection=from_args(Selection, args, tasks=names, shard=shard))
+        selection=from_args(Selection, args, tasks=names, shard=shard),
+    )
 
 
 def resolve_program(program: str, project_dir: Path, environ: dict[str, str]) -> str:
@@ -418,8 +537,15 @@ def resolve_poetry(settings: Settings, environ: dict[str, str]) -> Settings:
     if settings.keep_poetry_run or Path(settings.command[0]).name != "poetry" or settings.command[1:] != default[1:]:
         return settings
     try:
-        found = subprocess.run([settings.command[0], "env", "info", "--executable"], cwd=settings.project_dir,
-                               env=environ, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        found = subprocess.run(
+            [settings.command[0], "env", "info", "--executable"],
+            cwd=settings.project_dir,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return settings
     python = Path(found.stdout.strip().splitlines()[-1]) if found.returncode == 0 and found.stdout.strip() else None
@@ -579,16 +705,25 @@ class Plan:
     done: list[Task]  # latest record `success` for the same prompt: skipped
 
 
-def plan_batch(tasks: list[Task], selection: Selection, recorded: list[AttemptRecord], rerun: bool,
-               prompt_dir: Path | None = None) -> Plan:
+def plan_batch(
+    tasks: list[Task], selection: Selection, recorded: list[AttemptRecord], rerun: bool, prompt_dir: Path | None = None
+) -> Plan:
     """Select, skip what already succeeded with the same prompt, and order the rest (pure)."""
     selected = select_tasks(tasks, selection, prompt_dir)
     latest = latest_by_task(recorded)
-    done = [] if rerun else [t for t in selected if t.name in latest and latest[t.name].status == "success"
-                             and latest[t.name].prompt_sha256 == t.prompt_sha256]
+    done = (
+        []
+        if rerun
+        else [
+            t
+            for t in selected
+            if t.name in latest
+            and latest[t.name].status == "success"
+            and latest[t.name].prompt_sha256 == t.prompt_sha256
+        ]
+    )
     done_names = {t.name for t in done}
-    durations = {n: r.elapsed_time_seconds for n, r in latest.items()
-                 if r.status in ("success", "failed", "timeout")}
+    durations = {n: r.elapsed_time_seconds for n, r in latest.items() if r.status in ("success", "failed", "timeout")}
     to_run = plan_order([t for t in selected if t.name not in done_names], durations)
     return Plan(selected, to_run, done)
 
@@ -613,8 +748,9 @@ def load_base_config(path: Path | None) -> dict[str, Any]:
         raise UsageError(f"base config {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     for section in ("core", "llm", "agent", "sandbox", "security"):
         if section in config and not isinstance(config[section], dict):
-            raise UsageError(f"base config {path}: [{section}] must be a table, not "
-                             f"{type(config[section]).__name__}; fix the file")
+            raise UsageError(
+                f"base config {path}: [{section}] must be a table, not {type(config[section]).__name__}; fix the file"
+            )
     core = config.get("core", {})
     for key in ("save_trajectory_path", "runtime", "file_store_path", "file_store"):
         if key in core and not isinstance(core[key], str):
@@ -672,11 +808,12 @@ def session_id(name: str, legacy: bool = False) -> str:
         return f"{name}-{digest[:16]}"
     if len(name) > 16:
         return f"{name[:16]}-{digest[:15]}"[:32]
-    return f"{name}-{digest[:32 - len(name) - 1]}"[:32]
+    return f"{name}-{digest[: 32 - len(name) - 1]}"[:32]
 
 
-def task_config(base: dict[str, Any], options: OpenHandsOptions, trajectory_path: Path, run_id: str,
-                session: str) -> dict[str, Any]:
+def task_config(
+    base: dict[str, Any], options: OpenHandsOptions, trajectory_path: Path, run_id: str, session: str
+) -> dict[str, Any]:
     """The base config plus the runner's per-task settings (pure)."""
     config: dict[str, Any] = copy.deepcopy(base)  # the base config stays untouched for the next task
     core = config.setdefault("core", {})
@@ -697,8 +834,9 @@ def task_config(base: dict[str, Any], options: OpenHandsOptions, trajectory_path
     return config
 
 
-def child_environment(environ: dict[str, str], options: OpenHandsOptions, trajectory_path: Path,
-                      marker: Marker, venv: Path | None = None) -> dict[str, str]:
+def child_environment(
+    environ: dict[str, str], options: OpenHandsOptions, trajectory_path: Path, marker: Marker, venv: Path | None = None
+) -> dict[str, str]:
     """OpenHands' environment: the user's, with the runner's settings winning (pure).
 
     An environment variable beats the TOML file in OpenHands, so a user's SAVE_TRAJECTORY_PATH or
@@ -712,8 +850,10 @@ def child_environment(environ: dict[str, str], options: OpenHandsOptions, trajec
     env["SAVE_TRAJECTORY_PATH"] = str(trajectory_path)
     if options.runtime:
         env["RUNTIME"] = options.runtime
-    for key, value in (("MAX_ITERATIONS", options.max_iterations),
-                       ("MAX_BUDGET_PER_TASK", options.max_budget_per_task)):
+    for key, value in (
+        ("MAX_ITERATIONS", options.max_iterations),
+        ("MAX_BUDGET_PER_TASK", options.max_budget_per_task),
+    ):
         if value is not None:
             env[key] = str(value)
     if environ.get("SANDBOX_DOCKER_RUNTIME_KWARGS"):
@@ -733,13 +873,13 @@ def with_labels(kwargs_literal: str, marker: Marker) -> str:
         return kwargs_literal
     if not isinstance(kwargs, dict) or not isinstance(kwargs.get("labels", {}), dict):
         return kwargs_literal
-    kwargs["labels"] = {**kwargs.get("labels", {}), "run_batch.run": marker.run_id,
-                        "run_batch.session": marker.session}
+    kwargs["labels"] = {**kwargs.get("labels", {}), "run_batch.run": marker.run_id, "run_batch.session": marker.session}
     return repr(kwargs)
 
 
-def build_command(command: tuple[str, ...], options: OpenHandsOptions, prompt_path: Path, config_path: Path,
-                  session: str) -> list[str]:
+def build_command(
+    command: tuple[str, ...], options: OpenHandsOptions, prompt_path: Path, config_path: Path, session: str
+) -> list[str]:
     """argv for one attempt; never a shell. Flags beat env and TOML in OpenHands."""
     argv = [*command, "-f", str(prompt_path.absolute()), "--config-file", str(config_path), "-n", session]
     if options.max_iterations is not None:
@@ -768,8 +908,10 @@ def require_tomli_w() -> None:
     try:
         import tomli_w  # noqa: F401
     except ImportError:
-        raise UsageError(f"the package tomli-w is missing: run `{Path(sys.executable).name} -m pip "
-                         "install tomli-w` (inside OpenHands: `poetry run pip install tomli-w`)") from None
+        raise UsageError(
+            f"the package tomli-w is missing: run `{Path(sys.executable).name} -m pip "
+            "install tomli-w` (inside OpenHands: `poetry run pip install tomli-w`)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -852,8 +994,10 @@ class CoreMain:
                 signal_quietly(pid, signal.SIGKILL)
 
     def read_outcome(self, files: AttemptFiles, session: str) -> Outcome:
-        folders = [self.file_store / "sessions" / sid / "events"
-                   for sid in (session_id(session), session_id(session, legacy=True))]
+        folders = [
+            self.file_store / "sessions" / sid / "events"
+            for sid in (session_id(session), session_id(session, legacy=True))
+        ]
         return read_outcome(files, folders)
 
     def clean_up(self, session: str, log: RunLog) -> None:
@@ -862,17 +1006,28 @@ class CoreMain:
 
     def describe(self, task: Task, files: AttemptFiles, secrets: tuple[str, ...]) -> dict[str, Any]:
         session = session_name(task, "RUNID", 1)
-        argv = build_command(self.command, self.options, task.prompt_path,
-                             Path("<private>") / f"{session}.{self.config_name}", session)
+        argv = build_command(
+            self.command, self.options, task.prompt_path, Path("<private>") / f"{session}.{self.config_name}", session
+        )
         config = task_config(self.base_config, self.options, files.trajectory, "RUNID", session)
-        return {"entrypoint": self.name, "command": [mask(a, secrets) for a in argv],
-                "config": json.loads(mask(json.dumps(config, default=str), secrets))}
+        return {
+            "entrypoint": self.name,
+            "command": [mask(a, secrets) for a in argv],
+            "config": json.loads(mask(json.dumps(config, default=str), secrets)),
+        }
 
 
 def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: dict[str, str]) -> Entrypoint:
     """The OpenHands entrypoint --command names. Today: openhands.core.main."""
-    return CoreMain(settings.command, settings.openhands, base_config, environ, settings.config_name,
-                    settings.venv, settings.keep_containers)
+    return CoreMain(
+        settings.command,
+        settings.openhands,
+        base_config,
+        environ,
+        settings.config_name,
+        settings.venv,
+        settings.keep_containers,
+    )
 
 
 # ================================================================================================
@@ -922,7 +1077,7 @@ def is_zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             info = f.read()
-        return info[info.rindex(b")") + 2:info.rindex(b")") + 3] in (b"Z", b"X")
+        return info[info.rindex(b")") + 2 : info.rindex(b")") + 3] in (b"Z", b"X")
     except (OSError, ValueError):
         return True
 
@@ -1037,9 +1192,16 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def launch_and_wait(prepared: Prepared, cwd: Path, files: AttemptFiles, timeout: float | None,
-                    grace_period: float, stop: StopSignal, marker: Marker,
-                    request_stop: Callable[[subprocess.Popen[bytes], Marker], None]) -> Launch:
+def launch_and_wait(
+    prepared: Prepared,
+    cwd: Path,
+    files: AttemptFiles,
+    timeout: float | None,
+    grace_period: float,
+    stop: StopSignal,
+    marker: Marker,
+    request_stop: Callable[[subprocess.Popen[bytes], Marker], None],
+) -> Launch:
     """Start OpenHands, wait for it to end, the timeout, or a stop; ask it to stop, give it the
     grace period, then kill every process of the attempt. Its output goes straight to the logs."""
     started_at, t0 = utc_now(), time.monotonic()
@@ -1047,11 +1209,25 @@ def launch_and_wait(prepared: Prepared, cwd: Path, files: AttemptFiles, timeout:
         with open_new(files.stdout_log, exclusive=False) as out, open_new(files.stderr_log, exclusive=False) as err:
             # Own session: a Ctrl-C on the terminal reaches the runner only, which then stops
             # tasks the graceful way; OpenHands' stdin is closed (a question would hang it).
-            proc = subprocess.Popen(prepared.argv, cwd=cwd, env=prepared.env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True)
+            proc = subprocess.Popen(
+                prepared.argv,
+                cwd=cwd,
+                env=prepared.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
     except OSError as exc:
-        return Launch(None, False, False, started_at, utc_now(), time.monotonic() - t0,
-                      f"could not start {prepared.argv[0]}: {exc.strerror or exc}")
+        return Launch(
+            None,
+            False,
+            False,
+            started_at,
+            utc_now(),
+            time.monotonic() - t0,
+            f"could not start {prepared.argv[0]}: {exc.strerror or exc}",
+        )
     deadline = t0 + timeout if timeout else None
     timed_out = interrupted = False
     grace_until: float | None = None
@@ -1087,8 +1263,13 @@ def remove_container(sid: str, log: RunLog) -> None:
         log.once("docker-missing", "Docker runtime but no `docker` command: containers not removed")
         return
     try:
-        done = subprocess.run([docker, "rm", "-f", f"openhands-runtime-{sid}"], capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [docker, "rm", "-f", f"openhands-runtime-{sid}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.once("docker-failed", f"could not remove Docker containers: {exc}")
         return
@@ -1102,8 +1283,13 @@ def remove_run_containers(run_id: str, log: RunLog) -> int:
     if docker is None:
         return 0
     try:
-        listed = subprocess.run([docker, "ps", "-aq", "--filter", f"label=run_batch.run={run_id}"],
-                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        listed = subprocess.run(
+            [docker, "ps", "-aq", "--filter", f"label=run_batch.run={run_id}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         ids = listed.stdout.split() if listed.returncode == 0 else []
         if ids:
             subprocess.run([docker, "rm", "-f", *ids], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
@@ -1130,7 +1316,8 @@ _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b:
 _LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d - openhands:(\w+): \S+ - (.*)$")
 # Cost and token lines, in every format OpenHands has printed (docs/openhands.md, "Cost and tokens").
 _ACTION_METRICS = re.compile(
-    r"Action metrics - accumulated_cost: ([\d.eE+-]+),.*?accumulated tokens \(prompt/completion\): (\d+)/(\d+)")
+    r"Action metrics - accumulated_cost: ([\d.eE+-]+),.*?accumulated tokens \(prompt/completion\): (\d+)/(\d+)"
+)
 _ACTION_LATEST = re.compile(r"latest tokens \(prompt/completion/cache_read/cache_write\): (\d+)/(\d+)/(\d+)/(\d+)")
 _DEBUG_COST = re.compile(r"Accumulated Cost: ([\d.]+) USD")
 _DEBUG_TOKENS = re.compile(r"Input tokens: ([\d,]+)(?: \| Output tokens: ([\d,]+))?")
@@ -1223,11 +1410,13 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
         return int(box[key]) if key in box else None
 
     if action:  # full precision, every LLM, accumulated
-        facts.metrics = Metrics(float(action[0]), int(action[1]), int(action[2]),
-                                latest_cache[0], latest_cache[1], "output")
+        facts.metrics = Metrics(
+            float(action[0]), int(action[1]), int(action[2]), latest_cache[0], latest_cache[1], "output"
+        )
     elif box:
-        facts.metrics = Metrics(box.get("cost"), whole("in"), whole("out"), whole("cache_read"),
-                                whole("cache_write"), "output")
+        facts.metrics = Metrics(
+            box.get("cost"), whole("in"), whole("out"), whole("cache_read"), whole("cache_write"), "output"
+        )
     elif debug_cost is not None:  # 2 decimals, agent LLM only; tokens are per call, summed
         facts.metrics = Metrics(float(debug_cost), debug_in or None, debug_out or None, None, None, "output")
     return facts
@@ -1236,10 +1425,13 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
 def merge_facts(first: OutputFacts, second: OutputFacts) -> OutputFacts:
     """Each fact from the first source that has it: OpenHands logs its state on stderr, while a
     wrapper may print cost and tokens on stdout (pure)."""
-    return OutputFacts(first.agent_state or second.agent_state, first.reason or second.reason,
-                       first.last_exception or second.last_exception,
-                       first.last_error_line or second.last_error_line,
-                       first.metrics if first.metrics.known else second.metrics)
+    return OutputFacts(
+        first.agent_state or second.agent_state,
+        first.reason or second.reason,
+        first.last_exception or second.last_exception,
+        first.last_error_line or second.last_error_line,
+        first.metrics if first.metrics.known else second.metrics,
+    )
 
 
 def _number_or_none(value: Any) -> float | None:
@@ -1257,8 +1449,14 @@ def metrics_from_llm_metrics(last: dict[str, Any] | None, source: str) -> Metric
         value = _number_or_none(usage.get(key))
         return None if value is None else int(value)
 
-    return Metrics(_number_or_none(last.get("accumulated_cost")), count("prompt_tokens"),
-                   count("completion_tokens"), count("cache_read_tokens"), count("cache_write_tokens"), source)
+    return Metrics(
+        _number_or_none(last.get("accumulated_cost")),
+        count("prompt_tokens"),
+        count("completion_tokens"),
+        count("cache_read_tokens"),
+        count("cache_write_tokens"),
+        source,
+    )
 
 
 def metrics_from_events(events: Iterable[Any], source: str) -> Metrics:
@@ -1406,8 +1604,9 @@ def one_line(text: str, limit: int = REASON_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def explain(status: str, launch: Launch, facts: OutputFacts, agent_state: str | None, timeout: float | None,
-            stopped_by: str) -> str | None:
+def explain(
+    status: str, launch: Launch, facts: OutputFacts, agent_state: str | None, timeout: float | None, stopped_by: str
+) -> str | None:
     """One short line saying why the attempt did not succeed (pure)."""
     if status == "success":
         return None
@@ -1425,8 +1624,11 @@ def explain(status: str, launch: Launch, facts: OutputFacts, agent_state: str | 
         detail = f"agent ended in {agent_state}"
     if launch.return_code not in (0, None):
         code = launch.return_code
-        how = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
-               else f"exit code {code}")
+        how = (
+            f"killed by {signal.Signals(-code).name}"
+            if code < 0 and -code in signal.valid_signals()
+            else f"exit code {code}"
+        )
         return one_line(f"{how}: {detail}" if detail else how)
     return one_line(detail or "no final agent state")
 
@@ -1486,7 +1688,7 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
                 window = window.replace(n, b"****")
             keep = min(overlap, len(window)) if data else 0
             dst.write(window[: len(window) - keep])
-            carry = window[len(window) - keep:]
+            carry = window[len(window) - keep :]
             data = src.read(chunk) if data else b""
     os.replace(tmp, path)
     return True
@@ -1560,30 +1762,68 @@ class AttemptRecord:
 
 # Each field's accepted JSON types and its value when an older record lacks it.
 _RECORD_FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
-    "task_name": ((str,), ""), "prompt_file": ((str,), ""), "status": ((str,), "error"),
-    "return_code": ((int,), None), "elapsed_time_seconds": ((int, float), 0.0),
-    "stdout": ((str,), ""), "stderr": ((str,), ""), "total_cost": ((int, float), None),
-    "total_input_tokens": ((int,), None), "total_output_tokens": ((int,), None),
-    "cache_read_tokens": ((int,), None), "cache_write_tokens": ((int,), None),
-    "metrics_source": ((str,), None), "agent_state": ((str,), None), "error": ((str,), None),
-    "trajectory_path": ((str,), None), "attempt": ((int,), 1), "started_at": ((str,), ""),
-    "finished_at": ((str,), ""), "session_name": ((str,), ""), "session_id": ((str,), ""),
-    "stdout_log": ((str,), None), "stderr_log": ((str,), None), "command": ((list,), None),
-    "prompt_sha256": ((str,), None), "run_id": ((str,), ""),
+    "task_name": ((str,), ""),
+    "prompt_file": ((str,), ""),
+    "status": ((str,), "error"),
+    "return_code": ((int,), None),
+    "elapsed_time_seconds": ((int, float), 0.0),
+    "stdout": ((str,), ""),
+    "stderr": ((str,), ""),
+    "total_cost": ((int, float), None),
+    "total_input_tokens": ((int,), None),
+    "total_output_tokens": ((int,), None),
+    "cache_read_tokens": ((int,), None),
+    "cache_write_tokens": ((int,), None),
+    "metrics_source": ((str,), None),
+    "agent_state": ((str,), None),
+    "error": ((str,), None),
+    "trajectory_path": ((str,), None),
+    "attempt": ((int,), 1),
+    "started_at": ((str,), ""),
+    "finished_at": ((str,), ""),
+    "session_name": ((str,), ""),
+    "session_id": ((str,), ""),
+    "stdout_log": ((str,), None),
+    "stderr_log": ((str,), None),
+    "command": ((list,), None),
+    "prompt_sha256": ((str,), None),
+    "run_id": ((str,), ""),
 }
 
 
-def blank_record(task: Task, attempt: int, session: str, sid: str, run_id: str,
-                 problem: str | None = None) -> AttemptRecord:
+def blank_record(
+    task: Task, attempt: int, session: str, sid: str, run_id: str, problem: str | None = None
+) -> AttemptRecord:
     """The record of an attempt that never ran: status error, nothing measured (pure)."""
     now = utc_now()
     return AttemptRecord(
-        task_name=task.name, prompt_file=readable(str(task.prompt_path)), status="error", return_code=None,
-        elapsed_time_seconds=0.0, stdout="", stderr="", total_cost=None, total_input_tokens=None,
-        total_output_tokens=None, cache_read_tokens=None, cache_write_tokens=None, metrics_source=None,
-        agent_state=None, error=one_line(problem or task.problem or "not run"), trajectory_path=None,
-        attempt=attempt, started_at=now, finished_at=now, session_name=session, session_id=sid,
-        stdout_log=None, stderr_log=None, command=None, prompt_sha256=task.prompt_sha256, run_id=run_id)
+        task_name=task.name,
+        prompt_file=readable(str(task.prompt_path)),
+        status="error",
+        return_code=None,
+        elapsed_time_seconds=0.0,
+        stdout="",
+        stderr="",
+        total_cost=None,
+        total_input_tokens=None,
+        total_output_tokens=None,
+        cache_read_tokens=None,
+        cache_write_tokens=None,
+        metrics_source=None,
+        agent_state=None,
+        error=one_line(problem or task.problem or "not run"),
+        trajectory_path=None,
+        attempt=attempt,
+        started_at=now,
+        finished_at=now,
+        session_name=session,
+        session_id=sid,
+        stdout_log=None,
+        stderr_log=None,
+        command=None,
+        prompt_sha256=task.prompt_sha256,
+        run_id=run_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -1595,23 +1835,43 @@ class Evidence:
     trajectory_saved: bool
 
 
-def build_record(blank: AttemptRecord, launch: Launch, outcome: Outcome, files: AttemptFiles,
-                 argv: list[str], evidence: Evidence, timeout: float | None, stopped_by: str,
-                 secrets: tuple[str, ...]) -> tuple[AttemptRecord, bool]:
+def build_record(
+    blank: AttemptRecord,
+    launch: Launch,
+    outcome: Outcome,
+    files: AttemptFiles,
+    argv: list[str],
+    evidence: Evidence,
+    timeout: float | None,
+    stopped_by: str,
+    secrets: tuple[str, ...],
+) -> tuple[AttemptRecord, bool]:
     """The record of an attempt that was launched, and whether it is worth another try (pure)."""
     status = classify(launch, outcome.agent_state)
     why = explain(status, launch, outcome.facts, outcome.agent_state, timeout, stopped_by)
     m = outcome.metrics
     record = dataclasses.replace(
-        blank, status=status, return_code=launch.return_code, elapsed_time_seconds=round(launch.elapsed, 3),
-        stdout=evidence.stdout, stderr=evidence.stderr, total_cost=m.total_cost,
-        total_input_tokens=m.total_input_tokens, total_output_tokens=m.total_output_tokens,
-        cache_read_tokens=m.cache_read_tokens, cache_write_tokens=m.cache_write_tokens,
-        metrics_source=m.source if m.known else None, agent_state=outcome.agent_state,
+        blank,
+        status=status,
+        return_code=launch.return_code,
+        elapsed_time_seconds=round(launch.elapsed, 3),
+        stdout=evidence.stdout,
+        stderr=evidence.stderr,
+        total_cost=m.total_cost,
+        total_input_tokens=m.total_input_tokens,
+        total_output_tokens=m.total_output_tokens,
+        cache_read_tokens=m.cache_read_tokens,
+        cache_write_tokens=m.cache_write_tokens,
+        metrics_source=m.source if m.known else None,
+        agent_state=outcome.agent_state,
         error=mask(why, secrets) if why else None,
         trajectory_path=str(files.trajectory) if evidence.trajectory_saved else None,
-        started_at=launch.started_at, finished_at=launch.finished_at, stdout_log=str(files.stdout_log),
-        stderr_log=str(files.stderr_log), command=[mask(a, secrets) for a in argv])
+        started_at=launch.started_at,
+        finished_at=launch.finished_at,
+        stdout_log=str(files.stdout_log),
+        stderr_log=str(files.stderr_log),
+        command=[mask(a, secrets) for a in argv],
+    )
     retryable = not stopped_by and is_retryable(status, launch, outcome.facts, outcome.agent_state)
     return record, retryable
 
@@ -1631,8 +1891,11 @@ def claim_attempt_files(output_dir: Path, task: Task, attempt: int, run_id: str)
     numbered = "" if attempt == 1 else f".attempt-{attempt}"
     for extra in ("", f".{run_id}", *(f".{run_id}-{k}" for k in range(2, 50))):
         stem = f"{task.stem}{numbered}{extra}"
-        files = AttemptFiles(output_dir / "trajectories" / f"{stem}.json",
-                             output_dir / "logs" / f"{stem}.stdout.log", output_dir / "logs" / f"{stem}.stderr.log")
+        files = AttemptFiles(
+            output_dir / "trajectories" / f"{stem}.json",
+            output_dir / "logs" / f"{stem}.stdout.log",
+            output_dir / "logs" / f"{stem}.stderr.log",
+        )
         created: list[Path] = []
         try:
             for path in (files.stdout_log, files.stderr_log, files.trajectory):
@@ -1679,16 +1942,18 @@ class ResultsFile:
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
-            raise UsageError(f"lock file {self.lock_path}: cannot open it ({exc.strerror}); "
-                             "remove it if it is a link") from None
+            raise UsageError(
+                f"lock file {self.lock_path}: cannot open it ({exc.strerror}); remove it if it is a link"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = _read_json_fd(fd)
             os.close(fd)
             who = f"pid {other.get('pid')} on {other.get('host')}" if other else "another run"
-            raise UsageError(f"{self.path} is being written by {who}; wait for it, or use another "
-                             "--output-dir or --results-name") from None
+            raise UsageError(
+                f"{self.path} is being written by {who}; wait for it, or use another --output-dir or --results-name"
+            ) from None
         previous = _read_json_fd(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(state).encode(), 0)
@@ -1835,12 +2100,17 @@ def summarise(records: list[AttemptRecord]) -> Totals:
     tokens_in = sum(r.total_input_tokens or 0 for r in records)
     tokens_out = sum(r.total_output_tokens or 0 for r in records)
     return Totals(
-        tasks=len(records), counts=counts, total_cost=round(sum(costs), 6), tasks_with_cost=len(costs),
+        tasks=len(records),
+        counts=counts,
+        total_cost=round(sum(costs), 6),
+        tasks_with_cost=len(costs),
         mean_cost=round(sum(costs) / len(costs), 6) if costs else None,
-        total_input_tokens=tokens_in, total_output_tokens=tokens_out,
+        total_input_tokens=tokens_in,
+        total_output_tokens=tokens_out,
         mean_input_tokens=round(tokens_in / len(with_tokens), 1) if with_tokens else None,
         mean_output_tokens=round(tokens_out / len(with_tokens), 1) if with_tokens else None,
-        task_time_seconds=round(sum(r.elapsed_time_seconds for r in records), 3))
+        task_time_seconds=round(sum(r.elapsed_time_seconds for r in records), 3),
+    )
 
 
 def plural(n: int, word: str) -> str:
@@ -1871,9 +2141,11 @@ def printable(name: str) -> str:
 
 def finished_line(record: AttemptRecord, done: int, total: int, last: bool = True) -> str:
     where = f"[{done}/{total}]" if last else "[retrying]"
-    line = (f"{where} {record.status:<11} {printable(record.task_name)}  {record.elapsed_time_seconds:.1f}s  "
-            f"{format_money(record.total_cost)}  {format_count(record.total_input_tokens)}/"
-            f"{format_count(record.total_output_tokens)} tokens")
+    line = (
+        f"{where} {record.status:<11} {printable(record.task_name)}  {record.elapsed_time_seconds:.1f}s  "
+        f"{format_money(record.total_cost)}  {format_count(record.total_input_tokens)}/"
+        f"{format_count(record.total_output_tokens)} tokens"
+    )
     if record.attempt > 1:
         line += f"  (attempt {record.attempt})"
     if record.error:
@@ -1883,18 +2155,30 @@ def finished_line(record: AttemptRecord, done: int, total: int, last: bool = Tru
 
 def totals_line(totals: Totals) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in totals.counts.items() if n)
-    return (f"{plural(totals.tasks, 'task')}: {counts or 'none'}; cost ${totals.total_cost:.4f} "
-            f"(known for {totals.tasks_with_cost}), tokens {totals.total_input_tokens} in / "
-            f"{totals.total_output_tokens} out, task time {format_duration(totals.task_time_seconds)}")
+    return (
+        f"{plural(totals.tasks, 'task')}: {counts or 'none'}; cost ${totals.total_cost:.4f} "
+        f"(known for {totals.tasks_with_cost}), tokens {totals.total_input_tokens} in / "
+        f"{totals.total_output_tokens} out, task time {format_duration(totals.task_time_seconds)}"
+    )
 
 
 REPORT_HEAD = ("task", "status", "state", "secs", "cost $", "in tok", "out tok", "why")
 
 
 def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
-    return [(printable(r.task_name), r.status, r.agent_state or "-", f"{r.elapsed_time_seconds:.1f}",
-             UNKNOWN if r.total_cost is None else f"{r.total_cost:.4f}", format_count(r.total_input_tokens),
-             format_count(r.total_output_tokens), (r.error or "")[:100]) for r in latest]
+    return [
+        (
+            printable(r.task_name),
+            r.status,
+            r.agent_state or "-",
+            f"{r.elapsed_time_seconds:.1f}",
+            UNKNOWN if r.total_cost is None else f"{r.total_cost:.4f}",
+            format_count(r.total_input_tokens),
+            format_count(r.total_output_tokens),
+            (r.error or "")[:100],
+        )
+        for r in latest
+    ]
 
 
 def table_lines(latest: list[AttemptRecord]) -> list[str]:
@@ -1907,8 +2191,9 @@ def table_lines(latest: list[AttemptRecord]) -> list[str]:
 def render_summary(latest: list[AttemptRecord], totals: Totals, fmt: str) -> str:
     """--report text: json, markdown or an aligned table (pure)."""
     if fmt == "json":
-        return json.dumps({"totals": dataclasses.asdict(totals), "tasks": [r.as_json() for r in latest]},
-                          indent=2, ensure_ascii=False)
+        return json.dumps(
+            {"totals": dataclasses.asdict(totals), "tasks": [r.as_json() for r in latest]}, indent=2, ensure_ascii=False
+        )
     if fmt == "markdown":
         lines = ["| " + " | ".join(REPORT_HEAD) + " |", "|" + "---|" * len(REPORT_HEAD)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in report_rows(latest)]
@@ -2012,8 +2297,14 @@ class LiveView(PlainView):
         self.t0 = time.monotonic()
         self._state = threading.Lock()
         self.console = Console(highlight=False)
-        self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=4,
-                         transient=True, redirect_stdout=False, redirect_stderr=False)
+        self.live = Live(
+            console=self.console,
+            get_renderable=self._render,
+            refresh_per_second=4,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self.live.start()
 
     def started(self, name: str, session: str) -> None:
@@ -2052,8 +2343,11 @@ class LiveView(PlainView):
             else:
                 eta = f"ETA {UNKNOWN}" if left else "ETA 0s"
             counts = "  ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "-"
-            head = Text(f"{done}/{self.total} done   {counts}   ${self.cost:.4f} so far   "
-                        f"{format_duration(now - self.t0)} elapsed   {eta}", style="bold")
+            head = Text(
+                f"{done}/{self.total} done   {counts}   ${self.cost:.4f} so far   "
+                f"{format_duration(now - self.t0)} elapsed   {eta}",
+                style="bold",
+            )
             table = Table(box=None, show_header=bool(self.running), pad_edge=False)
             table.add_column("running")
             table.add_column("for", justify="right")
@@ -2072,8 +2366,9 @@ def make_view(quiet: bool, total: int, workers: int, on_lost: Callable[[], None]
     try:
         return LiveView(total, workers, on_lost), None
     except ImportError:
-        return PlainView(False, on_lost), ("live progress needs the package rich: "
-                                           f"`{Path(sys.executable).name} -m pip install rich`")
+        return PlainView(False, on_lost), (
+            f"live progress needs the package rich: `{Path(sys.executable).name} -m pip install rich`"
+        )
 
 
 class RunLog:
@@ -2101,8 +2396,9 @@ class RunLog:
         if console:
             self.view.line(message, err)
         if broken is not None:
-            self.view.line(f"warning: batch_run.log cannot be written ({broken.strerror}); going on without it",
-                           err=True)
+            self.view.line(
+                f"warning: batch_run.log cannot be written ({broken.strerror}); going on without it", err=True
+            )
 
     def warn(self, message: str) -> None:
         self.write(f"warning: {message}", console=True, err=True)
@@ -2127,8 +2423,12 @@ def write_summary_json(output_dir: Path, latest: list[AttemptRecord], totals: di
     fd, tmp = tempfile.mkstemp(prefix=".summary-", suffix=".json", dir=output_dir)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"generated_at": utc_now(), "totals": totals, "tasks": [r.as_json() for r in latest]}, f,
-                      indent=2, ensure_ascii=False)
+            json.dump(
+                {"generated_at": utc_now(), "totals": totals, "tasks": [r.as_json() for r in latest]},
+                f,
+                indent=2,
+                ensure_ascii=False,
+            )
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -2162,22 +2462,35 @@ def dry_run(settings: Settings, plan: Plan, entrypoint: Entrypoint, secrets: tup
     described: dict[str, Any] = {"entrypoint": entrypoint.name}
     if plan.to_run or plan.done:
         example = (plan.to_run or plan.done)[0]
-        files = AttemptFiles(settings.output_dir / "trajectories" / f"{example.stem}.json",
-                             settings.output_dir / "logs" / f"{example.stem}.stdout.log",
-                             settings.output_dir / "logs" / f"{example.stem}.stderr.log")
+        files = AttemptFiles(
+            settings.output_dir / "trajectories" / f"{example.stem}.json",
+            settings.output_dir / "logs" / f"{example.stem}.stdout.log",
+            settings.output_dir / "logs" / f"{example.stem}.stderr.log",
+        )
         described = entrypoint.describe(example, files, secrets)
     if settings.output_format == "json":
-        print(json.dumps({
-            "project_dir": str(settings.project_dir), "output_dir": str(settings.output_dir),
-            "results_file": str(settings.results_path), "max_workers": settings.max_workers,
-            "to_run": [{"task": t.name, "problem": t.problem} for t in plan.to_run],
-            "skipped": [{"task": t.name, "why": "already success"} for t in plan.done],
-            "first_task": described}, indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "project_dir": str(settings.project_dir),
+                    "output_dir": str(settings.output_dir),
+                    "results_file": str(settings.results_path),
+                    "max_workers": settings.max_workers,
+                    "to_run": [{"task": t.name, "problem": t.problem} for t in plan.to_run],
+                    "skipped": [{"task": t.name, "why": "already success"} for t in plan.done],
+                    "first_task": described,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return 0
     import tomli_w
 
-    print(f"Would run {len(plan.to_run)} tasks ({len(plan.done)} already done, skipped), "
-          f"{settings.max_workers} at a time, from {settings.project_dir}, with {described['entrypoint']}:")
+    print(
+        f"Would run {len(plan.to_run)} tasks ({len(plan.done)} already done, skipped), "
+        f"{settings.max_workers} at a time, from {settings.project_dir}, with {described['entrypoint']}:"
+    )
     for t in plan.to_run:
         print(f"  run   {printable(t.name)}" + (f"  (will be recorded as error: {t.problem})" if t.problem else ""))
     for t in plan.done:
@@ -2215,11 +2528,18 @@ def check_output_paths(settings: Settings) -> None:
     results = settings.results_path
     if results.is_dir():
         raise UsageError(f"results file {results} is a folder; pick another --results-name")
-    for path in (results, results.with_name(f".{results.name}.lock"), settings.output_dir / "batch_run.log",
-                 settings.output_dir / "logs", settings.output_dir / "trajectories"):
+    for path in (
+        results,
+        results.with_name(f".{results.name}.lock"),
+        settings.output_dir / "batch_run.log",
+        settings.output_dir / "logs",
+        settings.output_dir / "trajectories",
+    ):
         if path.is_symlink():
-            raise UsageError(f"{path} is a symbolic link; run_batch never writes through links: remove it "
-                             "or pick another --output-dir")
+            raise UsageError(
+                f"{path} is a symbolic link; run_batch never writes through links: remove it "
+                "or pick another --output-dir"
+            )
 
 
 def open_output_folder(settings: Settings) -> OutputFolder:
@@ -2228,16 +2548,24 @@ def open_output_folder(settings: Settings) -> OutputFolder:
         for sub in ("trajectories", "logs"):
             (settings.output_dir / sub).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--output-dir {settings.output_dir}: cannot create it ({exc.strerror}); "
-                         "pick a folder you can write") from None
+        raise UsageError(
+            f"--output-dir {settings.output_dir}: cannot create it ({exc.strerror}); pick a folder you can write"
+        ) from None
     if not os.access(settings.output_dir, os.W_OK):
         raise UsageError(f"--output-dir {settings.output_dir}: not writable; pick a folder you can write")
     run_id = uuid.uuid4().hex[:8]
     results = ResultsFile(settings.results_path)
     private_dir = Path(tempfile.mkdtemp(prefix=f"run_batch-{run_id}-"))  # mode 0700
     try:
-        dead_run = results.acquire({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id,
-                                    "private_dir": str(private_dir), "started_at": utc_now()})
+        dead_run = results.acquire(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "run_id": run_id,
+                "private_dir": str(private_dir),
+                "started_at": utc_now(),
+            }
+        )
     except BaseException:
         shutil.rmtree(private_dir, ignore_errors=True)
         raise
@@ -2251,8 +2579,10 @@ def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
     if not isinstance(old_run, str) or not old_run:
         return
     if previous.get("host") != socket.gethostname():
-        log.warn(f"an earlier run (pid {previous.get('pid')} on {previous.get('host')}) did not "
-                 "finish; processes or containers it left on that machine were not touched")
+        log.warn(
+            f"an earlier run (pid {previous.get('pid')} on {previous.get('host')}) did not "
+            "finish; processes or containers it left on that machine were not touched"
+        )
         return
     killed = kill_everything(None, Marker(old_run))
     containers = remove_run_containers(old_run, log)
@@ -2261,9 +2591,12 @@ def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
     if isinstance(folder, str) and Path(folder).name.startswith("run_batch-") and Path(folder).is_dir():
         shutil.rmtree(folder, ignore_errors=True)
         removed = True
-    log.write(f"an earlier run (pid {previous.get('pid')}, run {old_run}) did not finish: killed "
-              f"{len(killed)} leftover processes, removed {containers} containers"
-              f"{' and its temporary configs' if removed else ''}", console=True)
+    log.write(
+        f"an earlier run (pid {previous.get('pid')}, run {old_run}) did not finish: killed "
+        f"{len(killed)} leftover processes, removed {containers} containers"
+        f"{' and its temporary configs' if removed else ''}",
+        console=True,
+    )
 
 
 @contextlib.contextmanager
@@ -2322,8 +2655,14 @@ class Batch:
             except Exception as exc:
                 self.log.write(f"{printable(task.name)}: internal error\n{traceback.format_exc()}")
                 session = session_name(task, self.folder.run_id, attempt)
-                record = blank_record(task, attempt, session, self.entrypoint.session_id(session), self.folder.run_id,
-                                      f"run_batch internal error: {exc!r} (details in batch_run.log)")
+                record = blank_record(
+                    task,
+                    attempt,
+                    session,
+                    self.entrypoint.session_id(session),
+                    self.folder.run_id,
+                    f"run_batch internal error: {exc!r} (details in batch_run.log)",
+                )
                 retryable = False
             last = not retryable or retry == self.settings.retries
             self.finish(record, last)
@@ -2355,8 +2694,16 @@ class Batch:
         prepared = entrypoint.prepare(task, session, files, marker, self.folder.private_dir)
         self.view.started(task.name, session)
         try:
-            launch = launch_and_wait(prepared, self.settings.project_dir, files, self.settings.timeout,
-                                     self.settings.grace_period, self.stop, marker, entrypoint.request_stop)
+            launch = launch_and_wait(
+                prepared,
+                self.settings.project_dir,
+                files,
+                self.settings.timeout,
+                self.settings.grace_period,
+                self.stop,
+                marker,
+                entrypoint.request_stop,
+            )
         finally:
             self.view.ended(session)
             for path in prepared.private_files:
@@ -2364,8 +2711,17 @@ class Batch:
             entrypoint.clean_up(session, self.log)
         outcome = entrypoint.read_outcome(files, session)
         evidence = self.collect_evidence(task, files)
-        return build_record(blank, launch, outcome, files, prepared.argv, evidence, self.settings.timeout,
-                            self.stop.reason, self.secrets)
+        return build_record(
+            blank,
+            launch,
+            outcome,
+            files,
+            prepared.argv,
+            evidence,
+            self.settings.timeout,
+            self.stop.reason,
+            self.secrets,
+        )
 
     def collect_evidence(self, task: Task, files: AttemptFiles) -> Evidence:
         """Secrets masked in what the task wrote, the logs' tails, whether a trajectory was saved."""
@@ -2381,8 +2737,9 @@ class Batch:
             self.folder.results.append(record)
         except OSError as exc:  # no point paying for tasks whose results cannot be kept
             self.stop.fail(f"cannot write {self.folder.results.path} ({exc.strerror or exc})")
-            self.log.write(f"{printable(record.task_name)}: its record could not be written: {exc}",
-                           console=True, err=True)
+            self.log.write(
+                f"{printable(record.task_name)}: its record could not be written: {exc}", console=True, err=True
+            )
         with self._lock:
             self.done += last
             self.records.append(record)
@@ -2403,9 +2760,13 @@ def execute(batch: Batch) -> None:
             if (batch.stop.stopping, batch.stop.kill_now) != said:
                 said = (batch.stop.stopping, batch.stop.kill_now)
                 batch.log.write(
-                    "stopping at once: killing every running task" if batch.stop.kill_now else
-                    f"{batch.stop.reason}: no new task starts; running tasks get SIGINT and --grace-period "
-                    "to stop (send Ctrl-C to kill them at once)", console=True, err=True)
+                    "stopping at once: killing every running task"
+                    if batch.stop.kill_now
+                    else f"{batch.stop.reason}: no new task starts; running tasks get SIGINT and --grace-period "
+                    "to stop (send Ctrl-C to kill them at once)",
+                    console=True,
+                    err=True,
+                )
             for f in finished:
                 if f.exception() is not None:
                     batch.log.write(f"internal error in a task: {f.exception()!r}", console=True, err=True)
@@ -2415,9 +2776,11 @@ def environment_warnings(max_workers: int, project_dir: Path, environ: dict[str,
     """Settings of the user's that work against a batch (pure)."""
     debug = environ.get("LOG_LEVEL", "").upper() == "DEBUG" or environ.get("DEBUG", "").lower() in ("1", "true")
     if debug and max_workers > 1:
-        return [f"DEBUG logging with --max-workers {max_workers}: OpenHands then writes LLM logs to "
-                f"{project_dir / 'logs'} and clears logs/llm/default when a task starts, so parallel tasks "
-                "overwrite each other's there (each task's own log is whole in the output folder's logs/)"]
+        return [
+            f"DEBUG logging with --max-workers {max_workers}: OpenHands then writes LLM logs to "
+            f"{project_dir / 'logs'} and clears logs/llm/default when a task starts, so parallel tasks "
+            "overwrite each other's there (each task's own log is whole in the output folder's logs/)"
+        ]
     return []
 
 
@@ -2431,36 +2794,51 @@ def peak_rss_mb() -> float | None:
     return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def summary_lines(batch: Batch, plan: Plan, shown: list[AttemptRecord], totals: Totals, wall: float,
-                  not_started: list[str]) -> list[str]:
+def summary_lines(
+    batch: Batch, plan: Plan, shown: list[AttemptRecord], totals: Totals, wall: float, not_started: list[str]
+) -> list[str]:
     """The final summary: what this run did, then the state of every selected task (pure)."""
     s = batch.settings
     counts = ", ".join(f"{n} {st}" for st, n in totals.counts.items() if n) or "nothing recorded"
     if not batch.records and not plan.to_run:
-        lines = [f"Nothing to run: {plural(len(plan.selected), 'selected task')} "
-                 f"{'has' if len(plan.selected) == 1 else 'have'} already succeeded "
-                 "(--rerun runs them again)." if plan.selected else "Nothing to run: no task selected."]
+        lines = [
+            f"Nothing to run: {plural(len(plan.selected), 'selected task')} "
+            f"{'has' if len(plan.selected) == 1 else 'have'} already succeeded "
+            "(--rerun runs them again)."
+            if plan.selected
+            else "Nothing to run: no task selected."
+        ]
     else:
         task_time = sum(r.elapsed_time_seconds for r in batch.records)
-        lines = [f"Done in {format_duration(wall)} wall time ({format_duration(task_time)} of task time, "
-                 f"{plural(len(batch.records), 'attempt')} this run), {plural(totals.tasks, 'task')}: {counts}."]
+        lines = [
+            f"Done in {format_duration(wall)} wall time ({format_duration(task_time)} of task time, "
+            f"{plural(len(batch.records), 'attempt')} this run), {plural(totals.tasks, 'task')}: {counts}."
+        ]
     if not_started:
         lines.append(f"{plural(len(not_started), 'task')} not started (run the same command to continue).")
     if batch.skipped_budget:
-        lines.append(f"{plural(len(batch.skipped_budget), 'task')} skipped, not failed: --max-total-cost "
-                     f"{s.max_total_cost:g} reached (${batch.cost_so_far:.4f} recorded this run).")
+        lines.append(
+            f"{plural(len(batch.skipped_budget), 'task')} skipped, not failed: --max-total-cost "
+            f"{s.max_total_cost:g} reached (${batch.cost_so_far:.4f} recorded this run)."
+        )
     mean = "" if totals.mean_cost is None else f", mean ${totals.mean_cost:.4f} per task"
-    tokens_mean = ("" if totals.mean_input_tokens is None or totals.mean_output_tokens is None else
-                   f", mean {totals.mean_input_tokens:.0f} / {totals.mean_output_tokens:.0f} per task")
-    lines.append(f"Cost ${totals.total_cost:.4f} (known for {totals.tasks_with_cost} of {totals.tasks} tasks{mean}; "
-                 f"this run ${batch.cost_so_far:.4f}). Tokens {totals.total_input_tokens} in / "
-                 f"{totals.total_output_tokens} out{tokens_mean}.")
+    tokens_mean = (
+        ""
+        if totals.mean_input_tokens is None or totals.mean_output_tokens is None
+        else f", mean {totals.mean_input_tokens:.0f} / {totals.mean_output_tokens:.0f} per task"
+    )
+    lines.append(
+        f"Cost ${totals.total_cost:.4f} (known for {totals.tasks_with_cost} of {totals.tasks} tasks{mean}; "
+        f"this run ${batch.cost_so_far:.4f}). Tokens {totals.total_input_tokens} in / "
+        f"{totals.total_output_tokens} out{tokens_mean}."
+    )
     for r in [r for r in shown if r.status != "success"][:20]:
         lines.append(f"  {r.status:<11} {printable(r.task_name)}: {r.error or ''}"[:200])
     slowest = sorted(shown, key=lambda r: -r.elapsed_time_seconds)[:3]
     if slowest:
-        lines.append("Slowest: " + ", ".join(f"{printable(r.task_name)} {r.elapsed_time_seconds:.0f}s"
-                                             for r in slowest))
+        lines.append(
+            "Slowest: " + ", ".join(f"{printable(r.task_name)} {r.elapsed_time_seconds:.0f}s" for r in slowest)
+        )
     lines.append(f"Results: {s.results_path}  Summary: {s.output_dir / 'summary.json'}")
     return lines
 
@@ -2473,10 +2851,20 @@ def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) 
     ran = {r.task_name for r in batch.records}
     not_started = sorted(t.name for t in plan.to_run if t.name not in ran and t.name not in batch.skipped_budget)
     totals = summarise(shown)
-    write_summary_json(batch.settings.output_dir, shown, {
-        **dataclasses.asdict(totals), "run_id": batch.folder.run_id, "wall_time_seconds": round(wall, 3),
-        "this_run_cost": round(batch.cost_so_far, 6), "this_run_tasks": len(ran), "not_started": not_started,
-        "skipped_for_budget": sorted(batch.skipped_budget), "runner_peak_rss_mb": peak_rss_mb()})
+    write_summary_json(
+        batch.settings.output_dir,
+        shown,
+        {
+            **dataclasses.asdict(totals),
+            "run_id": batch.folder.run_id,
+            "wall_time_seconds": round(wall, 3),
+            "this_run_cost": round(batch.cost_so_far, 6),
+            "this_run_tasks": len(ran),
+            "not_started": not_started,
+            "skipped_for_budget": sorted(batch.skipped_budget),
+            "runner_peak_rss_mb": peak_rss_mb(),
+        },
+    )
     text = mask("\n".join(summary_lines(batch, plan, shown, totals, wall, not_started)), batch.secrets)
     batch.log.write(text)
     batch.view.write(text)  # even with --quiet: the one thing it prints
@@ -2485,8 +2873,11 @@ def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) 
 
 def exit_status(stop: StopSignal, shown: list[AttemptRecord], selected: list[Task]) -> int:
     if stop.failure:
-        print(f"run-batch: error: {stop.failure}; records already written are kept, run the same command "
-              "again once it is fixed", file=sys.stderr)
+        print(
+            f"run-batch: error: {stop.failure}; records already written are kept, run the same command "
+            "again once it is fixed",
+            file=sys.stderr,
+        )
         return 1
     if stop.signum:
         return 128 + stop.signum
@@ -2504,8 +2895,9 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     check_output_paths(settings)
     recorded, warnings = read_records(settings.results_path)
     elsewhere, other_warnings = read_folder_records(settings.output_dir, skip=settings.results_path)
-    plan = plan_batch(discover_tasks(settings.prompt_dir), settings.selection, recorded, settings.rerun,
-                      settings.prompt_dir)
+    plan = plan_batch(
+        discover_tasks(settings.prompt_dir), settings.selection, recorded, settings.rerun, settings.prompt_dir
+    )
     if settings.dry_run:
         return dry_run(settings, plan, entrypoint, secrets)
 
@@ -2513,22 +2905,39 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     folder = open_output_folder(settings)
     log: RunLog | None = None
     try:
-        view, hint = make_view(settings.quiet, len(plan.to_run), settings.max_workers,
-                               on_lost=lambda: stop.request(signal.SIGPIPE))
+        view, hint = make_view(
+            settings.quiet, len(plan.to_run), settings.max_workers, on_lost=lambda: stop.request(signal.SIGPIPE)
+        )
         log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
-        batch = Batch(settings, plan.to_run, entrypoint, folder, secrets, view, log, stop,
-                      previous_attempts=Counter(r.task_name for r in [*recorded, *elsewhere]))
+        batch = Batch(
+            settings,
+            plan.to_run,
+            entrypoint,
+            folder,
+            secrets,
+            view,
+            log,
+            stop,
+            previous_attempts=Counter(r.task_name for r in [*recorded, *elsewhere]),
+        )
         t0 = time.monotonic()
         with signal_handlers(stop):
             try:
-                for w in [*warnings, *other_warnings, *([hint] if hint else []),
-                          *environment_warnings(settings.max_workers, settings.project_dir, environ)]:
+                for w in [
+                    *warnings,
+                    *other_warnings,
+                    *([hint] if hint else []),
+                    *environment_warnings(settings.max_workers, settings.project_dir, environ),
+                ]:
                     log.warn(w)
                 if folder.dead_run:
                     clean_up_dead_run(folder.dead_run, log)
-                log.write(f"run {folder.run_id}: {plural(len(plan.selected), 'task')} selected, {len(plan.done)} "
-                          f"already done, {len(plan.to_run)} to run, {settings.max_workers} at a time; output in "
-                          f"{settings.output_dir}", console=True)
+                log.write(
+                    f"run {folder.run_id}: {plural(len(plan.selected), 'task')} selected, {len(plan.done)} "
+                    f"already done, {len(plan.to_run)} to run, {settings.max_workers} at a time; output in "
+                    f"{settings.output_dir}",
+                    console=True,
+                )
                 execute(batch)
             finally:
                 view.close()
@@ -2556,8 +2965,11 @@ def main(argv: list[str] | None = None) -> int:
         console_lost()
         return 128 + signal.SIGPIPE
     except OSError as exc:  # the machine's, not the user's: a full disk, a vanished folder
-        print(f"run-batch: error: {exc.filename or 'the output folder'}: {exc.strerror or exc}; records already "
-              "written are kept, run the same command again", file=sys.stderr)
+        print(
+            f"run-batch: error: {exc.filename or 'the output folder'}: {exc.strerror or exc}; records already "
+            "written are kept, run the same command again",
+            file=sys.stderr,
+        )
         return 1
 
 

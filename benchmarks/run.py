@@ -7,6 +7,7 @@ Every figure is printed as a ratio to a baseline measured in this run (the machi
 noisy), never compared with a constant from another day:
   overhead   200 trivial tasks on 8 workers: run_batch vs `xargs -P 8` vs GNU `parallel -j 8`
   memory     8 tasks printing N MB each, two sizes: the runner's peak RSS must not grow with N
+  hostile    a 200 MB line without newline, a 150 MB trajectory, a 5 MB error: peak RSS vs an ordinary task
   scaling    32 tasks of 2 s on 8 workers vs the ideal 8 s
   startup    `--help` and `--report` on 1,000 records vs a bare `python -c pass`
   schedule   longest-first vs file order on heavy-tailed durations vs the lower bound
@@ -106,6 +107,28 @@ def bench_memory(quick: bool) -> None:
         baseline = baseline or rss
         print(f"  {mb:4d} MB per task ({8 * mb / 1024:.1f} GB in all): peak RSS {rss:5.1f} MB "
               f"({rss / baseline:.2f}x the {sizes[0]} MB run)  goal < 60 MB: {'met' if rss < 60 else 'NOT met'}")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_hostile(quick: bool) -> None:
+    """The worst a single task can hand the runner: a huge line with no newline, a huge
+    trajectory, a huge error message. Peak RSS against a run of one ordinary task."""
+    size = 40 if quick else 200
+    cases = {"ordinary task (baseline)": "Say hi.\n",
+             f"one {size} MB line, no newline, on stderr": f"Loud.\nSTANDIN: long-line-mb {size}\n",
+             f"a {size * 3 // 4} MB trajectory": f"Big.\nSTANDIN: big-trajectory-mb {size * 3 // 4}\n",
+             "a 5 MB error message": "Fails.\nSTANDIN: error-mb 5\n"}
+    print("hostile: one task's output; runner peak RSS and the longest record line")
+    baseline = None
+    for label, prompt in cases.items():
+        root, project, prompts = workspace(1, prompt)
+        timed(run_batch_argv(project, prompts, 1))
+        output = project / "batch_output"
+        rss = json.loads((output / "summary.json").read_text())["totals"]["runner_peak_rss_mb"]
+        longest = max(len(line) for line in (output / "batch_results.jsonl").read_bytes().splitlines())
+        baseline = baseline or rss
+        print(f"  {label:38s} peak RSS {rss:5.1f} MB ({rss / baseline:.2f}x baseline), record {longest / 1024:.0f} KB"
+              f"  goal < 60 MB: {'met' if rss < 60 else 'NOT met'}")
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -227,7 +250,7 @@ def bench_launch(quick: bool) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-BENCHES = {"overhead": bench_overhead, "memory": bench_memory, "scaling": bench_scaling,
+BENCHES = {"overhead": bench_overhead, "memory": bench_memory, "hostile": bench_hostile, "scaling": bench_scaling,
            "startup": bench_startup, "schedule": bench_schedule, "launch": bench_launch}
 
 

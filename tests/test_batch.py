@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ENV_SECRET, SECRET, Workspace, alive, processes_with, read_jsonl
 
 RECORD_FIELDS = {
@@ -19,6 +18,8 @@ RECORD_FIELDS = {
     "started_at", "finished_at", "session_name", "session_id", "stdout_log", "stderr_log", "command",
     "prompt_sha256", "run_id",
 }
+
+pytestmark = pytest.mark.e2e  # the runner as a process, against the OpenHands stand-in
 
 
 # --- 1. discovery ---------------------------------------------------------------------------------

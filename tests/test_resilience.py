@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SECRET, Workspace, alive, processes_with, read_jsonl, wait_until
 
 import run_batch as rb
-from conftest import SECRET, Workspace, alive, processes_with, read_jsonl, wait_until
+
+pytestmark = pytest.mark.e2e  # the runner as a process, against the OpenHands stand-in
 
 
 # --- 1. resume ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import pty
@@ -12,8 +13,9 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import SECRET, Workspace, read_jsonl
+
+pytestmark = pytest.mark.e2e  # the runner as a process, against the OpenHands stand-in
 
 
 def run_on_terminal(ws: Workspace, *args: str, timeout: float = 60) -> tuple[int, str]:
@@ -152,7 +154,7 @@ def test_start_delay_spaces_task_starts(ws: Workspace) -> None:
         ws.prompt(f"t{n}")
     ws.run("--max-workers", "3", "--start-delay", "0.7")
     starts = sorted(dt.datetime.fromisoformat(r["started_at"].replace("Z", "+00:00")) for r in read_jsonl(ws.results))
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:])]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     assert all(g >= 0.5 for g in gaps), gaps  # without --start-delay they start together (~0 s)
 
 
