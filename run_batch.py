@@ -2042,8 +2042,23 @@ def read_records(path: Path) -> tuple[list[AttemptRecord], list[str]]:
                     bad.append((number, f"not a run_batch record ({exc})"))
     if not bad:
         return records, []
-    where = ", ".join(f"line {n}" for n, _ in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-    return records, [f"{path.name}: {where}: {bad[0][1]}; kept as it is and ignored"]
+    reasons = Counter(why for _, why in bad)
+    said = "; ".join(f"{why}{f' ({n} lines)' if n > 1 else ''}" for why, n in reasons.most_common(3))
+    return records, [f"{path.name}: {line_ranges([n for n, _ in bad])}: {said}; kept as they are and ignored"]
+
+
+def line_ranges(numbers: list[int], most: int = 40) -> str:
+    """`line 3`, `lines 1-4, 9`: every line named once, runs shortened to ranges (pure)."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:most])
+    if len(runs) > most:
+        text += f" and {sum(b - a + 1 for a, b in runs[most:])} more"
+    return f"line {text}" if len(numbers) == 1 else f"lines {text}"
 
 
 def read_folder_records(output_dir: Path, skip: Path | None = None) -> tuple[list[AttemptRecord], list[str]]:

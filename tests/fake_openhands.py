@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in for `python -m openhands.core.main` (V0 headless mode), for the tests.
 
-It follows ../shared/openhands-headless.md and what the real openhands-ai 1.6.0 did here:
+It follows docs/openhands.md and what the real openhands-ai 1.6.0 was seen to do:
 - flags -f/-t/--config-file/-n/-i/-b/-l/-c; config precedence flag > environment > TOML;
 - session id from -n exactly as OpenHands computes it;
 - logs on stderr only, every line `ESC[92mHH:MM:SS - openhands:LEVELESC[0m: file.py:N - msg`,
@@ -18,7 +18,18 @@ What the agent does is chosen by lines in the prompt:
     RUN: <command>          the command the agent runs (default: echo hello)
     STANDIN: <behaviour>    llm-error | llm-auth | max-iterations | stuck | crash | crash-times N |
                             no-state | debug-metrics | print-mb N | print-secret | background |
-                            hang | slow-start S
+                            hang | slow-start S | long-line-mb N [stdout|stderr] |
+                            big-trajectory-mb N | big-event-mb N | no-trajectory | error-mb N
+    (several STANDIN lines combine). The hostile-output ones, written in 1 MiB chunks so the
+    stand-in itself stays small:
+    long-line-mb N          at the very end, one N MiB line without any newline (stderr by default)
+    big-trajectory-mb N     the trajectory is N MiB: filler events first (each with an earlier,
+                            smaller llm_metrics), the real events, whose last llm_metrics is
+                            the true total, at its end
+    big-event-mb N          one N MiB observation among the session's event files
+    no-trajectory           no trajectory is saved (cost only in the event files)
+    error-mb N              fails before the agent runs (exit 1), logging an openhands:ERROR line
+                            and a traceback whose exception message is N MiB on one line
 Each LLM call costs PROMPT/COMPLETION tokens below, priced by [llm] input/output_cost_per_token.
 If STANDIN_RECORD_DIR is set, the argv, working directory, config and environment it was
 started with are written to <STANDIN_RECORD_DIR>/<sid>.json for the tests to inspect.
@@ -87,6 +98,17 @@ class Session:
         self.events.append(event)
         (self.folder / f"{event['id']}.json").write_text(json.dumps(event))
 
+    def add_big(self, mib: float) -> None:
+        """One observation event of about mib MiB, written in chunks."""
+        event_id = len(self.events)
+        self.events.append({"id": event_id, "source": "environment", "observation": "run",
+                            "content": "(big)", "extras": {}, "message": ""})
+        with open(self.folder / f"{event_id}.json", "w") as f:
+            f.write(json.dumps({"id": event_id, "source": "environment", "observation": "run"})[:-1])
+            f.write(', "content": "')
+            write_chunks(f, mib, "y")
+            f.write('", "extras": {}, "message": ""}')
+
     def llm_call(self) -> dict[str, Any]:
         self.calls += 1
         p, c = PROMPT_TOKENS * self.calls, COMPLETION_TOKENS * self.calls
@@ -103,6 +125,31 @@ class Session:
         self.state = new
         self.add({"source": "environment", "observation": "agent_state_changed", "content": "",
                   "extras": {"agent_state": new.lower(), "reason": ""}, "message": ""})
+
+
+def write_chunks(stream: Any, mib: float, char: str = "x") -> None:
+    """mib MiB of char, no newline, 1 MiB at a time (the stand-in stays small)."""
+    block = char * (1 << 20)
+    whole, rest = divmod(int(mib * (1 << 20)), 1 << 20)
+    for _ in range(whole):
+        stream.write(block)
+    stream.write(char * rest)
+    stream.flush()
+
+
+def write_big_trajectory(target: Path, events: list[dict[str, Any]], mib: float, early: dict[str, Any]) -> None:
+    """A trajectory of about mib MiB, streamed: filler events carrying an earlier llm_metrics
+    (early), then the real events, so only the last llm_metrics gives the true total."""
+    filler = "z" * (64 << 10)
+    count = max(1, int(mib * 16))  # 16 fillers of 64 KiB per MiB
+    with open(target, "w") as f:
+        f.write("[")
+        for n in range(count):
+            f.write(json.dumps({"id": -1 - n, "source": "agent", "action": "think", "message": filler,
+                                "args": {"thought": "filler"}, "llm_metrics": early}))
+            f.write(", ")
+        f.write(", ".join(json.dumps(e) for e in events))
+        f.write("]")
 
 
 def run_command(command: str) -> tuple[int, str]:
@@ -164,12 +211,12 @@ def main() -> int:
             "executable": sys.executable, "sys_path_prefix": sys.prefix,
             "stdin_is_devnull": os.path.realpath("/proc/self/fd/0") == "/dev/null",
             "pgid": os.getpgid(0), "sid_unix": os.getsid(0), "unknown_args": unknown,
-            "env": {k: v for k, v in os.environ.items()},
+            "env": dict(os.environ),
             "config_mode": oct(os.stat(args.config_file).st_mode & 0o777) if os.path.exists(args.config_file) else None,
         }))
 
     task = Path(args.file).read_text(encoding="utf-8") if args.file else args.task
-    directives = dict(re.findall(r"^STANDIN:\s*([\w-]+)\s*(.*)$", task, re.M))
+    directives = dict(re.findall(r"^STANDIN:[ \t]*([\w-]+)[ \t]*(.*)$", task, re.M))  # one per line
     run = re.search(r"^RUN:\s*(.+)$", task, re.M)
     command = run.group(1).strip() if run else "echo hello"
 
@@ -184,6 +231,16 @@ def main() -> int:
         counter.write_text(str(seen + 1))
         if seen < int(directives["crash-times"]):
             directives["crash"] = ""
+    if "error-mb" in directives:  # a failure whose message is megabytes long, on one line
+        stamp = time.strftime("%H:%M:%S")
+        sys.stderr.write(f"\x1b[92m{stamp} - openhands:ERROR\x1b[0m: main.py:300 - Runtime failed: ")
+        write_chunks(sys.stderr, float(directives["error-mb"] or 5), "e")
+        sys.stderr.write("\nTraceback (most recent call last):\n  File \"openhands/core/main.py\", line 1\n"
+                         "RuntimeError: Failed to start runtime: ")
+        write_chunks(sys.stderr, float(directives["error-mb"] or 5), "f")
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+        return 1
     if "crash" in directives:
         sys.stderr.write("Traceback (most recent call last):\n  File \"openhands/core/main.py\", line 1\n"
                          "RuntimeError: Failed to start runtime: docker daemon not reachable\n")
@@ -210,14 +267,25 @@ def main() -> int:
         subprocess.Popen(["bash", "-c", "sleep 300"], start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    if "big-event-mb" in directives:
+        session.add_big(float(directives["big-event-mb"] or 150))
+
     def end(state: str) -> int:
         session.set_state(state)
-        if trajectory:
+        if trajectory and "no-trajectory" not in directives:
             target = Path(trajectory)
             if target.is_dir():
                 target = target / f"{sid}.json"
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(session.events))
+            if "big-trajectory-mb" in directives:
+                early = {"accumulated_cost": 0.5, "accumulated_token_usage": {
+                    "prompt_tokens": 7, "completion_tokens": 7, "cache_read_tokens": 0, "cache_write_tokens": 0}}
+                write_big_trajectory(target, session.events, float(directives["big-trajectory-mb"] or 150), early)
+            else:
+                target.write_text(json.dumps(session.events))
+        if "long-line-mb" in directives:  # the last thing printed: one huge line, no newline
+            size, _, where = directives["long-line-mb"].partition(" ")
+            write_chunks(sys.stdout if where.strip() == "stdout" else sys.stderr, float(size or 200))
         return 0
 
     if "llm-error" in directives or "llm-auth" in directives:
