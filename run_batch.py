@@ -1587,7 +1587,9 @@ def classify(launch: Launch, agent_state: str | None) -> str:
     """The attempt's status (pure). Exit 0 is not success when the agent ended in ERROR."""
     if launch.error is not None:
         return "error"
-    if launch.interrupted:
+    # The runner only ever sends SIGINT and SIGKILL: an OpenHands that died of SIGTERM was stopped
+    # from outside (a scheduler's time limit, scancel, a kubelet), not by the task.
+    if launch.interrupted or launch.return_code == -signal.SIGTERM:
         return "interrupted"
     if launch.timed_out:
         return "timeout"
@@ -1615,7 +1617,9 @@ def explain(
     if status == "timeout":
         return f"timed out after {timeout:g}s" if timeout else "timed out"
     if status == "interrupted":
-        return f"runner stopped: {stopped_by}"
+        if launch.interrupted:
+            return f"runner stopped: {stopped_by}"
+        return "killed by SIGTERM from outside the runner (a scheduler's time limit or scancel?)"
     detail = facts.reason
     if detail and detail.startswith("STATUS$") and facts.last_exception:
         detail = f"{detail}: {facts.last_exception}"

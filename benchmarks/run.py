@@ -35,7 +35,7 @@ SCRIPT = ROOT / "run_batch.py"
 STANDIN = ROOT / "tests" / "fake_openhands.py"
 sys.path.insert(0, str(ROOT))
 
-import run_batch as rb
+import run_batch as rb  # noqa: E402 (after sys.path points at the checkout)
 
 
 def workspace(tasks: int, prompt: str) -> tuple[Path, Path, Path]:
@@ -97,7 +97,7 @@ def bench_overhead(quick: bool) -> None:
 
 def bench_memory(quick: bool) -> None:
     sizes = (20, 100) if quick else (100, 500)
-    print(f"memory: 8 tasks printing N MB each to their logs, 8 workers; runner peak RSS")
+    print("memory: 8 tasks printing N MB each to their logs, 8 workers; runner peak RSS")
     baseline = None
     for mb in sizes:
         root, project, prompts = workspace(8, f"Loud.\nSTANDIN: print-mb {mb}\n")
@@ -148,7 +148,7 @@ def bench_scaling(quick: bool) -> None:
     for kind, argv in kinds.items():
         xargs = timed(["xargs", "-0", "-P", str(workers), "-n", "1", *argv], input=files.encode())
         command = shlex.join(argv[:-1]) if kind == "stand-in" else shlex.join(argv)
-        wall = timed(run_batch_argv(project, prompts, workers)[:-2] + ["--command", command])
+        wall = timed([*run_batch_argv(project, prompts, workers)[:-2], "--command", command])
         print(f"  {kind:<12} xargs {xargs:5.2f}s ({xargs / ideal:.3f}x ideal)   run_batch {wall:5.2f}s "
               f"({wall / ideal:.3f}x ideal, {wall / xargs:.3f}x xargs)   within 10% of ideal: "
               f"{'met' if wall <= ideal * 1.10 else 'NOT met'}")
@@ -156,7 +156,7 @@ def bench_scaling(quick: bool) -> None:
 
 
 def bench_startup(quick: bool) -> None:
-    root, project, prompts = workspace(1, "x\n")
+    root, project, _prompts = workspace(1, "x\n")
     out = project / "batch_output"
     out.mkdir()
     with open(out / "batch_results.jsonl", "w") as f:
@@ -217,7 +217,7 @@ def bench_schedule(quick: bool) -> None:
     for _ in range(trials):
         durations = [min(3600.0, 30 * rng.paretovariate(1.3)) for _ in range(54)]  # heavy tail
         tasks = [rb.Task(f"t{i:02d}", Path(f"t{i}.md"), f"t{i}", None, None) for i in range(54)]
-        by_name = {t.name: d for t, d in zip(tasks, durations)}
+        by_name = {t.name: d for t, d in zip(tasks, durations, strict=False)}
         bound = max(sum(durations) / workers, max(durations))
         ordered = [by_name[t.name] for t in rb.plan_order(tasks, by_name)]
         ratios_file.append(list_schedule(durations, workers) / bound)

@@ -132,6 +132,8 @@ def launch(rc: int | None = 0, timed_out: bool = False, interrupted: bool = Fals
     (launch(0, timed_out=True), "FINISHED", "timeout"),
     (launch(-9, interrupted=True), None, "interrupted"),
     (launch(None, error="could not start"), None, "error"),
+    (launch(-15), "RUNNING", "interrupted"),  # SIGTERM from outside: Slurm, scancel, a kubelet
+    (launch(-15), "FINISHED", "interrupted"),
 ])
 def test_classify(l: rb.Launch, state: str | None, status: str) -> None:
     assert rb.classify(l, state) == status
