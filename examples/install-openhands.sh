@@ -1,42 +1,298 @@
 #!/usr/bin/env bash
-# Installs the real OpenHands (openhands-ai, default 1.6.0: the newest release that still has the
-# headless entrypoint `python -m openhands.core.main`) into a virtual environment of its own, and
-# prints that environment's python as the last line. A second call only prints it.
-#   usage: examples/install-openhands.sh [DIR]   (default ~/.cache/run_batch/openhands-VERSION)
-# Needs python3.12 or python3.13 on PATH: OpenHands requires Python >=3.12,<3.14.
+# Installs a real OpenHands into a virtual environment of its own and prints that environment's
+# python as the LAST LINE of stdout; every message goes to stderr. When a finished install is
+# already there, it prints the path and does nothing else (no Python is started).
+#
+#   usage: examples/install-openhands.sh [--version V] [--python PATH] [--find-python] [DIR]
+#
+#   --version V (or OPENHANDS_VERSION=V), one of:
+#     1.6.0       openhands-ai 1.6.0, the default: the newest release with the headless entrypoint
+#                 `python -m openhands.core.main`; every dependency pinned to the lock file in its
+#                 wheel (unpinned, pip backtracks for ages). Needs Python 3.12 or 3.13.
+#     cli-1.16.0  the V1 CLI, PyPI package `openhands` 1.16.0: the `openhands` executable in DIR/bin.
+#                 Needs Python 3.12 exactly (under 3.11 pip silently takes an empty 0.0.0 placeholder,
+#                 under 3.13 an old 1.2.1).
+#   DIR           default ${XDG_CACHE_HOME:-~/.cache}/run_batch/openhands-V
+#   --python PATH (or OPENHANDS_BASE_PYTHON=PATH): the Python to build it on, instead of searching.
+#   --find-python: only say which Python it would build on (last line: its path); install nothing.
+#
+# The Python is found by running each candidate (a version check), not by `command -v`: pyenv puts
+# a shim for every installed version on PATH, and a shim only runs for the version pyenv selects.
+# In order: python3.X on PATH (what your shell or PYENV_VERSION selects), then pyenv's installs
+# ($(pyenv root)/versions/X.*, PYENV_VERSION's first), then uv's managed Pythons; in each, the
+# Python versions OpenHands accepts, the preferred first. Prints the choice and why in one line.
 set -euo pipefail
+
+# --- what can be installed: one `case` arm per OpenHands generation -----------------------------
+# PACKAGE/PACKAGE_VERSION: the PyPI release; PYTHONS: the Python minor versions it runs on, the
+# preferred first; PIN: `wheel-lock` pins every dependency to the poetry.lock inside the wheel;
+# CHECK: a command run once inside the new environment to prove it starts; SIZE/TIME: estimates
+# (measured on 2 cores); LABEL: its name in messages.
+spec() {
+  case $1 in
+    1.6.0)
+      PACKAGE=openhands-ai PACKAGE_VERSION=1.6.0 PYTHONS="3.12 3.13" PIN=wheel-lock
+      CHECK=(bin/python -c 'import openhands.core.main') SIZE="1.6 GB" TIME="3-4 minutes"
+      LABEL="openhands-ai 1.6.0" ;;
+    cli-1.16.0)
+      PACKAGE=openhands PACKAGE_VERSION=1.16.0 PYTHONS="3.12" PIN=none
+      CHECK=(bin/openhands --help) SIZE="800 MB" TIME="2 minutes"
+      LABEL="openhands 1.16.0 (the V1 CLI)" ;;
+    *)
+      echo "install-openhands: unknown version '$1'; known: 1.6.0 (openhands-ai, default), cli-1.16.0 (the V1 CLI)" >&2
+      exit 2 ;;
+  esac
+}
+
+say() { echo "install-openhands: $*" >&2; }
+die() { say "$*"; exit 1; }
+
 VERSION=${OPENHANDS_VERSION:-1.6.0}
-DIR=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/run_batch/openhands-$VERSION}
-PY=$DIR/bin/python
-if [[ -x $PY ]] && "$PY" -c 'import openhands.core.main' 2>/dev/null; then echo "$PY"; exit 0; fi
-BASE=
-for candidate in python3.13 python3.12; do
-  if command -v "$candidate" >/dev/null; then BASE=$(command -v "$candidate"); break; fi
+BASE=${OPENHANDS_BASE_PYTHON:-}
+DIR=
+FIND_ONLY=
+while (($#)); do
+  case $1 in
+    --version) VERSION=${2:?--version needs a value}; shift 2 ;;
+    --version=*) VERSION=${1#*=}; shift ;;
+    --python) BASE=${2:?--python needs a path}; shift 2 ;;
+    --python=*) BASE=${1#*=}; shift ;;
+    --find-python) FIND_ONLY=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 0 ;;
+    -*) echo "install-openhands: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) [[ -z $DIR ]] || { echo "install-openhands: one DIR only (see --help)" >&2; exit 2; }
+       DIR=$1; shift ;;
+  esac
 done
-if [[ -z $BASE ]]; then
-  echo "install-openhands: needs python3.12 or python3.13 on PATH (OpenHands requires >=3.12,<3.14); or set OPENHANDS_PYTHON" >&2
-  exit 2
+spec "$VERSION"
+DIR=${DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/run_batch/openhands-$VERSION}
+DIR=${DIR%/}
+PY=$DIR/bin/python
+DIST=${PACKAGE//-/_}-$PACKAGE_VERSION.dist-info  # the installed package's metadata folder
+MARKER=$DIR/.run_batch-installed                  # written last, after the check passed
+STARTED=$DIR/.run_batch-install-started           # says the folder is ours to redo
+NEEDS="Python ${PYTHONS// / or }"
+
+# --- already there? Decided from files alone: starting OpenHands' Python costs seconds ----------
+installed() {
+  [[ -x $PY ]] || return 1  # also false when the Python it was built on has been removed
+  if [[ -f $MARKER ]]; then
+    [[ $(head -n 1 "$MARKER") == "$PACKAGE==$PACKAGE_VERSION" ]]
+    return
+  fi
+  # An install made before markers existed: its package metadata is enough.
+  [[ ! -e $STARTED ]] && compgen -G "$DIR/lib/python3.*/site-packages/$DIST" >/dev/null
+}
+if [[ -z $FIND_ONLY ]] && installed; then
+  say "$LABEL is installed in $DIR"
+  echo "$PY"
+  exit 0
 fi
-if ! "$BASE" -m venv "$DIR" 2>/dev/null; then
+
+# --- the Python to build on ----------------------------------------------------------------------
+TRIED=() SHIMS=()  # what was passed over, for the message
+accepts() {  # accepts VERSION: is X.Y.Z one of $PYTHONS?
+  local minor
+  for minor in $PYTHONS; do [[ $1 == "$minor".* ]] && return 0; done
+  return 1
+}
+try() {  # try PROGRAM WHERE: run it; on an accepted version set BASE (the real file), BASE_VERSION, WHY
+  local out version
+  if ! out=$("$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3], sys.executable)' 2>/dev/null); then
+    if [[ $1 == */shims/* ]]; then SHIMS+=("${1##*/}"); else TRIED+=("$2 does not run"); fi
+    return 1
+  fi
+  version=${out%% *}
+  if ! accepts "$version"; then
+    TRIED+=("$2 is Python $version")
+    return 1
+  fi
+  BASE=${out#* } BASE_VERSION=$version WHY=$2
+}
+find_python() {
+  local minor candidate root uvdir version
+  # 1. What the shell runs under that name (a pyenv shim runs only for the version selected).
+  for minor in $PYTHONS; do
+    if candidate=$(command -v "python$minor"); then try "$candidate" "python$minor on PATH" && return; fi
+  done
+  # 2. pyenv's installs, called directly (no shim): PYENV_VERSION's first, then the newest of each.
+  if command -v pyenv >/dev/null || [[ -d ${PYENV_ROOT:-$HOME/.pyenv}/versions ]]; then
+    root=$(pyenv root 2>/dev/null) || root=${PYENV_ROOT:-$HOME/.pyenv}
+    local selected=${PYENV_VERSION:-}
+    for candidate in ${selected//:/ }; do  # PYENV_VERSION may list several, a:b
+      for minor in $PYTHONS; do
+        [[ -x $root/versions/$candidate/bin/python$minor ]] &&
+          try "$root/versions/$candidate/bin/python$minor" "PYENV_VERSION=$candidate, called directly" && return
+      done
+    done
+    for minor in $PYTHONS; do
+      while IFS= read -r candidate; do
+        version=${candidate#"$root"/versions/}
+        try "$candidate" "pyenv's ${version%%/*}" && return
+      done < <(compgen -G "$root/versions/$minor.*/bin/python$minor" | sort -rV)
+    done
+  fi
+  # 3. uv's managed Pythons (uv never downloads one for `python find`).
+  if command -v uv >/dev/null; then
+    for minor in $PYTHONS; do
+      candidate=$(uv python find --system --no-project "$minor" 2>/dev/null) &&
+        try "$candidate" "uv python find $minor" && return
+      uvdir=$(uv python dir 2>/dev/null) || continue
+      while IFS= read -r candidate; do
+        try "$candidate" "uv's managed $minor" && return
+      done < <(compgen -G "$uvdir/cpython-$minor.*/bin/python$minor" | sort -rV)
+    done
+  fi
+  return 1
+}
+
+passed_over() {  # the candidates that did not fit, in a few words
+  local out='' line
+  for line in "${TRIED[@]}"; do out+=", $line"; done
+  local shims
+  shims=$(IFS=,; echo "${SHIMS[*]}")
+  case ${#SHIMS[@]} in
+    0) ;;
+    1) out+=", $shims on PATH is a pyenv shim of a version not selected" ;;
+    *) out+=", ${shims//,/, } on PATH are pyenv shims of versions not selected" ;;
+  esac
+  echo "${out#, }"
+}
+pick_python() {  # sets BASE etc. and says which Python and why, or exits saying how to get one
+  if [[ -n $BASE ]]; then
+    try "$BASE" "$BASE" || die "${TRIED[-1]}, and $LABEL needs $NEEDS"
+    WHY="given by --python or OPENHANDS_BASE_PYTHON"
+  elif ! find_python; then
+    local first=${PYTHONS%% *} line
+    say "$LABEL needs $NEEDS and none runs here; get one with \`pyenv install $first\`, \`uv python install $first\` or your system's python$first package (then run this again), or name one with --python PATH"
+    [[ -z $(passed_over) ]] || say "  (passed over: $(passed_over))"
+    exit 2
+  fi
+  local passed
+  passed=$(passed_over)
+  say "using Python $BASE_VERSION at $BASE, found as $WHY${passed:+ ($passed)}; $LABEL needs $NEEDS"
+}
+
+if [[ -n $FIND_ONLY ]]; then
+  pick_python
+  echo "$BASE"
+  exit 0
+fi
+
+# A folder holding something else is never touched; one this script started is finished or redone.
+if [[ -e $DIR && ! -d $DIR ]]; then die "$DIR exists and is not a folder; give another DIR"; fi
+if [[ -d $DIR && -n $(ls -A "$DIR") && ! -e $STARTED ]]; then
+  # Another generation's install: its marker, or the metadata of openhands-ai or openhands.
+  other=$(head -n 1 "$MARKER" 2>/dev/null ||
+          compgen -G "$DIR/lib/python3.*/site-packages/openhands_ai-*.dist-info" ||
+          compgen -G "$DIR/lib/python3.*/site-packages/openhands-[0-9]*.dist-info") || true
+  other=${other##*/}
+  if [[ -n $other && -x $PY ]]; then
+    die "$DIR holds another install (${other%.dist-info}), not $LABEL: give another DIR"
+  elif [[ -f $DIR/pyvenv.cfg ]]; then
+    die "$DIR is a virtual environment without a working install of $LABEL (an older or interrupted install, or its Python is gone): remove it (rm -rf '$DIR') and run this again, or give another DIR"
+  else
+    die "$DIR is not empty and is not an install of $LABEL: give another DIR"
+  fi
+fi
+
+# --- the install ----------------------------------------------------------------------------------
+mkdir -p "$DIR"
+# Two installers on one folder (a person and CI) wait for each other, then look again.
+if command -v flock >/dev/null; then
+  exec 9<"$DIR"
+  flock -n 9 || { say "another install into $DIR is running: waiting for it"; flock 9; }
+  if installed; then say "$LABEL is installed in $DIR"; echo "$PY"; exit 0; fi
+fi
+RESUME=
+if [[ -e $STARTED && $(head -n 1 "$STARTED") == "$LABEL" ]] && try "$PY" "$PY"; then
+  RESUME=1  # its environment works: pip adds only what is missing
+  say "finishing the unfinished install in $DIR (Python $BASE_VERSION)"
+else
+  TRIED=() SHIMS=()
+  pick_python
+fi
+if [[ -e $STARTED && -z $RESUME ]]; then
+  say "$DIR holds an unfinished install that cannot be finished: starting again"
+  find "$DIR" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+fi
+echo "$LABEL" > "$STARTED"
+LOG=$DIR/install.log
+touch "$LOG"
+say "installing $LABEL into $DIR: about $TIME and $SIZE; pip's output goes to $LOG"
+
+START=$SECONDS
+TICKER=
+stop_ticker() { [[ -z $TICKER ]] || kill "$TICKER" 2>/dev/null || true; TICKER=; }
+trap stop_ticker EXIT
+step() { stop_ticker; say "[$1] $2"; }
+ticker() {  # a line every 20 s while pip works, so a quiet terminal is not a hung one
+  local doing
+  while sleep 20 >/dev/null 2>&1; do  # a sleep left behind holds no pipe open
+    if grep -q '^Installing collected packages' "$LOG"; then
+      doing="unpacking into place"
+    else
+      doing="$(grep -c '^Collecting ' "$LOG") packages fetched"
+    fi
+    say "    ... $(( SECONDS - START )) s so far: $doing, $(du -sm "$DIR" 2>/dev/null | cut -f1) MB in $DIR"
+  done
+}
+fail() {
+  stop_ticker
+  say "FAILED: $1 after $(( SECONDS - START )) s; the last lines of the log:"
+  grep -v "^WARNING: Location '.*' is ignored" "$LOG" | tail -n 15 | sed 's/^/    /' >&2 || true
+  say "full log: $LOG (run this script again to finish it)"
+  exit 1
+}
+PIP=("$DIR/bin/pip" --disable-pip-version-check --no-input)
+
+if [[ -n $RESUME ]]; then
+  step 1/4 "the virtual environment is there"
+elif ! { step 1/4 "creating the virtual environment"; "$BASE" -m venv "$DIR" >>"$LOG" 2>&1; }; then
   # Some distributions' Pythons have ensurepip without its wheels: bootstrap pip from a wheel.
-  rm -rf "$DIR"
-  "$BASE" -m venv --without-pip "$DIR"
-  python3 -m pip download -q --no-deps pip -d "$DIR/pip-wheel"
-  WHEEL=$(ls "$DIR"/pip-wheel/pip-*.whl)
-  "$PY" "$WHEEL/pip" install -q --no-index "$WHEEL"
+  "$BASE" -m venv --without-pip "$DIR" >>"$LOG" 2>&1 || fail "creating the virtual environment"
+  python3 -m pip download -q --no-deps pip -d "$DIR/pip-wheel" >>"$LOG" 2>&1 || fail "downloading pip"
+  WHEEL=$(compgen -G "$DIR/pip-wheel/pip-*.whl" | head -n 1)
+  "$PY" "$WHEEL/pip" install -q --no-index "$WHEEL" >>"$LOG" 2>&1 || fail "installing pip"
 fi
-"$DIR/bin/pip" download -q --no-deps "openhands-ai==$VERSION" -d "$DIR/wheel"
-# Pin every dependency to the lock file shipped inside the wheel: unpinned, pip backtracks for ages.
-"$PY" - "$DIR" <<'EOF'
-import glob, sys, tomllib, zipfile
-folder = sys.argv[1]
-wheel = zipfile.ZipFile(glob.glob(f"{folder}/wheel/openhands_ai-*.whl")[0])
-lock = tomllib.loads(wheel.read("openhands/poetry.lock").decode())
+
+REQUIREMENT=("$PACKAGE==$PACKAGE_VERSION")
+CONSTRAINTS=()
+if [[ $PIN == wheel-lock ]]; then
+  step 2/4 "downloading $LABEL and pinning its dependencies to the lock file in its wheel"
+  "${PIP[@]}" download --no-deps "$PACKAGE==$PACKAGE_VERSION" -d "$DIR/wheel" >>"$LOG" 2>&1 ||
+    fail "downloading $LABEL"
+  WHEEL=$(compgen -G "$DIR/wheel/${PACKAGE//-/_}-$PACKAGE_VERSION-*.whl" | head -n 1)
+  [[ -n $WHEEL ]] || fail "downloading $LABEL (no wheel in $DIR/wheel)"
+  "$PY" - "$WHEEL" "$DIR/constraints.txt" "$PACKAGE" >>"$LOG" 2>&1 <<'EOF' || fail "reading the lock file in the wheel"
+import sys, tomllib, zipfile
+wheel, out, package = sys.argv[1:]
+lock = tomllib.loads(zipfile.ZipFile(wheel).read("openhands/poetry.lock").decode())
 registry = [p for p in lock["package"]
             if p.get("source", {}).get("type") not in ("git", "url", "directory", "file")]
-pins = sorted({f"{p['name']}=={p['version']}" for p in registry if p["name"] != "openhands-ai"})
-with open(f"{folder}/constraints.txt", "w") as f:
+pins = sorted({f"{p['name']}=={p['version']}" for p in registry if p["name"] != package})
+with open(out, "w") as f:
     f.write("\n".join(pins) + "\n")
+print(f"{len(pins)} pins written to {out}")
 EOF
-"$DIR/bin/pip" install -q -c "$DIR/constraints.txt" "$DIR"/wheel/openhands_ai-*.whl
-"$PY" -c 'import openhands.core.main' && echo "$PY"
+  REQUIREMENT=("$WHEEL")
+  CONSTRAINTS=(-c "$DIR/constraints.txt")
+else
+  step 2/4 "no lock file to pin to: pip resolves $LABEL's dependencies"
+fi
+
+step 3/4 "installing $LABEL and its dependencies (the long step)"
+ticker >/dev/null & TICKER=$!
+"${PIP[@]}" install --progress-bar off "${CONSTRAINTS[@]}" "${REQUIREMENT[@]}" >>"$LOG" 2>&1 || fail "pip install"
+compgen -G "$DIR/lib/python3.*/site-packages/$DIST" >/dev/null ||
+  fail "pip install (it did not install $LABEL: is Python $BASE_VERSION one it supports?)"
+
+step 4/4 "checking that it starts: ${CHECK[*]}"
+# (LiteLLM would fetch its price list from the network first; its own copy is enough here.)
+(cd "$DIR" && LITELLM_LOCAL_MODEL_COST_MAP=True OPENHANDS_SUPPRESS_BANNER=1 "${CHECK[@]}") >>"$LOG" 2>&1 || fail "the check ${CHECK[*]}"
+
+printf '%s\npython=%s\n%s\ninstalled=%s\n' "$PACKAGE==$PACKAGE_VERSION" "$BASE_VERSION" \
+  "$(grep '^home' "$DIR/pyvenv.cfg")" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$MARKER"
+rm -f "$STARTED"
+say "done in $(( SECONDS - START )) s: $LABEL in $DIR ($(du -sm "$DIR" | cut -f1) MB)"
+echo "$PY"

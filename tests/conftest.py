@@ -22,6 +22,18 @@ ENV_SECRET = "env-secret-token-9876543210"
 COST_IN, COST_OUT = 0.000001, 0.000002  # per token: one stand-in LLM call costs 0.0011
 
 
+def openhands_python() -> str | None:
+    """The interpreter of a real OpenHands (openhands-ai 1.6.0) for the end-to-end tests:
+    OPENHANDS_PYTHON when set, else the one `bash examples/install-openhands.sh` installs (and
+    `bash examples/run-examples.sh` through it) in its default place, if it is there; else None.
+    Nothing is started: looking costs no OpenHands import."""
+    if os.environ.get("OPENHANDS_PYTHON"):
+        return os.environ["OPENHANDS_PYTHON"]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    python = cache / "run_batch" / "openhands-1.6.0" / "bin" / "python"
+    return str(python) if os.access(python, os.X_OK) else None
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

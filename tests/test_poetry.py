@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import SCRIPT, STANDIN, Workspace, read_jsonl
 
 POETRY = shutil.which("poetry") or str(Path(sys.executable).parent / "poetry")
-pytestmark = pytest.mark.skipif(not os.access(POETRY, os.X_OK), reason="Poetry is not installed")
+pytestmark = pytest.mark.skipif(
+    not os.access(POETRY, os.X_OK),
+    reason="Poetry is not installed: the README's test command installs it (pip install -e '.[test]')")
 
 PER_TASK = {"RUN_BATCH_RUN_ID", "RUN_BATCH_SESSION", "SAVE_TRAJECTORY_PATH", "_"}
 
@@ -38,7 +39,7 @@ def test_resolved_interpreter_gives_the_same_environment_as_poetry_run(ws: Works
     ws.prompt("one")
     direct = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120)
     assert direct.returncode == 0, direct.stderr
-    wrapped = subprocess.run(base + ["--keep-poetry-run", "--rerun"], env=env, capture_output=True,
+    wrapped = subprocess.run([*base, "--keep-poetry-run", "--rerun"], env=env, capture_output=True,
                              text=True, timeout=120)
     assert wrapped.returncode == 0, wrapped.stderr
     first, second = sorted(ws.launches(), key=lambda l: l["sid"] != read_jsonl(ws.results)[0]["session_id"])
