@@ -117,7 +117,8 @@ def batch(tmp_path_factory: pytest.TempPathFactory, server: ScriptedLLM) -> dict
     (prompts / "unreachable.md").write_text("Nobody answers.\n")
     first = subprocess.run([*base, "--max-workers", "3", "--timeout", "30", "--exclude", "unreachable"],
                            env=env, capture_output=True, text=True, timeout=400)
-    second = subprocess.run([*base, "--tasks", "unreachable", "--llm-config", "unreachable", "--timeout", "120"], env=env, capture_output=True, text=True, timeout=400)
+    second = subprocess.run([*base, "--tasks", "unreachable", "--llm-config", "unreachable", "--timeout", "120"],
+                            env=env, capture_output=True, text=True, timeout=400)
     records = {r["task_name"]: r for r in read_jsonl(project / "batch_output" / "batch_results.jsonl")}
     return {"first": first, "second": second, "records": records, "output": project / "batch_output"}
 
