@@ -145,6 +145,9 @@ class Settings:
     start_delay: float = 0.0
     max_total_cost: float | None = None
     keep_poetry_run: bool = False
+    entrypoint: str = "auto"
+    openhands_version: str | None = None
+    base_config_given: bool = False
     quiet: bool = False
     dry_run: bool = False
     report: bool = False
@@ -261,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with the default --command, run `poetry run` for every task instead of "
         "asking Poetry once for its interpreter (which saves 0.3-1 s per task)",
+    )
+    run.add_argument(
+        "--entrypoint",
+        choices=("auto", "core-main", "cli"),
+        default="auto",
+        help="which OpenHands --command is: core-main (`python -m openhands.core.main`, openhands-ai up to "
+        "1.6) or cli (the V1 CLI, `openhands --headless`); auto (the default) takes cli for a program named "
+        "`openhands` or `-m openhands_cli`, e.g. --entrypoint cli",
+    )
+    run.add_argument(
+        "--openhands-version",
+        metavar="X.Y.Z",
+        help="the OpenHands release --command runs, when run_batch cannot ask its interpreter (a wrapper "
+        "script); it decides the release's rules (file store, session id, stop), e.g. --openhands-version 0.33.0",
     )
     run.add_argument(
         "--max-workers",
@@ -507,6 +524,7 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         output_dir=output_dir,
         results_name=results_name,
         base_config=base_config,
+        base_config_given=bool(args.base_config),
         command=command,
         openhands=from_args(OpenHandsOptions, args, extra_args=tuple(extra)),
         selection=from_args(Selection, args, tasks=names, shard=shard),
@@ -948,7 +966,85 @@ class Entrypoint(Protocol):
 
     def clean_up(self, session: str, log: RunLog) -> None: ...
 
+    def about(self) -> dict[str, Any]: ...
+
     def describe(self, task: Task, files: AttemptFiles, secrets: tuple[str, ...]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Release:
+    """The rules of one openhands-ai release that the runner depends on (docs/openhands.md);
+    an unknown release gets the newest rules."""
+
+    version: str | None
+
+    @property
+    def _key(self) -> tuple[int, ...]:
+        parts = re.findall(r"\d+", self.version or "")[:3]
+        return tuple(int(p) for p in parts) if parts else (99,)
+
+    @property
+    def file_store_default(self) -> str:
+        return "/tmp/openhands_file_store" if self._key < (0, 45) else "~/.openhands"
+
+    @property
+    def legacy_session_id(self) -> bool:
+        return self._key < (0, 51)
+
+    @property
+    def graceful_sigint(self) -> bool:
+        return self._key >= (0, 60)
+
+    def rules(self) -> dict[str, Any]:
+        return {
+            "file_store_default": self.file_store_default,
+            "session_id": "NAME-h[:16] (before 0.51)" if self.legacy_session_id else "cut to 32 (0.51+)",
+            "sigint": "graceful stop, trajectory saved" if self.graceful_sigint else "KeyboardInterrupt, no trajectory",
+        }
+
+
+def attempt_environment(marker: Marker, tmux_dir: Path) -> dict[str, str]:
+    """What every attempt's environment gets, whatever the entrypoint: the markers, and a tmux
+    folder of its own (OpenHands' local runtime and the V1 CLI run commands in tmux; a shared
+    server would carry the environment, markers included, of whichever task started it)."""
+    return {**marker.environment(), "TMUX_TMPDIR": str(tmux_dir), "PYTHONUNBUFFERED": "1"}
+
+
+def make_tmux_dir(private_dir: Path) -> Path:
+    """A private folder for one attempt's tmux server; short, since a socket path has a limit."""
+    base = private_dir if len(str(private_dir)) < 60 else Path("/tmp")
+    return Path(tempfile.mkdtemp(prefix="tmux-", dir=base))
+
+
+def kill_agent_commands(proc: subprocess.Popen[bytes], marker: Marker) -> None:
+    """End the commands the agent is running, outside OpenHands' process group: OpenHands stops
+    gracefully only once they end. Left alone: tmux itself and a tmux pane's shell (killing the
+    shell makes the V1 CLI hang); they go with the attempt."""
+    for pid in marker.processes():
+        if _pgid(pid) == proc.pid or _comm(pid).startswith("tmux"):
+            continue
+        parent = _parent(pid)
+        if parent is not None and _comm(parent).startswith("tmux"):
+            continue
+        signal_quietly(pid, signal.SIGKILL)
+
+
+def _proc_stat(pid: int) -> tuple[str, int | None]:
+    """(command name, parent pid) of a process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            info = f.read().decode(errors="replace")
+        return info[info.index("(") + 1 : info.rindex(")")], int(info[info.rindex(")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return "", None
+
+
+def _comm(pid: int) -> str:
+    return _proc_stat(pid)[0]
+
+
+def _parent(pid: int) -> int | None:
+    return _proc_stat(pid)[1]
 
 
 @dataclass
@@ -963,46 +1059,55 @@ class CoreMain:
     config_name: str = "batch_config.toml"
     venv: Path | None = None
     keep_containers: bool = False
+    release: Release = field(default_factory=lambda: Release(None))
     name: str = "openhands.core.main"
+
+    def __post_init__(self) -> None:
+        # Up to 0.51 `-i` has a default that beats the config: pass the config's own limit.
+        configured = self.base_config.get("core", {}).get("max_iterations")
+        if self.options.max_iterations is None and isinstance(configured, int) and not isinstance(configured, bool):
+            self.options = dataclasses.replace(self.options, max_iterations=configured)
 
     @property
     def file_store(self) -> Path:
-        path = effective_core(self.base_config, self.environ, "file_store_path", "~/.openhands")
-        return Path(os.path.expanduser(path))
+        default = self.release.file_store_default
+        return Path(os.path.expanduser(effective_core(self.base_config, self.environ, "file_store_path", default)))
 
     @property
     def uses_docker(self) -> bool:
         return (self.options.runtime or effective_core(self.base_config, self.environ, "runtime", "docker")) == "docker"
 
     def session_id(self, session: str) -> str:
-        return session_id(session)
+        return session_id(session, legacy=self.release.legacy_session_id)
 
     def prepare(self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path) -> Prepared:
         config = task_config(self.base_config, self.options, files.trajectory, marker.run_id, session)
         config_path = write_private_config(private_dir, f"{session}.{self.config_name}", config)
         argv = build_command(self.command, self.options, task.prompt_path, config_path, session)
+        tmux_dir = make_tmux_dir(private_dir)
         env = child_environment(self.environ, self.options, files.trajectory, marker, self.venv)
-        return Prepared(argv, env, (config_path,))
+        env.update(attempt_environment(marker, tmux_dir))
+        return Prepared(argv, env, (config_path, tmux_dir))
 
     def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
         # As a terminal's Ctrl-C would: OpenHands 0.60+ then stops the agent and saves its
-        # trajectory, but only after the agent's running command ends. Those commands run in
-        # their own sessions, outside OpenHands' process group: end them now.
+        # trajectory, but only after the agent's running command ends: end those commands now.
         signal_quietly(proc.pid, signal.SIGINT, group=True)
-        for pid in marker.processes():
-            if _pgid(pid) != proc.pid:
-                signal_quietly(pid, signal.SIGKILL)
+        kill_agent_commands(proc, marker)
 
     def read_outcome(self, files: AttemptFiles, session: str) -> Outcome:
-        folders = [
-            self.file_store / "sessions" / sid / "events"
-            for sid in (session_id(session), session_id(session, legacy=True))
-        ]
+        sids = [self.session_id(session)]
+        if self.release.version is None:  # unknown release: either formula
+            sids.append(session_id(session, legacy=not self.release.legacy_session_id))
+        folders = [self.file_store / "sessions" / sid / "events" for sid in sids]
         return read_outcome(files, folders)
 
     def clean_up(self, session: str, log: RunLog) -> None:
         if self.uses_docker and not self.keep_containers:
-            remove_container(session_id(session), log)
+            remove_container(self.session_id(session), log)
+
+    def about(self) -> dict[str, Any]:
+        return {"entrypoint": "core-main", "version": self.release.version, "rules": self.release.rules()}
 
     def describe(self, task: Task, files: AttemptFiles, secrets: tuple[str, ...]) -> dict[str, Any]:
         session = session_name(task, "RUNID", 1)
@@ -1011,23 +1116,149 @@ class CoreMain:
         )
         config = task_config(self.base_config, self.options, files.trajectory, "RUNID", session)
         return {
-            "entrypoint": self.name,
             "command": [mask(a, secrets) for a in argv],
             "config": json.loads(mask(json.dumps(config, default=str), secrets)),
         }
 
 
+CLI_END_STATES = ("FINISHED", "ERROR", "STUCK", "PAUSED")
+
+
+@dataclass
+class CliV1:
+    """The V1 CLI, `openhands --headless` (the `openhands` package, 1.16.0 checked): no config
+    file or session name; its settings are the user's agent_settings.json; each attempt gets a
+    conversations folder of its own in the output folder, whose base_state.json holds the end
+    state and the money (docs/openhands.md)."""
+
+    command: tuple[str, ...]
+    options: OpenHandsOptions
+    environ: dict[str, str]
+    output_dir: Path
+    version: str | None = None
+    name: str = "openhands (V1 CLI)"
+
+    def conversations(self, files: AttemptFiles) -> Path:
+        return self.output_dir / "conversations" / files.trajectory.stem
+
+    def session_id(self, session: str) -> str:
+        return ""  # the conversation id is known once OpenHands has written it
+
+    def argv(self, prompt: Path) -> list[str]:
+        override = ["--override-with-envs"] if self.environ.get("LLM_MODEL") else []
+        return [
+            *self.command,
+            "--headless",
+            "--always-approve",
+            *override,
+            "-f",
+            str(prompt.absolute()),
+            *self.options.extra_args,
+        ]
+
+    def prepare(self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path) -> Prepared:
+        folder = self.conversations(files)
+        folder.mkdir(parents=True, exist_ok=False)  # a fresh name: the trajectory's was just claimed
+        tmux_dir = make_tmux_dir(private_dir)
+        env = {**self.environ, "OPENHANDS_CONVERSATIONS_DIR": str(folder), **attempt_environment(marker, tmux_dir)}
+        env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of litellm's price list
+        return Prepared(self.argv(task.prompt_path), env, (tmux_dir,))
+
+    def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
+        # It waits for the running command or LLM call before it saves its state: end the command.
+        signal_quietly(proc.pid, signal.SIGINT, group=True)
+        kill_agent_commands(proc, marker)
+
+    def read_outcome(self, files: AttemptFiles, session: str) -> Outcome:
+        return read_cli_outcome(files, self.conversations(files))
+
+    def clean_up(self, session: str, log: RunLog) -> None:
+        pass  # its tmux server carries the attempt's marker: the sweep ends it
+
+    def about(self) -> dict[str, Any]:
+        settings = "agent_settings.json in $OPENHANDS_PERSISTENCE_DIR (default ~/.openhands)"
+        if self.environ.get("LLM_MODEL"):
+            settings += ", LLM_* from the environment (--override-with-envs)"
+        rules = {"settings": settings, "conversations": str(self.output_dir / "conversations" / "<task>")}
+        return {"entrypoint": "cli", "version": self.version, "rules": rules}
+
+    def describe(self, task: Task, files: AttemptFiles, secrets: tuple[str, ...]) -> dict[str, Any]:
+        return {"command": [mask(a, secrets) for a in self.argv(task.prompt_path)]}
+
+
+def detect_entrypoint(command: tuple[str, ...], forced: str) -> str:
+    """`cli` for the V1 CLI (a program named `openhands`, or `-m openhands_cli...`), else `core-main`."""
+    if forced != "auto":
+        return forced
+    modules = [command[i + 1] for i, word in enumerate(command[:-1]) if word == "-m"]
+    if Path(command[0]).name == "openhands" or any(m.startswith("openhands_cli") for m in modules):
+        return "cli"
+    return "core-main"
+
+
+def ask_version(command: tuple[str, ...], kind: str, environ: dict[str, str]) -> str | None:
+    """The installed release, asked once per batch of the interpreter that runs it (package
+    metadata: milliseconds, where importing OpenHands takes seconds); None when it cannot be told."""
+    python: str | None = None
+    if kind == "core-main" and "-m" in command and "openhands.core.main" in command:
+        python = command[0]
+    elif kind == "cli":
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            with open(command[0], "rb") as f:
+                first = f.readline(512).decode()
+            if first.startswith("#!") and len(first.split()) == 1:
+                python = first[2:].strip()
+    if python is None:
+        return None
+    package = "openhands-ai" if kind == "core-main" else "openhands"
+    probe = f"import importlib.metadata as m; print(m.version({package!r}))"
+    try:
+        done = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, timeout=60, env=environ, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = done.stdout.strip()
+    return found if done.returncode == 0 and re.fullmatch(r"[\w.+-]{1,40}", found) else None
+
+
+CLI_UNSUPPORTED = (
+    ("max_iterations", "--max-iterations", "it has no step limit (500, fixed)"),
+    ("agent_cls", "--agent-cls", "it has one agent"),
+    ("llm_config", "--llm-config", "its LLM is the one in agent_settings.json or LLM_MODEL"),
+    ("max_budget_per_task", "--max-budget-per-task", "it has no budget limit"),
+)
+
+
 def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: dict[str, str]) -> Entrypoint:
-    """The OpenHands entrypoint --command names. Today: openhands.core.main."""
-    return CoreMain(
-        settings.command,
-        settings.openhands,
-        base_config,
-        environ,
-        settings.config_name,
-        settings.venv,
-        settings.keep_containers,
-    )
+    """The OpenHands entrypoint --command names (or --entrypoint forces), with its release's rules."""
+    kind = detect_entrypoint(settings.command, settings.entrypoint)
+    version = settings.openhands_version or ask_version(settings.command, kind, environ)
+    if kind == "core-main":
+        return CoreMain(
+            settings.command,
+            settings.openhands,
+            base_config,
+            environ,
+            settings.config_name,
+            settings.venv,
+            settings.keep_containers,
+            Release(version),
+        )
+    for attr, option, why in CLI_UNSUPPORTED:
+        if getattr(settings.openhands, attr) is not None:
+            raise UsageError(f"{option}: the V1 CLI (`openhands`) cannot honour it ({why}); leave it out")
+    if settings.openhands.runtime not in (None, "local"):
+        raise UsageError(
+            f"--runtime {settings.openhands.runtime}: the V1 CLI runs commands on this machine only; "
+            "leave --runtime out"
+        )
+    if settings.base_config_given:
+        raise UsageError(
+            "--base-config: the V1 CLI reads no config.toml; its settings are agent_settings.json in "
+            "$OPENHANDS_PERSISTENCE_DIR (default ~/.openhands), or LLM_MODEL/LLM_API_KEY"
+        )
+    return CliV1(settings.command, settings.openhands, environ, settings.output_dir, version)
 
 
 # ================================================================================================
@@ -1327,6 +1558,7 @@ _BOX_OUT = re.compile(r"Total Output Tokens:\s*([\d,]+)")
 _BOX_CACHE_READ = re.compile(r"Cache Hits?:\s*([\d,]+)")
 _BOX_CACHE_WRITE = re.compile(r"Cache Writes?:\s*([\d,]+)")
 _METRICS_KEY = re.compile(rb'"llm_metrics"\s*:\s*')
+_ROOT_ERROR = re.compile(r"^ERROR:root:<class '([\w.]+)'>: (.*)$")
 
 
 @dataclass
@@ -1384,6 +1616,8 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
             after_traceback = False
         if "openhands:ERROR" in line and (m := _LOG_PREFIX.match(line)):
             facts.last_error_line = m.group(2).strip()
+        elif line.startswith("ERROR:root:<class '") and (m := _ROOT_ERROR.match(line)):  # 0.33
+            facts.last_exception = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"
         if "metrics" in line and (m := _ACTION_METRICS.search(line)):
             action = (m.group(1), m.group(2), m.group(3))
             if lm := _ACTION_LATEST.search(line):
@@ -1565,6 +1799,8 @@ class Outcome:
     agent_state: str | None
     metrics: Metrics
     facts: OutputFacts
+    problem: str | None = None  # OpenHands ran but could not run the agent at all (no conversation)
+    session_id: str | None = None  # known only afterwards (the V1 CLI's conversation id)
 
 
 def read_outcome(files: AttemptFiles, event_folders: list[Path]) -> Outcome:
@@ -1583,9 +1819,97 @@ def read_outcome(files: AttemptFiles, event_folders: list[Path]) -> Outcome:
     return Outcome(agent_state, metrics if metrics.known else facts.metrics, facts)
 
 
-def classify(launch: Launch, agent_state: str | None) -> str:
+def cli_metrics(state: dict[str, Any]) -> Metrics:
+    """The V1 CLI's totals: base_state.json's stats, summed over its LLMs (agent, condenser) (pure)."""
+    stats = state.get("stats")
+    usage = stats.get("usage_to_metrics") if isinstance(stats, dict) else None
+    if not isinstance(usage, dict) or not usage:
+        return Metrics()
+    totals: list[float] = [0.0, 0, 0, 0, 0]
+    for metrics in usage.values():
+        if not isinstance(metrics, dict):
+            continue
+        tokens = metrics.get("accumulated_token_usage")
+        tokens = tokens if isinstance(tokens, dict) else {}
+        values = [
+            metrics.get("accumulated_cost"),
+            *(tokens.get(k) for k in ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens")),
+        ]
+        for i, value in enumerate(values):
+            totals[i] += _number_or_none(value) or 0
+    return Metrics(round(totals[0], 10), int(totals[1]), int(totals[2]), int(totals[3]), int(totals[4]), "state")
+
+
+def cli_last_error(events: Path) -> str | None:
+    """`<code>: <detail>` of the conversation's last ConversationErrorEvent, read from the newest back."""
+    try:
+        names = sorted((n for n in os.listdir(events) if n.startswith("event-")), reverse=True)
+    except OSError:
+        return None
+    for name in names[:200]:
+        event = read_json_file(events / name)
+        if isinstance(event, dict) and event.get("kind") == "ConversationErrorEvent":
+            return f"{event.get('code')}: {event.get('detail')}"
+    return None
+
+
+def write_cli_trajectory(events: Path, target: Path) -> bool:
+    """The conversation's events, in order, as one JSON list: the same kind of file the older
+    generation leaves. Streamed one event at a time."""
+    try:
+        names = sorted(n for n in os.listdir(events) if n.startswith("event-") and n.endswith(".json"))
+    except OSError:
+        return False
+    if not names:
+        return False
+    with open_new(target, exclusive=False) as out:
+        out.write(b"[")
+        for i, name in enumerate(names):
+            with contextlib.suppress(OSError), open(events / name, "rb") as f:
+                data = f.read().strip()
+                out.write((b",\n" if i else b"\n") + (data or b"null"))
+        out.write(b"\n]\n")
+    return True
+
+
+def last_message(path: Path) -> str | None:
+    """The last line of a log that says something (OpenHands' own words when it did not run)."""
+    lines = [line.strip() for line in ANSI.sub("", tail(path, 2000)).splitlines()]
+    said = [line for line in lines if line and not line.startswith(("Conversation ID", "Hint:"))]
+    return said[-1] if said else None
+
+
+def read_cli_outcome(files: AttemptFiles, conversations: Path) -> Outcome:
+    """What a V1 CLI attempt left: its conversation's base_state.json (end state and money) and
+    events (the error), written into the trajectory file. No conversation at all: OpenHands did not
+    run the agent (no settings, say), in its own words from its output."""
+    facts = merge_facts(scan_output(read_lines(files.stderr_log)), scan_output(read_lines(files.stdout_log)))
+    try:
+        folders = sorted(d for d in conversations.iterdir() if d.is_dir())
+    except OSError:
+        folders = []
+    if not folders:
+        said = last_message(files.stdout_log) or last_message(files.stderr_log) or "no output"
+        return Outcome(None, Metrics(), facts, problem=f"OpenHands wrote no conversation: {said}")
+    folder = folders[-1]
+    state = read_json_file(folder / "base_state.json", limit=64 << 20)
+    state = state if isinstance(state, dict) else {}
+    status = state.get("execution_status")
+    agent_state = status.upper() if isinstance(status, str) else None
+    metrics = cli_metrics(state)
+    if agent_state not in CLI_END_STATES and not metrics.total_cost:
+        metrics = Metrics()  # saved before its calls were counted (killed): unknown, not 0
+    if agent_state == "STUCK":
+        facts.reason = "agent got stuck (execution_status stuck)"
+    elif agent_state != "FINISHED":
+        facts.reason = cli_last_error(folder / "events") or facts.reason
+    write_cli_trajectory(folder / "events", files.trajectory)
+    return Outcome(agent_state, metrics, facts, session_id=folder.name)
+
+
+def classify(launch: Launch, agent_state: str | None, problem: str | None = None) -> str:
     """The attempt's status (pure). Exit 0 is not success when the agent ended in ERROR."""
-    if launch.error is not None:
+    if launch.error is not None or (problem and not launch.interrupted and not launch.timed_out):
         return "error"
     # The runner only ever sends SIGINT and SIGKILL: an OpenHands that died of SIGTERM was stopped
     # from outside (a scheduler's time limit, scancel, a kubelet), not by the task.
@@ -1851,8 +2175,10 @@ def build_record(
     secrets: tuple[str, ...],
 ) -> tuple[AttemptRecord, bool]:
     """The record of an attempt that was launched, and whether it is worth another try (pure)."""
-    status = classify(launch, outcome.agent_state)
+    status = classify(launch, outcome.agent_state, outcome.problem)
     why = explain(status, launch, outcome.facts, outcome.agent_state, timeout, stopped_by)
+    if status == "error" and outcome.problem and not launch.error:
+        why = one_line(outcome.problem)
     m = outcome.metrics
     record = dataclasses.replace(
         blank,
@@ -1875,6 +2201,7 @@ def build_record(
         stdout_log=str(files.stdout_log),
         stderr_log=str(files.stderr_log),
         command=[mask(a, secrets) for a in argv],
+        session_id=outcome.session_id or blank.session_id,
     )
     retryable = not stopped_by and is_retryable(status, launch, outcome.facts, outcome.agent_state)
     return record, retryable
@@ -2478,7 +2805,8 @@ def report(settings: Settings) -> int:
 
 def dry_run(settings: Settings, plan: Plan, entrypoint: Entrypoint, secrets: tuple[str, ...]) -> int:
     """--dry-run: the plan, the first task's command and effective config; nothing run or written."""
-    described: dict[str, Any] = {"entrypoint": entrypoint.name}
+    about = entrypoint.about()
+    described: dict[str, Any] = {}
     if plan.to_run or plan.done:
         example = (plan.to_run or plan.done)[0]
         files = AttemptFiles(
@@ -2497,6 +2825,7 @@ def dry_run(settings: Settings, plan: Plan, entrypoint: Entrypoint, secrets: tup
                     "max_workers": settings.max_workers,
                     "to_run": [{"task": t.name, "problem": t.problem} for t in plan.to_run],
                     "skipped": [{"task": t.name, "why": "already success"} for t in plan.done],
+                    "openhands": about,
                     "first_task": described,
                 },
                 indent=2,
@@ -2508,14 +2837,17 @@ def dry_run(settings: Settings, plan: Plan, entrypoint: Entrypoint, secrets: tup
 
     print(
         f"Would run {len(plan.to_run)} tasks ({len(plan.done)} already done, skipped), "
-        f"{settings.max_workers} at a time, from {settings.project_dir}, with {described['entrypoint']}:"
+        f"{settings.max_workers} at a time, from {settings.project_dir}:"
     )
+    rules = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in about["rules"].items())
+    print(f"OpenHands: {about['entrypoint']}, version {about['version'] or 'unknown (newest rules)'} ({rules})")
     for t in plan.to_run:
         print(f"  run   {printable(t.name)}" + (f"  (will be recorded as error: {t.problem})" if t.problem else ""))
     for t in plan.done:
         print(f"  skip  {printable(t.name)}  (already success)")
     if "command" in described:
         print("Command (first task):\n  " + shlex.join(described["command"]))
+    if "config" in described:
         print("Effective config (first task, secrets masked):")
         print(tomli_w.dumps(described["config"]).rstrip())
     return 0
@@ -2726,7 +3058,10 @@ class Batch:
         finally:
             self.view.ended(session)
             for path in prepared.private_files:
-                path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
             entrypoint.clean_up(session, self.log)
         outcome = entrypoint.read_outcome(files, session)
         evidence = self.collect_evidence(task, files)
