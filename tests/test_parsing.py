@@ -268,3 +268,65 @@ def test_container_labels_survive_a_users_docker_kwargs_variable() -> None:
     assert rb.with_labels("not a dict", rb.Marker("r", "s")) == "not a dict"
     assert "SANDBOX_DOCKER_RUNTIME_KWARGS" not in rb.child_environment({}, rb.OpenHandsOptions(), Path("/o/t.json"),
                                                                        rb.Marker("r", "s"))
+
+
+# --- OpenHands releases and entrypoints (docs/openhands.md) ----------------------------------------
+
+
+def test_release_rules_follow_the_version() -> None:
+    old, last, unknown = rb.Release("0.33.0"), rb.Release("1.6.0"), rb.Release(None)
+    assert old.file_store_default == "/tmp/openhands_file_store" and last.file_store_default == "~/.openhands"
+    assert old.legacy_session_id and not last.legacy_session_id and not unknown.legacy_session_id
+    assert not old.graceful_sigint and last.graceful_sigint and unknown.graceful_sigint
+    assert rb.Release("0.44.9").file_store_default == "/tmp/openhands_file_store"
+    assert rb.Release("0.45.0").file_store_default == "~/.openhands"
+
+
+def test_session_id_of_0_33_is_never_cut() -> None:
+    # seen with openhands-ai 0.33.0 (docs/openhands.md, "Session id and storage")
+    assert rb.session_id("first033", legacy=True) == "first033-f0542f4eaa832c6e"
+    assert rb.session_id("hello-file-107f7e9a-1", legacy=True) == "hello-file-107f7e9a-1-1f83fc5458f79801"
+
+
+def test_the_config_max_iterations_is_passed_as_a_flag() -> None:
+    base = {"core": {"max_iterations": 100}}
+    entry = rb.CoreMain(("python", "-m", "openhands.core.main"), rb.OpenHandsOptions(), base, {})
+    argv = rb.build_command(entry.command, entry.options, Path("/p/t.md"), Path("/c.toml"), "s")
+    assert argv[argv.index("-i") + 1] == "100"
+    chosen = rb.CoreMain(("python",), rb.OpenHandsOptions(max_iterations=7), base, {})
+    assert chosen.options.max_iterations == 7  # the user's flag wins
+
+
+@pytest.mark.parametrize("command, forced, kind", [
+    (("/venv/bin/openhands",), "auto", "cli"),
+    (("/usr/bin/python3", "-m", "openhands_cli.simple_main"), "auto", "cli"),
+    (("/venv/bin/python", "-m", "openhands.core.main"), "auto", "core-main"),
+    (("/venv/bin/python", "wrapper.py"), "cli", "cli"),
+])
+def test_entrypoint_is_told_from_the_command(command: tuple[str, ...], forced: str, kind: str) -> None:
+    assert rb.detect_entrypoint(command, forced) == kind
+
+
+def test_0_33_root_logger_errors_give_the_reason() -> None:
+    facts = rb.scan_output(["ERROR:root:<class 'IndexError'>: list index out of range\n"])
+    assert facts.last_exception == "IndexError: list index out of range"
+
+
+def test_state_on_stderr_and_cost_on_stdout_are_both_kept() -> None:
+    stderr = rb.scan_output([state_line("RUNNING", "FINISHED")])
+    stdout = rb.scan_output(["Total Cost (USD): $0.123456\n", "Total Input Tokens: 12,345\n"])
+    facts = rb.merge_facts(stderr, stdout)
+    assert facts.agent_state == "FINISHED" and facts.metrics.total_cost == 0.123456
+    assert facts.metrics.total_input_tokens == 12345
+
+
+def test_cli_money_is_summed_over_its_llms() -> None:
+    state = {"stats": {"usage_to_metrics": {
+        "agent": {"accumulated_cost": 0.006, "accumulated_token_usage": {
+            "prompt_tokens": 2000, "completion_tokens": 100, "cache_read_tokens": 5, "cache_write_tokens": 0}},
+        "condenser": {"accumulated_cost": 0.001, "accumulated_token_usage": {
+            "prompt_tokens": 300, "completion_tokens": 10}}}}}
+    m = rb.cli_metrics(state)
+    assert (m.total_cost, m.total_input_tokens, m.total_output_tokens, m.cache_read_tokens, m.source) == (
+        pytest.approx(0.007), 2300, 110, 5, "state")
+    assert not rb.cli_metrics({}).known and not rb.cli_metrics({"stats": {"usage_to_metrics": 5}}).known

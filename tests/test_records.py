@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import run_batch as rb
@@ -33,3 +34,53 @@ def test_appending_after_a_torn_line_starts_a_new_line(tmp_path: Path) -> None:
     records, warnings = rb.read_records(path)
     assert [r.task_name for r in records] == ["a", "c"] and len(warnings) == 1
     assert path.read_text().startswith('{"task_name": "a", "status": "success"}\n{"task_name": "b", "sta\n')
+
+
+def cli_conversation(root: Path, status: str, cost: float, error: dict[str, str] | None = None) -> Path:
+    conversation = root / "0123456789abcdef0123456789abcdef"
+    (conversation / "events").mkdir(parents=True)
+    (conversation / "base_state.json").write_text(json.dumps({"execution_status": status, "stats": {
+        "usage_to_metrics": {"agent": {"accumulated_cost": cost, "accumulated_token_usage": {
+            "prompt_tokens": 1000 if cost else 0, "completion_tokens": 50 if cost else 0}}}}}))
+    events = [{"kind": "SystemPromptEvent"}, {"kind": "MessageEvent"}]
+    if error:
+        events.append({"kind": "ConversationErrorEvent", **error})
+    for i, event in enumerate(events):
+        (conversation / "events" / f"event-{i:05d}-x.json").write_text(json.dumps(event))
+    return conversation
+
+
+def attempt_files(tmp_path: Path) -> rb.AttemptFiles:
+    files = rb.AttemptFiles(tmp_path / "t.json", tmp_path / "t.stdout.log", tmp_path / "t.stderr.log")
+    for path in (files.trajectory, files.stdout_log, files.stderr_log):
+        path.write_text("")
+    return files
+
+
+def test_cli_outcome_from_base_state_and_events(tmp_path: Path) -> None:
+    files = attempt_files(tmp_path)
+    cli_conversation(tmp_path / "conv", "error", 0.003, {"code": "LLMServiceUnavailableError", "detail": "down"})
+    outcome = rb.read_cli_outcome(files, tmp_path / "conv")
+    assert outcome.agent_state == "ERROR" and outcome.session_id == "0123456789abcdef0123456789abcdef"
+    assert outcome.facts.reason == "LLMServiceUnavailableError: down"
+    assert outcome.metrics.total_cost == 0.003 and outcome.metrics.source == "state"
+    assert [e["kind"] for e in json.loads(files.trajectory.read_text())] == [
+        "SystemPromptEvent", "MessageEvent", "ConversationErrorEvent"]
+
+
+def test_cli_state_saved_before_its_calls_were_counted_is_unknown_not_zero(tmp_path: Path) -> None:
+    files = attempt_files(tmp_path)
+    cli_conversation(tmp_path / "conv", "running", 0.0)  # what a SIGTERM leaves
+    outcome = rb.read_cli_outcome(files, tmp_path / "conv")
+    assert outcome.agent_state == "RUNNING" and not outcome.metrics.known
+
+
+def test_cli_without_a_conversation_is_an_error_in_its_own_words(tmp_path: Path) -> None:
+    files = attempt_files(tmp_path)
+    files.stdout_log.write_text("Headless mode requires existing settings. Run openhands first.\n"
+                                "Conversation ID: abc\n")
+    (tmp_path / "conv").mkdir()
+    outcome = rb.read_cli_outcome(files, tmp_path / "conv")
+    assert outcome.problem is not None and "requires existing settings" in outcome.problem
+    launch = rb.Launch(0, False, False, "s", "f", 1.0)
+    assert rb.classify(launch, outcome.agent_state, outcome.problem) == "error"
