@@ -12,6 +12,15 @@
 #     cli-1.16.0  the V1 CLI, PyPI package `openhands` 1.16.0: the `openhands` executable in DIR/bin.
 #                 Needs Python 3.12 exactly (under 3.11 pip silently takes an empty 0.0.0 placeholder,
 #                 under 3.13 an old 1.2.1).
+#     0.33.0      openhands-ai 0.33.0 for its `local` runtime (no Docker): the same lock-file pins,
+#                 plus jupyter-kernel-gateway, Poetry 2.1.2 (in DIR/poetry-venv, linked as
+#                 DIR/bin/poetry), a system Chromium linked where Playwright looks for its own
+#                 (DIR/ms-playwright; Debian's `chromium` is installed with apt-get when missing and
+#                 this runs as root; else OPENHANDS_CHROMIUM=/path/to/the/browser binary) and the
+#                 wrapper DIR/bin/openhands-core-main, which sets VIRTUAL_ENV, PATH,
+#                 PLAYWRIGHT_BROWSERS_PATH (and a USER other than root/openhands) and runs
+#                 `python -m openhands.core.main`: give run_batch
+#                 `--command DIR/bin/openhands-core-main --openhands-version 0.33.0`. Python 3.12.
 #   DIR           default ${XDG_CACHE_HOME:-~/.cache}/run_batch/openhands-V
 #   --python PATH (or OPENHANDS_BASE_PYTHON=PATH): the Python to build it on, instead of searching.
 #   --find-python: only say which Python it would build on (last line: its path); install nothing.
@@ -27,19 +36,26 @@ set -euo pipefail
 # PACKAGE/PACKAGE_VERSION: the PyPI release; PYTHONS: the Python minor versions it runs on, the
 # preferred first; PIN: `wheel-lock` pins every dependency to the poetry.lock inside the wheel;
 # CHECK: a command run once inside the new environment to prove it starts; SIZE/TIME: estimates
-# (measured on 2 cores); LABEL: its name in messages.
+# (measured on 2 cores); LABEL: its name in messages; EXTRAS: more packages, pinned the same way;
+# LOCAL_RUNTIME: also set up what 0.33's local runtime runs (Poetry, Chromium, the wrapper).
+EXTRAS=() LOCAL_RUNTIME=
 spec() {
   case $1 in
     1.6.0)
       PACKAGE=openhands-ai PACKAGE_VERSION=1.6.0 PYTHONS="3.12 3.13" PIN=wheel-lock
-      CHECK=(bin/python -c 'import openhands.core.main') SIZE="1.6 GB" TIME="3-4 minutes"
+      CHECK=(bin/python -c 'import openhands.core.main') SIZE="1.6 GB" TIME="2-4 minutes"
       LABEL="openhands-ai 1.6.0" ;;
     cli-1.16.0)
       PACKAGE=openhands PACKAGE_VERSION=1.16.0 PYTHONS="3.12" PIN=none
       CHECK=(bin/openhands --help) SIZE="800 MB" TIME="2 minutes"
       LABEL="openhands 1.16.0 (the V1 CLI)" ;;
+    0.33.0)
+      PACKAGE=openhands-ai PACKAGE_VERSION=0.33.0 PYTHONS="3.12" PIN=wheel-lock
+      EXTRAS=(jupyter-kernel-gateway) LOCAL_RUNTIME=1
+      CHECK=(bin/openhands-core-main --help) SIZE="1.1 GB" TIME="2-4 minutes"
+      LABEL="openhands-ai 0.33.0" ;;
     *)
-      echo "install-openhands: unknown version '$1'; known: 1.6.0 (openhands-ai, default), cli-1.16.0 (the V1 CLI)" >&2
+      echo "install-openhands: unknown version '$1'; known: 1.6.0 (openhands-ai, default), cli-1.16.0 (the V1 CLI), 0.33.0 (openhands-ai, local runtime)" >&2
       exit 2 ;;
   esac
 }
@@ -212,6 +228,41 @@ else
   TRIED=() SHIMS=()
   pick_python
 fi
+# 0.33's local runtime launches a browser at start-up (5 tries, 200 s apart, when it cannot), and
+# Playwright's own Chromium is a download from its CDN: a system Chromium is linked in its place.
+find_chromium() {  # prints the browser binary itself (not a launcher script)
+  local c
+  if [[ -n ${OPENHANDS_CHROMIUM:-} ]]; then
+    [[ -x $OPENHANDS_CHROMIUM ]] && echo "$OPENHANDS_CHROMIUM"
+    return
+  fi
+  if command -v dpkg >/dev/null; then
+    c=$(dpkg -L chromium 2>/dev/null | grep '/chromium/chromium$' || true)
+    c=${c%%$'\n'*}
+    [[ -n $c && -x $c ]] && { echo "$c"; return 0; }
+  fi
+  for c in /usr/lib/chromium/chromium /usr/lib64/chromium-browser/chromium-browser \
+           /usr/lib/chromium-browser/chromium-browser; do
+    [[ -x $c ]] && { echo "$c"; return 0; }
+  done
+  return 1
+}
+CHROME= APT_CHROMIUM=
+if [[ -n $LOCAL_RUNTIME ]]; then
+  if CHROME=$(find_chromium); then
+    say "using the Chromium at $CHROME for Playwright"
+  elif [[ -n ${OPENHANDS_CHROMIUM:-} ]]; then
+    die "OPENHANDS_CHROMIUM=$OPENHANDS_CHROMIUM is not an executable file"
+  elif [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    APT_CHROMIUM=1
+    say "no Chromium here: Debian's chromium package will be installed with apt-get (about 480 MB)"
+  else
+    say "$LABEL's local runtime needs a Chromium (its start-up check launches a browser) and none is installed."
+    say "  On Debian or Ubuntu, run:  sudo apt-get update && sudo apt-get install -y chromium"
+    say "  or name the browser binary: OPENHANDS_CHROMIUM=/path/to/chrome bash $0 --version $VERSION"
+    die "then run this again; nothing was installed"
+  fi
+fi
 if [[ -e $STARTED && -z $RESUME ]]; then
   say "$DIR holds an unfinished install that cannot be finished: starting again"
   find "$DIR" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
@@ -245,10 +296,12 @@ fail() {
   exit 1
 }
 PIP=("$DIR/bin/pip" --disable-pip-version-check --no-input)
+N=4  # steps
+[[ -z $LOCAL_RUNTIME ]] || N=6
 
 if [[ -n $RESUME ]]; then
-  step 1/4 "the virtual environment is there"
-elif ! { step 1/4 "creating the virtual environment"; "$BASE" -m venv "$DIR" >>"$LOG" 2>&1; }; then
+  step 1/$N "the virtual environment is there"
+elif ! { step 1/$N "creating the virtual environment"; "$BASE" -m venv "$DIR" >>"$LOG" 2>&1; }; then
   # Some distributions' Pythons have ensurepip without its wheels: bootstrap pip from a wheel.
   "$BASE" -m venv --without-pip "$DIR" >>"$LOG" 2>&1 || fail "creating the virtual environment"
   python3 -m pip download -q --no-deps pip -d "$DIR/pip-wheel" >>"$LOG" 2>&1 || fail "downloading pip"
@@ -259,7 +312,7 @@ fi
 REQUIREMENT=("$PACKAGE==$PACKAGE_VERSION")
 CONSTRAINTS=()
 if [[ $PIN == wheel-lock ]]; then
-  step 2/4 "downloading $LABEL and pinning its dependencies to the lock file in its wheel"
+  step 2/$N "downloading $LABEL and pinning its dependencies to the lock file in its wheel"
   "${PIP[@]}" download --no-deps "$PACKAGE==$PACKAGE_VERSION" -d "$DIR/wheel" >>"$LOG" 2>&1 ||
     fail "downloading $LABEL"
   WHEEL=$(compgen -G "$DIR/wheel/${PACKAGE//-/_}-$PACKAGE_VERSION-*.whl" | head -n 1)
@@ -278,21 +331,86 @@ EOF
   REQUIREMENT=("$WHEEL")
   CONSTRAINTS=(-c "$DIR/constraints.txt")
 else
-  step 2/4 "no lock file to pin to: pip resolves $LABEL's dependencies"
+  step 2/$N "no lock file to pin to: pip resolves $LABEL's dependencies"
 fi
 
-step 3/4 "installing $LABEL and its dependencies (the long step)"
+step 3/$N "installing $LABEL and its dependencies (the long step)"
 ticker >/dev/null & TICKER=$!
-"${PIP[@]}" install --progress-bar off "${CONSTRAINTS[@]}" "${REQUIREMENT[@]}" >>"$LOG" 2>&1 || fail "pip install"
+"${PIP[@]}" install --progress-bar off "${CONSTRAINTS[@]}" "${REQUIREMENT[@]}" "${EXTRAS[@]}" >>"$LOG" 2>&1 || fail "pip install"
 compgen -G "$DIR/lib/python3.*/site-packages/$DIST" >/dev/null ||
   fail "pip install (it did not install $LABEL: is Python $BASE_VERSION one it supports?)"
 
-step 4/4 "checking that it starts: ${CHECK[*]}"
+if [[ -n $LOCAL_RUNTIME ]]; then
+  # The local runtime runs `poetry show -v` in site-packages, takes the venv from its first stdout
+  # line `Using virtualenv: ...` (Poetry 2.1.3 on prints it on stderr: 0.33 then dies with an
+  # IndexError), then `poetry run jupyter kernelgateway` there. Poetry gets a venv of its own.
+  step 4/$N "Poetry 2.1.2 in $DIR/poetry-venv, and OpenHands' pyproject.toml and poetry.lock for it"
+  SP=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || fail "finding site-packages"
+  cp "$SP/openhands/pyproject.toml" "$SP/openhands/poetry.lock" "$SP/" >>"$LOG" 2>&1 ||
+    fail "copying pyproject.toml and poetry.lock"
+  [[ -x $DIR/poetry-venv/bin/python ]] || "$PY" -m venv --without-pip "$DIR/poetry-venv" >>"$LOG" 2>&1 ||
+    fail "creating Poetry's virtual environment"
+  "${PIP[@]}" --python "$DIR/poetry-venv/bin/python" install --progress-bar off "poetry==2.1.2" >>"$LOG" 2>&1 ||
+    fail "installing Poetry 2.1.2"
+  ln -sfn "$DIR/poetry-venv/bin/poetry" "$DIR/bin/poetry"
+
+  step 5/$N "Chromium for Playwright, and the wrapper $DIR/bin/openhands-core-main"
+  if [[ -n $APT_CHROMIUM ]]; then
+    say "    apt-get update && apt-get install -y chromium (its output goes to $LOG)"
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } >>"$LOG" 2>&1 ||
+      fail "apt-get install chromium"
+    CHROME=$(find_chromium) || fail "finding the browser in Debian's chromium package"
+  fi
+  # Playwright looks for <name>-<revision>/chrome-linux/<binary>; the revisions are its pins.
+  "$PY" - "$SP/playwright/driver/package/browsers.json" "$CHROME" "$DIR/ms-playwright" >>"$LOG" 2>&1 <<'EOF' ||
+import json, os, sys
+browsers, chrome, root = sys.argv[1:]
+revision = {b["name"]: b["revision"] for b in json.load(open(browsers))["browsers"]}
+for name, folder, binary in (("chromium", "chromium", "chrome"),
+                             ("chromium-headless-shell", "chromium_headless_shell", "headless_shell")):
+    link = os.path.join(root, f"{folder}-{revision[name]}", "chrome-linux", binary)
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(chrome, link)
+    print(f"{link} -> {chrome}")
+EOF
+    fail "linking the browser where Playwright looks"
+  cat > "$DIR/bin/openhands-core-main" <<EOF
+#!/bin/sh
+# openhands-ai $PACKAGE_VERSION's headless entrypoint with what its local runtime needs; written by
+# run_batch's examples/install-openhands.sh. For run_batch:
+#   --command $DIR/bin/openhands-core-main --openhands-version $PACKAGE_VERSION
+# The local runtime runs python, poetry and jupyter from PATH, finds its venv through Poetry
+# (VIRTUAL_ENV), and launches a browser from PLAYWRIGHT_BROWSERS_PATH at start-up.
+DIR='$DIR'
+export VIRTUAL_ENV="\$DIR" PATH="\$DIR/bin:\$PATH" PLAYWRIGHT_BROWSERS_PATH="\$DIR/ms-playwright"
+# With USER root or openhands (or none) its action server adds that user and edits /etc/sudoers.
+case \${USER:-} in ''|root|openhands) export USER=openhands-local ;; esac
+exec "\$DIR/bin/python" -m openhands.core.main "\$@"
+EOF
+  chmod +x "$DIR/bin/openhands-core-main"
+fi
+
+step $N/$N "checking that it starts: ${CHECK[*]}"
 # (LiteLLM would fetch its price list from the network first; its own copy is enough here.)
 (cd "$DIR" && LITELLM_LOCAL_MODEL_COST_MAP=True OPENHANDS_SUPPRESS_BANNER=1 "${CHECK[@]}") >>"$LOG" 2>&1 || fail "the check ${CHECK[*]}"
+if [[ -n $LOCAL_RUNTIME ]]; then
+  say "    and that Poetry names this venv and that Playwright launches the browser"
+  first=$(cd "$SP" && VIRTUAL_ENV=$DIR PATH=$DIR/bin:$PATH poetry show -v 2>>"$LOG") ||
+    fail "the check poetry show -v"
+  first=${first%%$'\n'*}
+  [[ $first == "Using virtualenv: $DIR" ]] || fail "the check poetry show -v (its first line is '$first')"
+  PLAYWRIGHT_BROWSERS_PATH=$DIR/ms-playwright "$PY" -c '
+from playwright.sync_api import sync_playwright
+with sync_playwright() as p:
+    p.chromium.launch().close()
+print("Playwright launched the browser")' >>"$LOG" 2>&1 || fail "the check that Playwright launches $CHROME"
+fi
 
 printf '%s\npython=%s\n%s\ninstalled=%s\n' "$PACKAGE==$PACKAGE_VERSION" "$BASE_VERSION" \
   "$(grep '^home' "$DIR/pyvenv.cfg")" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$MARKER"
 rm -f "$STARTED"
 say "done in $(( SECONDS - START )) s: $LABEL in $DIR ($(du -sm "$DIR" | cut -f1) MB)"
+[[ -z $LOCAL_RUNTIME ]] || say "run it with: run_batch.py --command $DIR/bin/openhands-core-main --openhands-version $PACKAGE_VERSION, and [core] runtime = \"local\" and a workspace_base in the config"
 echo "$PY"
