@@ -51,7 +51,7 @@ __version__ = "0.4.0"
 
 DEFAULT_COMMAND = "poetry run python -m openhands.core.main"
 DEFAULT_GRACE_PERIOD = 30.0
-STATUSES = ("success", "failed", "timeout", "error", "interrupted")
+STATUSES = ("success", "failed", "timeout", "stalled", "error", "interrupted")
 UNKNOWN = "?"  # how a value nobody measured is shown, everywhere
 TAIL_CHARS = 4000  # how much of each log's end goes into a record; the whole text is in logs/
 REASON_CHARS = 500  # a record's `error` is one line of at most this; the whole text is in the logs
@@ -144,6 +144,9 @@ class Settings:
     keep_containers: bool = False
     start_delay: float = 0.0
     max_total_cost: float | None = None
+    max_run_cost: float | None = None
+    stall_timeout: float | None = None
+    heartbeat: float = 60.0
     keep_poetry_run: bool = False
     entrypoint: str = "auto"
     openhands_version: str | None = None
@@ -339,8 +342,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USD",
         type=_positive_float,
         default=None,
-        help="once this run's recorded cost reaches USD, start no new task; the rest are "
-        "reported as skipped, e.g. --max-total-cost 25",
+        help="the budget of the whole output folder: what every run and shard recorded there plus what is "
+        "running now. Once reached, no new task starts (the rest are reported as skipped) and running tasks "
+        "are stopped gracefully (interrupted: raise it and run the same command again), e.g. --max-total-cost 25",
+    )
+    run.add_argument(
+        "--max-run-cost",
+        metavar="USD",
+        type=_positive_float,
+        default=None,
+        help="the same for this invocation only (its records plus its running tasks), e.g. --max-run-cost 5",
+    )
+    run.add_argument(
+        "--stall-timeout",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=None,
+        help="stop a task whose agent has produced no new event and no new output for this long, like a "
+        "timeout, and record it `stalled` (retried by --retries, rerun by resume; default: off), "
+        "e.g. --stall-timeout 600",
+    )
+    run.add_argument(
+        "--heartbeat",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        default=60.0,
+        help="off a terminal, a progress line this often: done/total, running, spend so far, ETA "
+        "(default: 60; 0 turns it off), e.g. --heartbeat 300",
     )
 
     oh = p.add_argument_group("OpenHands settings for every task")
@@ -964,6 +992,8 @@ class Entrypoint(Protocol):
 
     def read_outcome(self, files: AttemptFiles, session: str) -> Outcome: ...
 
+    def follow(self, files: AttemptFiles, session: str) -> Follower: ...
+
     def clean_up(self, session: str, log: RunLog) -> None: ...
 
     def about(self) -> dict[str, Any]: ...
@@ -1096,11 +1126,16 @@ class CoreMain:
         kill_agent_commands(proc, marker)
 
     def read_outcome(self, files: AttemptFiles, session: str) -> Outcome:
+        return read_outcome(files, self.event_folders(session))
+
+    def event_folders(self, session: str) -> list[Path]:
         sids = [self.session_id(session)]
         if self.release.version is None:  # unknown release: either formula
             sids.append(session_id(session, legacy=not self.release.legacy_session_id))
-        folders = [self.file_store / "sessions" / sid / "events" for sid in sids]
-        return read_outcome(files, folders)
+        return [self.file_store / "sessions" / sid / "events" for sid in sids]
+
+    def follow(self, files: AttemptFiles, session: str) -> Follower:
+        return EventFollower(self.event_folders(session))
 
     def clean_up(self, session: str, log: RunLog) -> None:
         if self.uses_docker and not self.keep_containers:
@@ -1171,6 +1206,9 @@ class CliV1:
 
     def read_outcome(self, files: AttemptFiles, session: str) -> Outcome:
         return read_cli_outcome(files, self.conversations(files))
+
+    def follow(self, files: AttemptFiles, session: str) -> Follower:
+        return ConversationFollower(self.conversations(files))
 
     def clean_up(self, session: str, log: RunLog) -> None:
         pass  # its tmux server carries the attempt's marker: the sweep ends it
@@ -1252,6 +1290,11 @@ def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: 
         raise UsageError(
             f"--runtime {settings.openhands.runtime}: the V1 CLI runs commands on this machine only; "
             "leave --runtime out"
+        )
+    if environ.get("LLM_MODEL") and not environ.get("LLM_API_KEY"):
+        raise UsageError(
+            "LLM_MODEL is set but LLM_API_KEY is not: the V1 CLI takes its LLM from the environment "
+            "only with both; set LLM_API_KEY, or unset LLM_MODEL to use agent_settings.json"
         )
     if settings.base_config_given:
         raise UsageError(
@@ -1377,12 +1420,20 @@ class StopSignal:
 
     signum: int = 0  # the signal that asked the batch to stop, 0 if none did
     failure: str | None = None  # why the runner stopped itself
+    budget: str | None = None  # which budget was reached (not an error: the same command goes on)
     kill_now: bool = False
     event: threading.Event = field(default_factory=threading.Event)
 
     @property
     def stopping(self) -> bool:
-        return bool(self.signum or self.failure)
+        return bool(self.signum or self.failure or self.budget)
+
+    def budget_reached(self, why: str) -> None:
+        """Stop the batch the graceful way because a budget is spent; raising it and running the
+        same command again picks the stopped tasks up."""
+        if not self.stopping:
+            self.budget = why
+            self.event.set()
 
     def request(self, signum: int) -> None:
         if self.stopping:
@@ -1399,6 +1450,8 @@ class StopSignal:
 
     @property
     def reason(self) -> str:
+        if self.budget:
+            return self.budget
         if self.failure:
             return self.failure
         if self.signum == signal.SIGPIPE:
@@ -1417,6 +1470,20 @@ class Launch:
     finished_at: str
     elapsed: float
     error: str | None = None  # could not start
+    halted: str | None = None  # the runner stopped this attempt alone: "stalled" or "task-budget"
+    halt_reason: str | None = None
+
+
+@dataclass
+class Halt:
+    """A request to stop one attempt, from the runner's watch over it (a stall, its budget)."""
+
+    kind: str | None = None
+    reason: str | None = None
+
+    def request(self, kind: str, reason: str) -> None:
+        if self.kind is None:
+            self.kind, self.reason = kind, reason
 
 
 def utc_now() -> str:
@@ -1432,6 +1499,7 @@ def launch_and_wait(
     stop: StopSignal,
     marker: Marker,
     request_stop: Callable[[subprocess.Popen[bytes], Marker], None],
+    halt: Halt | None = None,
 ) -> Launch:
     """Start OpenHands, wait for it to end, the timeout, or a stop; ask it to stop, give it the
     grace period, then kill every process of the attempt. Its output goes straight to the logs."""
@@ -1460,15 +1528,18 @@ def launch_and_wait(
             f"could not start {prepared.argv[0]}: {exc.strerror or exc}",
         )
     deadline = t0 + timeout if timeout else None
+    halt = halt or Halt()
     timed_out = interrupted = False
     grace_until: float | None = None
     return_code: int | None = None
     try:
         while return_code is None:
             now = time.monotonic()
-            if grace_until is None and (stop.stopping or (deadline is not None and now >= deadline)):
-                timed_out, interrupted = not stop.stopping, stop.stopping
-                request_stop(proc, marker)
+            if grace_until is None and (stop.stopping or halt.kind or (deadline is not None and now >= deadline)):
+                interrupted = stop.stopping and not halt.kind
+                timed_out = not stop.stopping and not halt.kind
+                if grace_period > 0:  # no grace: straight to the kill below
+                    request_stop(proc, marker)
                 grace_until = now + grace_period
             if stop.kill_now or (grace_until is not None and now >= grace_until):
                 interrupted = interrupted or (stop.stopping and not timed_out)
@@ -1484,7 +1555,9 @@ def launch_and_wait(
         kill_everything(proc, marker)
     if return_code is None:
         return_code = proc.returncode
-    return Launch(return_code, timed_out, interrupted, started_at, utc_now(), time.monotonic() - t0)
+    return Launch(
+        return_code, timed_out, interrupted, started_at, utc_now(), time.monotonic() - t0, None, halt.kind, halt.reason
+    )
 
 
 def remove_container(sid: str, log: RunLog) -> None:
@@ -1873,10 +1946,13 @@ def write_cli_trajectory(events: Path, target: Path) -> bool:
 
 
 def last_message(path: Path) -> str | None:
-    """The last line of a log that says something (OpenHands' own words when it did not run)."""
+    """OpenHands' own last words in a log (why it did not run): the lines before its
+    `Conversation ID:` line, without colour codes or rich's terminal banner."""
     lines = [line.strip() for line in ANSI.sub("", tail(path, 2000)).splitlines()]
-    said = [line for line in lines if line and not line.startswith(("Conversation ID", "Hint:"))]
-    return said[-1] if said else None
+    if any(line.startswith("Conversation ID") for line in lines):
+        lines = lines[: next(i for i, line in enumerate(lines) if line.startswith("Conversation ID"))]
+    said = [line for line in lines if line and not line.startswith(("Hint:", "Rich detected"))]
+    return " ".join(said[-2:]) if said else None
 
 
 def read_cli_outcome(files: AttemptFiles, conversations: Path) -> Outcome:
@@ -1915,6 +1991,8 @@ def classify(launch: Launch, agent_state: str | None, problem: str | None = None
     # from outside (a scheduler's time limit, scancel, a kubelet), not by the task.
     if launch.interrupted or launch.return_code == -signal.SIGTERM:
         return "interrupted"
+    if launch.halted:
+        return "stalled" if launch.halted == "stalled" else "failed"
     if launch.timed_out:
         return "timeout"
     if launch.return_code != 0:
@@ -1940,9 +2018,13 @@ def explain(
         return one_line(launch.error)
     if status == "timeout":
         return f"timed out after {timeout:g}s" if timeout else "timed out"
+    if launch.halted and launch.halt_reason:
+        return one_line(launch.halt_reason)
     if status == "interrupted":
         if launch.interrupted:
-            return f"runner stopped: {stopped_by}"
+            return (
+                stopped_by if stopped_by.startswith(("batch budget", "run budget")) else f"runner stopped: {stopped_by}"
+            )
         return "killed by SIGTERM from outside the runner (a scheduler's time limit or scancel?)"
     detail = facts.reason
     if detail and detail.startswith("STATUS$") and facts.last_exception:
@@ -1965,7 +2047,9 @@ def is_retryable(status: str, launch: Launch, facts: OutputFacts, agent_state: s
     """Infrastructure failures are worth another attempt; agent outcomes are not (pure)."""
     if status == "error":
         return launch.error is not None  # could not start; an empty prompt stays empty
-    if status != "failed":
+    if status == "stalled":
+        return True  # a hung LLM call or tool: worth another try
+    if status != "failed" or launch.halted:
         return False
     if launch.return_code not in (0, None) and agent_state in (None, "LOADING"):
         return True  # OpenHands or its runtime failed before the agent ran
@@ -2020,6 +2104,194 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
             data = src.read(chunk) if data else b""
     os.replace(tmp, path)
     return True
+
+
+# ================================================================================================
+# Follow running attempts: live spend and steps, stalls, budgets (read only what is new)
+# ================================================================================================
+
+
+@dataclass
+class Progress:
+    """What one look at a running attempt found new."""
+
+    events: int = 0  # new events since the last look
+    steps: int = 0  # of which agent actions
+    metrics: Metrics | None = None  # the newest accumulated totals seen, if any
+    last_event: str | None = None  # the newest event, in a few words
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    """A few words for an event of either generation (pure)."""
+    what = event.get("action") or event.get("observation") or event.get("kind") or "event"
+    extra = event.get("tool_name") or (event.get("args") or {}).get("command") if isinstance(event, dict) else None
+    text = f"{what} {extra}" if isinstance(extra, str) and extra else str(what)
+    return one_line(text, 80)
+
+
+class EventFollower:
+    """Follows `<file_store>/sessions/<sid>/events/<n>.json` (openhands.core.main): the files are
+    numbered from 0, so each look probes the next numbers only and never lists or re-reads the
+    session. A file still being written (not yet valid JSON) is read again at the next look."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        self.next = 0
+
+    def poll(self) -> Progress:
+        progress = Progress()
+        for folder in self.folders:
+            while True:
+                path = folder / f"{self.next}.json"
+                if not path.exists():
+                    break
+                event = read_json_file(path)
+                if event is None:
+                    if path.stat().st_size <= 1 << 20:
+                        break  # half written: next time
+                    event = {"llm_metrics": last_llm_metrics(path)}
+                self.next += 1
+                progress.events += 1
+                if isinstance(event, dict):
+                    if event.get("action"):
+                        progress.steps += 1
+                    metrics = metrics_from_events([event], "live")
+                    if metrics.known:
+                        progress.metrics = metrics
+                    progress.last_event = describe_event(event)
+            if self.next:
+                break  # this formula's folder is the one
+        return progress
+
+
+class ConversationFollower:
+    """Follows a V1 CLI conversation: new `events/event-*.json` files (their names sort in order),
+    and base_state.json's totals when the file changed (the CLI saves it when its status changes)."""
+
+    def __init__(self, conversations: Path) -> None:
+        self.conversations = conversations
+        self.seen = ""
+        self.state_mtime = 0.0
+
+    def poll(self) -> Progress:
+        progress = Progress()
+        try:
+            folder = next(d for d in self.conversations.iterdir() if d.is_dir())
+        except (OSError, StopIteration):
+            return progress
+        try:
+            names = sorted(n for n in os.listdir(folder / "events") if n.startswith("event-") and n > self.seen)
+        except OSError:
+            names = []
+        for name in names:
+            event = read_json_file(folder / "events" / name)
+            if event is None:
+                break
+            self.seen = name
+            progress.events += 1
+            if isinstance(event, dict):
+                progress.steps += event.get("kind") == "ActionEvent"
+                progress.last_event = describe_event(event)
+        with contextlib.suppress(OSError):
+            mtime = (folder / "base_state.json").stat().st_mtime
+            if mtime != self.state_mtime:
+                self.state_mtime = mtime
+                state = read_json_file(folder / "base_state.json", limit=64 << 20)
+                metrics = cli_metrics(state) if isinstance(state, dict) else Metrics()
+                if metrics.total_cost:
+                    progress.metrics = dataclasses.replace(metrics, source="live")
+        return progress
+
+
+class Follower(Protocol):
+    def poll(self) -> Progress: ...
+
+
+@dataclass
+class LiveAttempt:
+    """A running attempt as the runner sees it: spend and steps so far, and when it last moved."""
+
+    task: str
+    session: str
+    files: AttemptFiles
+    follower: Follower
+    halt: Halt
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=utc_now)
+    metrics: Metrics = field(default_factory=Metrics)
+    steps: int = 0
+    last_progress: float = field(default_factory=time.monotonic)
+    last_progress_at: str = field(default_factory=utc_now)
+    last_event: str | None = None
+    output_size: int = 0
+
+    @property
+    def cost(self) -> float:
+        return self.metrics.total_cost or 0.0
+
+    def look(self, now: float) -> None:
+        """One look: new events, new output; a stall clock that any of them resets."""
+        progress = self.follower.poll()
+        if progress.metrics is not None:
+            self.metrics = progress.metrics
+        self.steps += progress.steps
+        self.last_event = progress.last_event or self.last_event
+        size = 0
+        for path in (self.files.stdout_log, self.files.stderr_log):
+            with contextlib.suppress(OSError):
+                size += path.stat().st_size
+        if progress.events or size != self.output_size:
+            self.output_size = size
+            self.last_progress, self.last_progress_at = now, utc_now()
+
+
+def check_attempt(live: LiveAttempt, now: float, stall_timeout: float | None, task_budget: float | None) -> None:
+    """Stop an attempt that has not moved for stall_timeout, or has spent its budget."""
+    if stall_timeout is not None and now - live.last_progress >= stall_timeout:
+        live.halt.request("stalled", f"no progress for {stall_timeout:g}s; last event: {live.last_event or 'none'}")
+    if task_budget is not None and live.cost > task_budget:
+        live.halt.request(
+            "task-budget", f"spent ${live.cost:.4f}, over --max-budget-per-task {task_budget:g} (stopped by run_batch)"
+        )
+
+
+class ShardSpend:
+    """What every results file in the output folder has recorded, kept current by reading only
+    the lines appended since the last look (shards on other machines write their own files)."""
+
+    def __init__(self, output_dir: Path, records: list[AttemptRecord]) -> None:
+        self.output_dir = output_dir
+        self.offsets: dict[Path, int] = {}
+        self.spent = 0.0
+        for path in self._paths():  # what is there now was read at start: skip it
+            with contextlib.suppress(OSError):
+                self.offsets[path] = path.stat().st_size
+        self.spent = sum(r.total_cost or 0.0 for r in records)
+
+    def _paths(self) -> list[Path]:
+        try:
+            return [p for p in self.output_dir.glob("*.jsonl") if p.is_file()]
+        except OSError:
+            return []
+
+    def refresh(self, own: Path) -> float:
+        """Spend recorded by other results files since the last look (ours is counted as we write it)."""
+        for path in self._paths():
+            if path == own:
+                continue
+            start = self.offsets.get(path, 0)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    data = f.read(16 << 20)
+            except OSError:
+                continue
+            complete = data[: data.rfind(b"\n") + 1]
+            self.offsets[path] = start + len(complete)
+            for line in complete.splitlines():
+                with contextlib.suppress(ValueError, RecursionError):
+                    self.spent += AttemptRecord.from_json(json.loads(line)).total_cost or 0.0
+        return self.spent
 
 
 # ================================================================================================
@@ -2547,7 +2819,14 @@ def render_summary(latest: list[AttemptRecord], totals: Totals, fmt: str) -> str
     return "\n".join([*table_lines(latest), "", totals_line(totals)])
 
 
-STATUS_STYLE = {"success": "green", "failed": "red", "timeout": "yellow", "error": "magenta", "interrupted": "cyan"}
+STATUS_STYLE = {
+    "success": "green",
+    "failed": "red",
+    "timeout": "yellow",
+    "stalled": "yellow",
+    "error": "magenta",
+    "interrupted": "cyan",
+}
 
 
 def print_report_table(latest: list[AttemptRecord], totals: Totals) -> None:
@@ -2599,6 +2878,9 @@ class PlainView:
     def finished(self, record: AttemptRecord, line: str, last: bool) -> None:
         self.line(line)
 
+    def progress(self, running: dict[str, tuple[float, int]]) -> None:
+        """Spend and steps of each running attempt (by session); the live view shows them."""
+
     def line(self, text: str, err: bool = False) -> None:
         if not self.quiet:
             self.write(text, err)
@@ -2640,6 +2922,7 @@ class LiveView(PlainView):
         self.cost = 0.0
         self.durations: list[float] = []
         self.running: dict[str, tuple[str, float]] = {}
+        self.spend: dict[str, tuple[float, int]] = {}  # running attempts' spend and steps, by session
         self.t0 = time.monotonic()
         self._state = threading.Lock()
         self.console = Console(highlight=False)
@@ -2660,6 +2943,11 @@ class LiveView(PlainView):
     def ended(self, session: str) -> None:
         with self._state:
             self.running.pop(session, None)
+            self.spend.pop(session, None)
+
+    def progress(self, running: dict[str, tuple[float, int]]) -> None:
+        with self._state:
+            self.spend = {k: v for k, v in running.items() if k in self.running}
 
     def finished(self, record: AttemptRecord, line: str, last: bool) -> None:
         with self._state:
@@ -2689,16 +2977,20 @@ class LiveView(PlainView):
             else:
                 eta = f"ETA {UNKNOWN}" if left else "ETA 0s"
             counts = "  ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "-"
+            so_far = self.cost + sum(cost for cost, _ in self.spend.values())
             head = Text(
-                f"{done}/{self.total} done   {counts}   ${self.cost:.4f} so far   "
+                f"{done}/{self.total} done   {counts}   ${so_far:.4f} so far   "
                 f"{format_duration(now - self.t0)} elapsed   {eta}",
                 style="bold",
             )
             table = Table(box=None, show_header=bool(self.running), pad_edge=False)
             table.add_column("running")
             table.add_column("for", justify="right")
-            for name, since in sorted(self.running.values(), key=lambda r: r[1]):
-                table.add_row(printable(name), format_duration(now - since))
+            table.add_column("spent", justify="right")
+            table.add_column("steps", justify="right")
+            for session, (name, since) in sorted(self.running.items(), key=lambda r: r[1][1]):
+                cost, steps = self.spend.get(session, (0.0, 0))
+                table.add_row(printable(name), format_duration(now - since), f"${cost:.4f}", str(steps))
         return Group(head, table)
 
     def close(self) -> None:
@@ -2762,19 +3054,13 @@ class RunLog:
             self._fd = None
 
 
-def write_summary_json(output_dir: Path, latest: list[AttemptRecord], totals: dict[str, Any]) -> Path:
-    """summary.json, replaced atomically: a reader never sees half of it, and a failed write
-    (a full disk) leaves neither half a file nor its temporary behind."""
-    path = output_dir / "summary.json"
-    fd, tmp = tempfile.mkstemp(prefix=".summary-", suffix=".json", dir=output_dir)
+def write_json_atomically(path: Path, data: dict[str, Any]) -> Path:
+    """A JSON file replaced atomically: a reader never sees half of it, and a failed write (a full
+    disk) leaves neither half a file nor its temporary behind."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(
-                {"generated_at": utc_now(), "totals": totals, "tasks": [r.as_json() for r in latest]},
-                f,
-                indent=2,
-                ensure_ascii=False,
-            )
+            json.dump(data, f, indent=2, ensure_ascii=False)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -2784,6 +3070,66 @@ def write_summary_json(output_dir: Path, latest: list[AttemptRecord], totals: di
             os.unlink(tmp)
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     return path
+
+
+def write_summary_json(output_dir: Path, latest: list[AttemptRecord], totals: dict[str, Any]) -> Path:
+    """summary.json: the latest attempt of every selected task and the totals."""
+    data = {"generated_at": utc_now(), "totals": totals, "tasks": [r.as_json() for r in latest]}
+    return write_json_atomically(output_dir / "summary.json", data)
+
+
+def status_file_name(results_name: str) -> str:
+    """run.json beside batch_results.jsonl; run.<results stem>.json beside any other results file."""
+    return "run.json" if results_name == "batch_results.jsonl" else f"run.{Path(results_name).stem}.json"
+
+
+def read_live_runs(output_dir: Path) -> list[dict[str, Any]]:
+    """The status files of runs that say they are running (run*.json)."""
+    runs = []
+    for path in sorted(output_dir.glob("run*.json")):
+        data = read_json_file(path)
+        if isinstance(data, dict) and data.get("state") == "running" and isinstance(data.get("running"), list):
+            runs.append(data)
+    return runs
+
+
+def live_run_lines(runs: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for run in runs:
+        lines.append(
+            f"Running now: run {run.get('run_id')} (pid {run.get('pid')} on {run.get('host')}), "
+            f"updated {run.get('updated_at')}"
+        )
+        for t in run["running"]:
+            if isinstance(t, dict):
+                spend = t.get("spend")
+                lines.append(
+                    f"  {printable(str(t.get('task')))}  {format_duration(float(t.get('elapsed') or 0))}  "
+                    f"{format_money(spend if isinstance(spend, (int, float)) else None)}  "
+                    f"{t.get('steps')} steps"
+                )
+    return lines
+
+
+def cost_outliers(records: list[AttemptRecord]) -> list[AttemptRecord]:
+    """Tasks that cost more than 3 times the batch's median (pure)."""
+    costs = sorted(r.total_cost for r in records if r.total_cost is not None)
+    if len(costs) < 3:
+        return []
+    median = costs[len(costs) // 2] if len(costs) % 2 else (costs[len(costs) // 2 - 1] + costs[len(costs) // 2]) / 2
+    return sorted(
+        (r for r in records if r.total_cost is not None and median > 0 and r.total_cost > 3 * median),
+        key=lambda r: -(r.total_cost or 0),
+    )
+
+
+def outlier_line(records: list[AttemptRecord]) -> str | None:
+    found = cost_outliers(records)
+    if not found:
+        return None
+    return "Cost outliers (over 3x the median): " + ", ".join(
+        f"{printable(r.task_name)} {format_money(r.total_cost)}" for r in found[:10]
+    )
 
 
 def report(settings: Settings) -> int:
@@ -2796,10 +3142,19 @@ def report(settings: Settings) -> int:
         print(f"warning: {w}", file=sys.stderr)
     latest = sorted(latest_by_task(records).values(), key=lambda r: r.task_name)
     totals = summarise(latest)
+    live = read_live_runs(folder)
+    if settings.output_format == "json":
+        data = json.loads(render_summary(latest, totals, "json"))
+        data["cost_outliers"] = [r.task_name for r in cost_outliers(latest)]
+        data["live_runs"] = live
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0 if latest and all(r.status == "success" for r in latest) else 1
     if settings.output_format == "table":
         print_report_table(latest, totals)
     else:
         print(render_summary(latest, totals, settings.output_format))
+    for line in [*filter(None, [outlier_line(latest)]), *live_run_lines(live)]:
+        print(line)
     return 0 if latest and all(r.status == "success" for r in latest) else 1
 
 
@@ -2923,6 +3278,20 @@ def open_output_folder(settings: Settings) -> OutputFolder:
     return OutputFolder(settings.output_dir, results, run_id, private_dir, dead_run)
 
 
+def mark_dead_run(status_file: Path, previous: dict[str, Any]) -> dict[str, Any] | None:
+    """A dead run's status file says `running` for ever: make it say `died` (the new run keeps
+    that under `previous_run` once it writes its own)."""
+    data = read_json_file(status_file, limit=64 << 20)
+    if isinstance(data, dict) and data.get("run_id") == previous.get("run_id") and data.get("state") == "running":
+        data = {**data, "state": "died", "died_noticed_at": utc_now()}
+        with contextlib.suppress(OSError):
+            write_json_atomically(status_file, data)
+        return {
+            k: data.get(k) for k in ("run_id", "pid", "host", "state", "started_at", "updated_at", "died_noticed_at")
+        }
+    return None
+
+
 def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
     """What a run that died (SIGKILL, OOM, reboot) left behind: its tasks' processes, their
     containers, its private folder of configs."""
@@ -2981,10 +3350,14 @@ class Batch:
     log: RunLog
     stop: StopSignal
     previous_attempts: Counter[str]  # attempts per task already recorded in the output folder
+    folder_spend: ShardSpend | None = None  # what the folder's results files recorded, kept current
     done: int = 0
     cost_so_far: float = 0.0
     skipped_budget: list[str] = field(default_factory=list)
     records: list[AttemptRecord] = field(default_factory=list)
+    live: dict[str, LiveAttempt] = field(default_factory=dict)  # running attempts, by session
+    started_at: str = field(default_factory=utc_now)
+    previous_run: dict[str, Any] | None = None  # a dead run's status, as the status file said `died`
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_start: float = 0.0
 
@@ -3021,12 +3394,13 @@ class Batch:
                 return
 
     def may_start(self, task: Task, first: bool) -> bool:
+        self.check_budgets()
         with self._lock:
-            if self.stop.stopping:
-                return False
-            if self.settings.max_total_cost is not None and self.cost_so_far >= self.settings.max_total_cost:
+            if self.stop.budget:
                 if first:
                     self.skipped_budget.append(task.name)
+                return False
+            if self.stop.stopping:
                 return False
             wait_for = self._last_start + self.settings.start_delay - time.monotonic()
             self._last_start = max(time.monotonic(), self._last_start + self.settings.start_delay)
@@ -3043,6 +3417,9 @@ class Batch:
         files = claim_attempt_files(self.folder.path, task, attempt, run_id)
         marker = Marker(run_id, session)
         prepared = entrypoint.prepare(task, session, files, marker, self.folder.private_dir)
+        live = LiveAttempt(task.name, session, files, entrypoint.follow(files, session), Halt())
+        with self._lock:
+            self.live[session] = live
         self.view.started(task.name, session)
         try:
             launch = launch_and_wait(
@@ -3054,8 +3431,11 @@ class Batch:
                 self.stop,
                 marker,
                 entrypoint.request_stop,
+                live.halt,
             )
         finally:
+            with self._lock:
+                self.live.pop(session, None)
             self.view.ended(session)
             for path in prepared.private_files:
                 if path.is_dir():
@@ -3064,6 +3444,10 @@ class Batch:
                     path.unlink(missing_ok=True)
             entrypoint.clean_up(session, self.log)
         outcome = entrypoint.read_outcome(files, session)
+        with contextlib.suppress(Exception):
+            live.look(time.monotonic())  # the last events, for a task killed before it saved its totals
+        if not outcome.metrics.known and live.metrics.known:
+            outcome.metrics = live.metrics  # the spend seen last, rather than nothing
         evidence = self.collect_evidence(task, files)
         return build_record(
             blank,
@@ -3076,6 +3460,119 @@ class Batch:
             self.stop.reason,
             self.secrets,
         )
+
+    def watch(self, done: threading.Event, poll: float = 2.0) -> None:
+        """The monitor thread: every few seconds, look at each running attempt (new events and
+        output only), stop a stalled one or one over its budget, hold the batch budgets, write the
+        status file, and off a terminal print a heartbeat."""
+        last_heartbeat = last_status = time.monotonic()
+        while not done.wait(poll):
+            now = time.monotonic()
+            with self._lock:
+                running = list(self.live.values())
+            for live in running:
+                try:
+                    live.look(now)
+                except Exception as exc:  # a follower's bug must not stop the watch
+                    self.log.once(f"follow-{type(exc).__name__}", f"could not follow a running task: {exc!r}")
+                check_attempt(live, now, self.settings.stall_timeout, self.settings.openhands.max_budget_per_task)
+            self.check_budgets()
+            self.view.progress({r.session: (r.cost, r.steps) for r in running})
+            if now - last_status >= 5:
+                last_status = now
+                self.write_status("running")
+            if (
+                self.settings.heartbeat
+                and not isinstance(self.view, LiveView)
+                and now - last_heartbeat >= self.settings.heartbeat
+            ):
+                last_heartbeat = now
+                self.view.write(self.heartbeat_line())
+
+    def spend(self) -> dict[str, float]:
+        """This run's recorded spend, the running attempts' spend, and the folder's (every results file)."""
+        with self._lock:
+            running = sum(live.cost for live in self.live.values())
+            recorded = self.cost_so_far
+        folder = (self.folder_spend.refresh(self.folder.results.path) if self.folder_spend else 0.0) + recorded
+        return {
+            "this_run": round(recorded + running, 6),
+            "running": round(running, 6),
+            "folder": round(folder + running, 6),
+        }
+
+    def check_budgets(self) -> None:
+        """Reached budget: no new start, running tasks stopped gracefully (recorded interrupted)."""
+        s = self.settings
+        if (s.max_total_cost is None and s.max_run_cost is None) or self.stop.stopping:
+            return
+        spend = self.spend()
+        if s.max_total_cost is not None and spend["folder"] >= s.max_total_cost:
+            self.stop.budget_reached(f"batch budget of ${s.max_total_cost:g} reached (--max-total-cost)")
+        elif s.max_run_cost is not None and spend["this_run"] >= s.max_run_cost:
+            self.stop.budget_reached(f"run budget of ${s.max_run_cost:g} reached (--max-run-cost)")
+
+    def eta(self) -> float | None:
+        with self._lock:
+            durations = [r.elapsed_time_seconds for r in self.records]
+            left = len(self.tasks) - self.done
+        if not left:
+            return 0.0
+        if not durations:
+            return None
+        return sum(durations) / len(durations) * left / min(self.settings.max_workers, left)
+
+    def heartbeat_line(self) -> str:
+        spend, eta = self.spend(), self.eta()
+        return (
+            f"[heartbeat {utc_now()[11:19]}] {self.done}/{len(self.tasks)} done, {len(self.live)} running, "
+            f"${spend['this_run']:.4f} spent this run (${spend['running']:.4f} by running tasks), "
+            f"ETA {UNKNOWN if eta is None else format_duration(eta)}"
+        )
+
+    def write_status(self, state: str) -> None:
+        """<output-dir>/run.json (run.<results stem>.json for other results files): anyone can read
+        how far the run has got; replaced atomically, so it is valid JSON at every moment."""
+        now = time.monotonic()
+        with self._lock:
+            running = [
+                {
+                    "task": r.task,
+                    "session": r.session,
+                    "started_at": r.started_at,
+                    "elapsed": round(now - r.started, 1),
+                    "spend": r.metrics.total_cost,
+                    "steps": r.steps,
+                    "last_event_at": r.last_progress_at,
+                    "last_event": r.last_event,
+                }
+                for r in self.live.values()
+            ]
+        s, eta = self.settings, self.eta()
+        data = {
+            "run_id": self.folder.run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "shard": list(s.selection.shard) if s.selection.shard else None,
+            "results_file": s.results_name,
+            "state": state,
+            "started_at": self.started_at,
+            "updated_at": utc_now(),
+            "tasks": {"selected": len(self.tasks), "done": self.done, "running": len(running)},
+            "running": running,
+            "spend": self.spend(),
+            "budgets": {
+                "max_total_cost": s.max_total_cost,
+                "max_run_cost": s.max_run_cost,
+                "stopped_by": self.stop.budget,
+            },
+            "eta_seconds": None if eta is None else round(eta, 1),
+            "previous_run": self.previous_run,
+        }
+        try:
+            write_json_atomically(s.output_dir / status_file_name(s.results_name), data)
+        except OSError as exc:
+            self.log.once("status-file", f"cannot write the status file ({exc.strerror}); going on without it")
 
     def collect_evidence(self, task: Task, files: AttemptFiles) -> Evidence:
         """Secrets masked in what the task wrote, the logs' tails, whether a trajectory was saved."""
@@ -3104,6 +3601,20 @@ class Batch:
 
 
 def execute(batch: Batch) -> None:
+    """The pool of tasks, watched by the monitor thread, with the status file from start to end."""
+    done = threading.Event()
+    monitor = threading.Thread(target=batch.watch, args=(done,), name="monitor", daemon=True)
+    monitor.start()
+    batch.write_status("running")
+    try:
+        run_pool(batch)
+    finally:
+        done.set()
+        monitor.join()
+        batch.write_status("interrupted" if batch.stop.signum or batch.stop.failure else "finished")
+
+
+def run_pool(batch: Batch) -> None:
     """The thread pool. The main thread only waits, in short steps, so signal handlers run
     promptly, and says once what a stop request means."""
     with ThreadPoolExecutor(max_workers=batch.settings.max_workers, thread_name_prefix="task") as pool:
@@ -3170,10 +3681,10 @@ def summary_lines(
         ]
     if not_started:
         lines.append(f"{plural(len(not_started), 'task')} not started (run the same command to continue).")
-    if batch.skipped_budget:
+    if batch.stop.budget:
         lines.append(
-            f"{plural(len(batch.skipped_budget), 'task')} skipped, not failed: --max-total-cost "
-            f"{s.max_total_cost:g} reached (${batch.cost_so_far:.4f} recorded this run)."
+            f"Stopped: {batch.stop.budget}; {plural(len(batch.skipped_budget), 'task')} skipped, not failed "
+            f"(${batch.cost_so_far:.4f} recorded this run). Raise the budget and run the same command to go on."
         )
     mean = "" if totals.mean_cost is None else f", mean ${totals.mean_cost:.4f} per task"
     tokens_mean = (
@@ -3193,6 +3704,8 @@ def summary_lines(
         lines.append(
             "Slowest: " + ", ".join(f"{printable(r.task_name)} {r.elapsed_time_seconds:.0f}s" for r in slowest)
         )
+    if outliers := outlier_line(shown):
+        lines.append(outliers)
     lines.append(f"Results: {s.results_path}  Summary: {s.output_dir / 'summary.json'}")
     return lines
 
@@ -3273,6 +3786,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
             log,
             stop,
             previous_attempts=Counter(r.task_name for r in [*recorded, *elsewhere]),
+            folder_spend=ShardSpend(settings.output_dir, [*recorded, *elsewhere]),
         )
         t0 = time.monotonic()
         with signal_handlers(stop):
@@ -3286,6 +3800,9 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
                     log.warn(w)
                 if folder.dead_run:
                     clean_up_dead_run(folder.dead_run, log)
+                    batch.previous_run = mark_dead_run(
+                        settings.output_dir / status_file_name(settings.results_name), folder.dead_run
+                    )
                 log.write(
                     f"run {folder.run_id}: {plural(len(plan.selected), 'task')} selected, {len(plan.done)} "
                     f"already done, {len(plan.to_run)} to run, {settings.max_workers} at a time; output in "
