@@ -247,7 +247,7 @@ find_chromium() {  # prints the browser binary itself (not a launcher script)
   done
   return 1
 }
-CHROME= APT_CHROMIUM=
+CHROME='' APT_CHROMIUM=''
 if [[ -n $LOCAL_RUNTIME ]]; then
   if CHROME=$(find_chromium); then
     say "using the Chromium at $CHROME for Playwright"
