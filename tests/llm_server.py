@@ -7,6 +7,7 @@ directives in the task text (the first user message), so one server serves a who
     RUN: <shell command>     first turn runs this command (default: `echo hello from the agent`)
     LLM: fail                every request gets HTTP 500 (the agent ends in ERROR)
     LLM: loop                never finish: run the command again on every turn
+    LLM: hang                answer the first turn, then hold every later request open (a hung call)
 
 Then the next turn calls `finish`. Every answer carries a `usage` block of fixed size
 (PROMPT_TOKENS / COMPLETION_TOKENS per call), so the tests know the exact token totals.
@@ -43,6 +44,8 @@ def plan_reply(messages: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | No
     turn = sum(1 for m in messages if m.get("role") == "assistant")
     if re.search(r"^LLM:\s*fail\s*$", task, re.M):
         return 500, None
+    if turn and re.search(r"^LLM:\s*hang\s*$", task, re.M):
+        return 0, None  # the handler holds the request open
     run = re.search(r"^RUN:\s*(.+)$", task, re.M)
     command = run.group(1).strip() if run else DEFAULT_COMMAND
     loop = re.search(r"^LLM:\s*loop\s*$", task, re.M) is not None
@@ -77,6 +80,9 @@ class _Handler(BaseHTTPRequestHandler):
             request = {}
         self.server.count_request()
         status, message = plan_reply(request.get("messages") or [])
+        if status == 0:  # a hung call: no answer until the server shuts down (or 10 minutes)
+            self.server.closing.wait(600)
+            return
         if message is None:
             payload = {"error": {"message": "scripted failure", "type": "server_error"}}
         else:
@@ -106,6 +112,7 @@ class ScriptedLLM(ThreadingHTTPServer):
     def __init__(self, port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.requests = 0
+        self.closing = threading.Event()
         self._lock = threading.Lock()
 
     def count_request(self) -> None:
@@ -115,6 +122,10 @@ class ScriptedLLM(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def shutdown(self) -> None:
+        self.closing.set()
+        super().shutdown()
 
     def start(self) -> ScriptedLLM:
         threading.Thread(target=self.serve_forever, daemon=True).start()

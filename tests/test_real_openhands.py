@@ -221,3 +221,17 @@ def test_the_next_run_cleans_up_after_a_killed_runner(tmp_path: Path, server: Sc
     assert "did not finish" in done.stdout
     assert processes_with(marker) == []
     assert [r["status"] for r in read_jsonl(output / "batch_results.jsonl")] == ["success"]
+
+
+def test_an_llm_that_stops_answering_is_stalled_with_its_spend_so_far(tmp_path: Path, server: ScriptedLLM) -> None:
+    project, prompts, env, base = make_project(tmp_path, server)
+    (prompts / "hangs.md").write_text("Run one command, then wait on the model.\nRUN: echo step one\nLLM: hang\n")
+    done = subprocess.run([*base, "--stall-timeout", "45", "--grace-period", "10"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    [record] = read_jsonl(project / "batch_output" / "batch_results.jsonl")
+    assert record["status"] == "stalled", record
+    assert record["error"].startswith("no progress for 45s; last event:")
+    assert record["total_input_tokens"] == PROMPT_TOKENS  # the one call that was answered
+    assert record["total_cost"] == pytest.approx(PROMPT_TOKENS * COST_IN + COMPLETION_TOKENS * COST_OUT)
+    assert processes_with(f"RUN_BATCH_RUN_ID={record['run_id']}") == []
