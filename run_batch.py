@@ -32,6 +32,7 @@ import shutil
 import signal
 import socket
 import stat
+import string
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,13 @@ class Settings:
     max_run_cost: float | None = None
     stall_timeout: float | None = None
     heartbeat: float = 60.0
+    evaluate: str | None = None
+    evaluator: tuple[str, ...] = ()
+    evaluate_timeout: float = 600.0
+    evaluate_only: bool = False
+    fail_on_evaluation: bool = False
+    workspace_per_task: bool = False
+    workspace_template: Path | None = None
     keep_poetry_run: bool = False
     entrypoint: str = "auto"
     openhands_version: str | None = None
@@ -371,6 +379,49 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 60; 0 turns it off), e.g. --heartbeat 300",
     )
 
+    ev = p.add_argument_group("did the agent do the task")
+    ev.add_argument(
+        "--evaluate",
+        metavar="CMD",
+        help="grade each attempt that ran the agent with CMD, split like a shell would (never run through one), "
+        "with placeholders {task} {prompt} {output_dir} {trajectory} {workspace} {status}; exit 0 passed, 1 "
+        "failed, else error; a JSON object on its last line adds score and details, "
+        "e.g. --evaluate 'gittaskbench grade --taskid {task}'",
+    )
+    ev.add_argument(
+        "--evaluate-timeout",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=600.0,
+        help="the evaluator's time limit (default: 600), e.g. --evaluate-timeout 120",
+    )
+    ev.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="grade the latest attempt of every selected task in --output-dir without running any agent; "
+        "verdicts go to evaluations.jsonl (records are never rewritten); tasks graded with the same command "
+        "are skipped unless --rerun",
+    )
+    ev.add_argument(
+        "--fail-on-evaluation",
+        action="store_true",
+        help="exit 1 when any selected task's verdict is not `passed` (verdicts do not change the exit status "
+        "otherwise)",
+    )
+    ev.add_argument(
+        "--workspace-per-task",
+        action="store_true",
+        help="give every attempt its own workspace, <output-dir>/workspaces/<task>[.attempt-N], configured as "
+        "the agent's workspace; kept, and passed to the evaluator as {workspace}",
+    )
+    ev.add_argument(
+        "--workspace-template",
+        metavar="DIR",
+        help="each workspace starts as a copy of DIR: a git repository is cloned sharing its objects, anything "
+        "else copied with reflinks where the file system allows (implies --workspace-per-task), "
+        "e.g. --workspace-template ~/repos/project",
+    )
+
     oh = p.add_argument_group("OpenHands settings for every task")
     oh.add_argument("--runtime", metavar="NAME", help="[core] runtime, e.g. --runtime cli")
     oh.add_argument(
@@ -512,6 +563,15 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
             raise UsageError(f"{option} {name!r}: give a file name, not a path")
     if args.dry_run and args.output_format == "markdown":
         raise UsageError("--dry-run --format markdown: the plan is shown as table or json")
+    evaluator = parse_evaluator(args.evaluate) if args.evaluate is not None else ()
+    for option, given in (("--evaluate-only", args.evaluate_only), ("--fail-on-evaluation", args.fail_on_evaluation)):
+        if given and not evaluator:
+            raise UsageError(f"{option} needs --evaluate CMD: the command that grades a task")
+    template = None
+    if args.workspace_template:
+        template = Path(args.workspace_template).expanduser().absolute()
+        if not template.is_dir():
+            raise UsageError(f"--workspace-template {args.workspace_template}: not a folder")
 
     shard = parse_shard(args.shard, environ)
     results_name = args.results_name
@@ -531,7 +591,7 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         raise UsageError(f"--command {args.command!r}: {exc}; check the quotes") from None
     if not command:
         raise UsageError("--command is empty; give the OpenHands entrypoint")
-    if not args.report:
+    if not args.report and not args.evaluate_only:
         command = (resolve_program(command[0], project_dir, environ), *command[1:])
 
     base_config: Path | None
@@ -553,6 +613,9 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         results_name=results_name,
         base_config=base_config,
         base_config_given=bool(args.base_config),
+        evaluator=evaluator,
+        workspace_template=template,
+        workspace_per_task=args.workspace_per_task or template is not None,
         command=command,
         openhands=from_args(OpenHandsOptions, args, extra_args=tuple(extra)),
         selection=from_args(Selection, args, tasks=names, shard=shard),
@@ -986,7 +1049,9 @@ class Entrypoint(Protocol):
 
     def session_id(self, session: str) -> str: ...
 
-    def prepare(self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path) -> Prepared: ...
+    def prepare(
+        self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path, workspace: Path | None
+    ) -> Prepared: ...
 
     def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None: ...
 
@@ -1110,13 +1175,21 @@ class CoreMain:
     def session_id(self, session: str) -> str:
         return session_id(session, legacy=self.release.legacy_session_id)
 
-    def prepare(self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path) -> Prepared:
+    def prepare(
+        self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path, workspace: Path | None
+    ) -> Prepared:
         config = task_config(self.base_config, self.options, files.trajectory, marker.run_id, session)
+        if workspace is not None:  # 0.x and 1.x read [core] workspace_base; Docker mounts [sandbox] volumes
+            config["core"]["workspace_base"] = str(workspace)
+            if self.uses_docker:
+                config["sandbox"]["volumes"] = f"{workspace}:/workspace:rw"
         config_path = write_private_config(private_dir, f"{session}.{self.config_name}", config)
         argv = build_command(self.command, self.options, task.prompt_path, config_path, session)
         tmux_dir = make_tmux_dir(private_dir)
         env = child_environment(self.environ, self.options, files.trajectory, marker, self.venv)
         env.update(attempt_environment(marker, tmux_dir))
+        if workspace is not None:  # the environment beats the TOML
+            env["WORKSPACE_BASE"] = str(workspace)
         return Prepared(argv, env, (config_path, tmux_dir))
 
     def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
@@ -1191,12 +1264,16 @@ class CliV1:
             *self.options.extra_args,
         ]
 
-    def prepare(self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path) -> Prepared:
+    def prepare(
+        self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path, workspace: Path | None
+    ) -> Prepared:
         folder = self.conversations(files)
         folder.mkdir(parents=True, exist_ok=False)  # a fresh name: the trajectory's was just claimed
         tmux_dir = make_tmux_dir(private_dir)
         env = {**self.environ, "OPENHANDS_CONVERSATIONS_DIR": str(folder), **attempt_environment(marker, tmux_dir)}
         env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of litellm's price list
+        if workspace is not None:
+            env["OPENHANDS_WORK_DIR"] = str(workspace)
         return Prepared(self.argv(task.prompt_path), env, (tmux_dir,))
 
     def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
@@ -2107,6 +2184,243 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
 
 
 # ================================================================================================
+# Evaluate: did the agent do the task? (a command of the user's, after each attempt)
+# ================================================================================================
+
+EVALUATION_PLACEHOLDERS = ("task", "prompt", "output_dir", "trajectory", "workspace", "status")
+VERDICTS = ("passed", "failed", "error")
+
+
+def parse_evaluator(text: str) -> tuple[str, ...]:
+    """--evaluate: split like a shell would (never run through one); every `{name}` must be a
+    known placeholder, so a typo is a usage error now, not a crash at task 30."""
+    try:
+        words = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise UsageError(f"--evaluate {text!r}: {exc}; check the quotes") from None
+    if not words:
+        raise UsageError("--evaluate is empty; give the command that grades a task")
+    formatter = string.Formatter()
+    for word in words:
+        try:
+            names = [name for _, name, spec, conv in formatter.parse(word) if name is not None]
+        except ValueError as exc:
+            raise UsageError(f"--evaluate: {word!r}: {exc} (write {{{{ and }}}} for a literal brace)") from None
+        for name in names:
+            if name not in EVALUATION_PLACEHOLDERS:
+                known = ", ".join(f"{{{p}}}" for p in EVALUATION_PLACEHOLDERS)
+                raise UsageError(f"--evaluate: unknown placeholder {{{name}}}; the known ones are {known}")
+    return words
+
+
+def evaluator_argv(words: tuple[str, ...], values: dict[str, str]) -> list[str]:
+    """The evaluator's argv with the placeholders filled in, each word on its own (pure): a task
+    name with spaces or quotes stays one argument."""
+    return [word.format(**values) for word in words]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluator's verdict on one attempt (the record's `evaluation`)."""
+
+    verdict: str  # passed | failed | error
+    score: float | None
+    details: dict[str, Any] | None
+    exit_code: int | None
+    elapsed_seconds: float
+    log: str | None
+    reason: str | None = None  # why `error`: crashed, timed out, not found
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Evaluation | None:
+        if not isinstance(data, dict) or data.get("verdict") not in VERDICTS:
+            return None
+        score = _number_or_none(data.get("score"))
+        details = data.get("details") if isinstance(data.get("details"), dict) else None
+        code = data.get("exit_code") if isinstance(data.get("exit_code"), int) else None
+        log = data.get("log") if isinstance(data.get("log"), str) else None
+        reason = data.get("reason") if isinstance(data.get("reason"), str) else None
+        return cls(
+            data["verdict"], score, details, code, _number_or_none(data.get("elapsed_seconds")) or 0.0, log, reason
+        )
+
+
+def verdict_of(
+    exit_code: int | None, last_line: str, timed_out: bool, timeout: float, start_error: str | None
+) -> tuple[str, float | None, dict[str, Any] | None, str | None]:
+    """(verdict, score, details, reason) from how the evaluator ended (pure): exit 0 passed, 1
+    failed, anything else error; a JSON object on its last line adds score and details."""
+    if start_error:
+        return "error", None, None, start_error
+    if timed_out:
+        return "error", None, None, f"timed out after {timeout:g}s"
+    score: float | None = None
+    details: dict[str, Any] | None = None
+    with contextlib.suppress(ValueError, RecursionError):
+        found = json.loads(last_line)
+        if isinstance(found, dict):
+            score = _number_or_none(found.get("score"))
+            details = found.get("details") if isinstance(found.get("details"), dict) else None
+    if exit_code == 0:
+        return "passed", score, details, None
+    if exit_code == 1:
+        return "failed", score, details, None
+    how = f"killed by signal {-exit_code}" if exit_code is not None and exit_code < 0 else f"exit code {exit_code}"
+    return "error", score, details, f"the evaluator ended with {how}"
+
+
+def last_line_of(path: Path) -> str:
+    lines = [line.strip() for line in tail(path, 64 * 1024).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_evaluator(
+    argv: list[str],
+    cwd: Path,
+    environ: dict[str, str],
+    log_path: Path,
+    timeout: float,
+    marker: Marker,
+    secrets: tuple[str, ...],
+) -> Evaluation:
+    """Run the evaluator like a task: its own session, its output in its log (secrets masked),
+    its timeout, and every process it leaves killed (the same marker sweep)."""
+    t0 = time.monotonic()
+    env = {**environ, **marker.environment(), "PYTHONUNBUFFERED": "1"}
+    timed_out, code, start_error = False, None, None
+    try:
+        with open_new(log_path) as log:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    except OSError as exc:
+        start_error = f"could not start the evaluator {argv[0]}: {exc.strerror or exc}"
+    else:
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            kill_everything(proc, marker)
+            code = proc.returncode if not timed_out else None
+    redact_file(log_path, secrets)
+    verdict, score, details, reason = verdict_of(code, last_line_of(log_path), timed_out, timeout, start_error)
+    return Evaluation(verdict, score, details, code, round(time.monotonic() - t0, 3), str(log_path), reason)
+
+
+def grade(
+    record: AttemptRecord, prompt: str, settings: Settings, stdout_log: Path, run_id: str, secrets: tuple[str, ...]
+) -> Evaluation:
+    """Run --evaluate on one attempt, its log beside the attempt's logs: `<stem>.eval.log` (or, when
+    that name is taken by an earlier grading, `<stem>.eval.<run id>.log`)."""
+    values = {
+        "task": record.task_name,
+        "prompt": prompt,
+        "output_dir": str(settings.output_dir),
+        "trajectory": record.trajectory_path or "",
+        "workspace": record.workspace or "",
+        "status": record.status,
+    }
+    stem = stdout_log.name.removesuffix(".stdout.log")
+    log_path = stdout_log.with_name(f"{stem}.eval.log")
+    if os.path.lexists(log_path):
+        log_path = stdout_log.with_name(f"{stem}.eval.{run_id}.log")
+    marker = Marker(run_id, f"{record.session_name or record.task_name}-eval")
+    return run_evaluator(
+        evaluator_argv(settings.evaluator, values),
+        settings.project_dir,
+        dict(os.environ),
+        log_path,
+        settings.evaluate_timeout,
+        marker,
+        secrets,
+    )
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """The latest verdict of every evaluated attempt: a record's own, or a later one from
+    evaluations.jsonl (--evaluate-only never rewrites a record)."""
+
+    by_attempt: dict[tuple[str, str], tuple[Evaluation, str | None]]  # (task, session) -> (verdict, command)
+
+    def of(self, record: AttemptRecord) -> Evaluation | None:
+        found = self.by_attempt.get((record.task_name, record.session_name))
+        return found[0] if found else Evaluation.from_json(record.evaluation)
+
+    def command_of(self, record: AttemptRecord) -> str | None:
+        found = self.by_attempt.get((record.task_name, record.session_name))
+        return found[1] if found else record.evaluate_command
+
+
+EVALUATIONS_FILE = "evaluations.jsonl"
+
+
+def read_verdicts(output_dir: Path) -> Verdicts:
+    """evaluations.jsonl, later lines winning; a bad line is skipped."""
+    found: dict[tuple[str, str], tuple[Evaluation, str | None]] = {}
+    with contextlib.suppress(OSError), open(output_dir / EVALUATIONS_FILE, "rb") as f:
+        while line := f.readline(1 << 20):
+            with contextlib.suppress(ValueError, RecursionError):
+                data = json.loads(line)
+                evaluation = Evaluation.from_json(data.get("evaluation")) if isinstance(data, dict) else None
+                if evaluation and isinstance(data.get("task_name"), str) and isinstance(data.get("session_name"), str):
+                    command = data.get("evaluate_command")
+                    found[(data["task_name"], data["session_name"])] = (
+                        evaluation,
+                        command if isinstance(command, str) else None,
+                    )
+    return Verdicts(found)
+
+
+def apply_verdicts(records: list[AttemptRecord], verdicts: Verdicts) -> list[AttemptRecord]:
+    """Each record with the latest verdict on its attempt (pure)."""
+    out = []
+    for r in records:
+        found = verdicts.by_attempt.get((r.task_name, r.session_name))
+        out.append(dataclasses.replace(r, evaluation=found[0].as_json(), evaluate_command=found[1]) if found else r)
+    return out
+
+
+def pass_rates(latest: list[AttemptRecord]) -> dict[str, Any] | None:
+    """passed / evaluated, passed / selected, mean score (pure); None when nothing was evaluated."""
+    graded = [v for v in (Evaluation.from_json(r.evaluation) for r in latest) if v is not None]
+    if not graded:
+        return None
+    passed = sum(v.verdict == "passed" for v in graded)
+    scores = [v.score for v in graded if v.score is not None]
+    return {
+        "evaluated": len(graded),
+        "passed": passed,
+        "failed": sum(v.verdict == "failed" for v in graded),
+        "error": sum(v.verdict == "error" for v in graded),
+        "pass_rate_evaluated": round(passed / len(graded), 4),
+        "pass_rate_selected": round(passed / len(latest), 4) if latest else None,
+        "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
+    }
+
+
+def pass_rate_line(rates: dict[str, Any] | None) -> str | None:
+    if not rates:
+        return None
+    mean = "" if rates["mean_score"] is None else f", mean score {rates['mean_score']:g}"
+    return (
+        f"Evaluation: {rates['passed']} passed of {rates['evaluated']} evaluated "
+        f"({rates['pass_rate_evaluated']:.0%}; {rates['pass_rate_selected']:.0%} of the selected tasks), "
+        f"{rates['failed']} failed, {rates['error']} error{mean}."
+    )
+
+
+# ================================================================================================
 # Follow running attempts: live spend and steps, stalls, budgets (read only what is new)
 # ================================================================================================
 
@@ -2270,7 +2584,7 @@ class ShardSpend:
 
     def _paths(self) -> list[Path]:
         try:
-            return [p for p in self.output_dir.glob("*.jsonl") if p.is_file()]
+            return [p for p in self.output_dir.glob("*.jsonl") if p.is_file() and p.name != EVALUATIONS_FILE]
         except OSError:
             return []
 
@@ -2329,6 +2643,9 @@ class AttemptRecord:
     command: list[str] | None
     prompt_sha256: str | None
     run_id: str
+    evaluation: dict[str, Any] | None = None  # Evaluation.as_json(); None: not evaluated
+    evaluate_command: str | None = None  # the --evaluate that graded it (resume of --evaluate-only)
+    workspace: str | None = None  # the attempt's own workspace (--workspace-per-task)
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -2388,6 +2705,9 @@ _RECORD_FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
     "command": ((list,), None),
     "prompt_sha256": ((str,), None),
     "run_id": ((str,), ""),
+    "evaluation": ((dict,), None),
+    "evaluate_command": ((str,), None),
+    "workspace": ((str,), None),
 }
 
 
@@ -2523,6 +2843,30 @@ def trajectory_saved(path: Path) -> bool:
     return False
 
 
+def make_workspace(output_dir: Path, files: AttemptFiles, template: Path | None) -> Path:
+    """The attempt's own workspace, `workspaces/<stem of its files>` (fresh: never a failed
+    attempt's). From a template: a git repository is cloned sharing its objects (the agent's edits
+    never reach the template), anything else copied with reflinks where the file system can
+    (never hard links: an edit in place would change the template and every other copy)."""
+    workspace = output_dir / "workspaces" / files.trajectory.stem
+    workspace.parent.mkdir(exist_ok=True)
+    if template is None:
+        workspace.mkdir()
+        return workspace
+    if (template / ".git").exists():
+        argv = ["git", "clone", "--quiet", "--shared", "--no-hardlinks", str(template), str(workspace)]
+    else:
+        workspace.mkdir()
+        argv = ["cp", "-a", "--reflink=auto", f"{template}/.", str(workspace)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise OSError(f"could not make the workspace from {template}: {exc}") from None
+    if done.returncode != 0:
+        raise OSError(f"could not make the workspace from {template}: {one_line(done.stderr or done.stdout, 200)}")
+    return workspace
+
+
 class ResultsFile:
     """The append-only JSONL results file, with one writer at a time.
 
@@ -2576,10 +2920,13 @@ class ResultsFile:
             self._lock_fd = None
 
     def append(self, record: AttemptRecord) -> None:
+        self.append_json(record.as_json())
+
+    def append_json(self, value: dict[str, Any]) -> None:
         """Append one line, on disk (fsync) before this returns: the price of never losing a
         finished task. A write that fails part way (a full disk) is cut back off, so the file
         never keeps half a record of ours."""
-        data = (json.dumps(record.as_json(), ensure_ascii=False) + "\n").encode()
+        data = (json.dumps(value, ensure_ascii=False) + "\n").encode()
         with self._mutex:
             if self._fd is None:
                 self._fd = self._open()
@@ -2673,7 +3020,7 @@ def read_folder_records(output_dir: Path, skip: Path | None = None) -> tuple[lis
     except OSError:
         return [], []
     for path in paths:
-        if path == skip or path.is_dir():
+        if path == skip or path.name == EVALUATIONS_FILE or path.is_dir():
             continue
         found, said = read_records(path)
         records += found
@@ -2708,6 +3055,7 @@ class Totals:
     mean_input_tokens: float | None
     mean_output_tokens: float | None
     task_time_seconds: float
+    evaluation: dict[str, Any] | None = None  # pass rates, when any task was evaluated
 
 
 def summarise(records: list[AttemptRecord]) -> Totals:
@@ -2728,6 +3076,7 @@ def summarise(records: list[AttemptRecord]) -> Totals:
         mean_input_tokens=round(tokens_in / len(with_tokens), 1) if with_tokens else None,
         mean_output_tokens=round(tokens_out / len(with_tokens), 1) if with_tokens else None,
         task_time_seconds=round(sum(r.elapsed_time_seconds for r in records), 3),
+        evaluation=pass_rates(records),
     )
 
 
@@ -2773,14 +3122,16 @@ def finished_line(record: AttemptRecord, done: int, total: int, last: bool = Tru
 
 def totals_line(totals: Totals) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in totals.counts.items() if n)
+    rates = totals.evaluation
+    passed = "" if not rates else f"; {rates['passed']}/{rates['evaluated']} evaluated passed"
     return (
         f"{plural(totals.tasks, 'task')}: {counts or 'none'}; cost ${totals.total_cost:.4f} "
         f"(known for {totals.tasks_with_cost}), tokens {totals.total_input_tokens} in / "
-        f"{totals.total_output_tokens} out, task time {format_duration(totals.task_time_seconds)}"
+        f"{totals.total_output_tokens} out, task time {format_duration(totals.task_time_seconds)}{passed}"
     )
 
 
-REPORT_HEAD = ("task", "status", "state", "secs", "cost $", "in tok", "out tok", "why")
+REPORT_HEAD = ("task", "status", "state", "secs", "cost $", "in tok", "out tok", "verdict", "why")
 
 
 def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
@@ -2793,6 +3144,7 @@ def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
             UNKNOWN if r.total_cost is None else f"{r.total_cost:.4f}",
             format_count(r.total_input_tokens),
             format_count(r.total_output_tokens),
+            str((r.evaluation or {}).get("verdict", "-")),
             (r.error or "")[:100],
         )
         for r in latest
@@ -3140,7 +3492,7 @@ def report(settings: Settings) -> int:
     records, warnings = read_folder_records(folder)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    latest = sorted(latest_by_task(records).values(), key=lambda r: r.task_name)
+    latest = apply_verdicts(sorted(latest_by_task(records).values(), key=lambda r: r.task_name), read_verdicts(folder))
     totals = summarise(latest)
     live = read_live_runs(folder)
     if settings.output_format == "json":
@@ -3407,16 +3759,23 @@ class Batch:
         return not (wait_for > 0 and self.stop.event.wait(wait_for))
 
     def run_attempt(self, task: Task, attempt: int) -> tuple[AttemptRecord, bool]:
-        """One attempt: fresh files and session, configure, launch and wait, read the outcome,
-        mask secrets, build the record."""
+        """One attempt: fresh files, workspace and session, configure, launch and wait, read the
+        outcome, mask secrets, build the record, and grade it."""
         run_id, entrypoint = self.folder.run_id, self.entrypoint
         session = session_name(task, run_id, attempt)
         blank = blank_record(task, attempt, session, entrypoint.session_id(session), run_id)
         if task.problem:
             return blank, False
         files = claim_attempt_files(self.folder.path, task, attempt, run_id)
+        workspace = None
+        if self.settings.workspace_per_task:
+            try:
+                workspace = make_workspace(self.folder.path, files, self.settings.workspace_template)
+            except OSError as exc:
+                return dataclasses.replace(blank, error=one_line(str(exc))), True
+        blank = dataclasses.replace(blank, workspace=str(workspace) if workspace else None)
         marker = Marker(run_id, session)
-        prepared = entrypoint.prepare(task, session, files, marker, self.folder.private_dir)
+        prepared = entrypoint.prepare(task, session, files, marker, self.folder.private_dir, workspace)
         live = LiveAttempt(task.name, session, files, entrypoint.follow(files, session), Halt())
         with self._lock:
             self.live[session] = live
@@ -3449,7 +3808,7 @@ class Batch:
         if not outcome.metrics.known and live.metrics.known:
             outcome.metrics = live.metrics  # the spend seen last, rather than nothing
         evidence = self.collect_evidence(task, files)
-        return build_record(
+        record, retryable = build_record(
             blank,
             launch,
             outcome,
@@ -3460,6 +3819,14 @@ class Batch:
             self.stop.reason,
             self.secrets,
         )
+        if self.settings.evaluator and record.status != "error" and not self.stop.kill_now:
+            record = self.evaluate(task, record, files.stdout_log)
+        return record, retryable
+
+    def evaluate(self, task: Task, record: AttemptRecord, stdout_log: Path) -> AttemptRecord:
+        """Grade one attempt with --evaluate."""
+        evaluation = grade(record, str(task.prompt_path), self.settings, stdout_log, self.folder.run_id, self.secrets)
+        return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=self.settings.evaluate)
 
     def watch(self, done: threading.Event, poll: float = 2.0) -> None:
         """The monitor thread: every few seconds, look at each running attempt (new events and
@@ -3706,6 +4073,8 @@ def summary_lines(
         )
     if outliers := outlier_line(shown):
         lines.append(outliers)
+    if rates := pass_rate_line(totals.evaluation):
+        lines.append(rates)
     lines.append(f"Results: {s.results_path}  Summary: {s.output_dir / 'summary.json'}")
     return lines
 
@@ -3714,7 +4083,9 @@ def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) 
     """summary.json and the final summary over the latest attempt of every selected task, this
     run's or an earlier one's. Returns those latest attempts."""
     latest = latest_by_task([*earlier, *batch.records])
-    shown = [latest[t.name] for t in plan.selected if t.name in latest]
+    shown = apply_verdicts(
+        [latest[t.name] for t in plan.selected if t.name in latest], read_verdicts(batch.settings.output_dir)
+    )
     ran = {r.task_name for r in batch.records}
     not_started = sorted(t.name for t in plan.to_run if t.name not in ran and t.name not in batch.skipped_budget)
     totals = summarise(shown)
@@ -3738,7 +4109,9 @@ def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) 
     return shown
 
 
-def exit_status(stop: StopSignal, shown: list[AttemptRecord], selected: list[Task]) -> int:
+def exit_status(
+    stop: StopSignal, shown: list[AttemptRecord], selected: list[Task], verdicts_count: bool = False
+) -> int:
     if stop.failure:
         print(
             f"run-batch: error: {stop.failure}; records already written are kept, run the same command "
@@ -3749,6 +4122,8 @@ def exit_status(stop: StopSignal, shown: list[AttemptRecord], selected: list[Tas
     if stop.signum:
         return 128 + stop.signum
     every_task_done = len(shown) == len(selected)
+    if verdicts_count and not (every_task_done and all((r.evaluation or {}).get("verdict") == "passed" for r in shown)):
+        return 1  # --fail-on-evaluation
     return 0 if every_task_done and all(r.status == "success" for r in shown) else 1
 
 
@@ -3818,7 +4193,79 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
         if log is not None:
             log.close()
         folder.close()
-    return exit_status(stop, shown, plan.selected)
+    return exit_status(stop, shown, plan.selected, settings.fail_on_evaluation)
+
+
+def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
+    """--evaluate-only: grade the latest attempt of every selected task in an existing output folder,
+    running no agent; verdicts are appended to evaluations.jsonl (records are never rewritten)."""
+    folder = settings.output_dir
+    if not folder.is_dir():
+        raise UsageError(f"--output-dir {folder}: no such folder; nothing to evaluate")
+    secrets = find_secrets(load_base_config(settings.base_config), environ)
+    records, warnings = read_folder_records(folder)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    latest = {r.task_name: r for r in apply_verdicts(list(latest_by_task(records).values()), read_verdicts(folder))}
+    selected = [
+        t
+        for t in select_tasks(discover_tasks(settings.prompt_dir), settings.selection, settings.prompt_dir)
+        if t.name in latest
+    ]
+    to_grade = [
+        latest[t.name]
+        for t in selected
+        if latest[t.name].status != "error"
+        and latest[t.name].stdout_log
+        and (settings.rerun or latest[t.name].evaluate_command != settings.evaluate)
+    ]
+    run_id = uuid.uuid4().hex[:8]
+    verdicts_file = ResultsFile(folder / EVALUATIONS_FILE)
+    verdicts_file.acquire({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id})
+    print(
+        f"evaluating {plural(len(to_grade), 'attempt')} ({len(selected) - len(to_grade)} of the "
+        f"{len(selected)} selected already graded with this command, or never ran)",
+        flush=True,
+    )
+
+    def one(record: AttemptRecord) -> AttemptRecord:
+        evaluation = grade(record, record.prompt_file, settings, Path(str(record.stdout_log)), run_id, secrets)
+        verdicts_file.append_json(
+            {
+                "task_name": record.task_name,
+                "session_name": record.session_name,
+                "attempt": record.attempt,
+                "run_id": record.run_id,
+                "evaluated_by": run_id,
+                "evaluated_at": utc_now(),
+                "evaluate_command": settings.evaluate,
+                "evaluation": evaluation.as_json(),
+            }
+        )
+        return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=settings.evaluate)
+
+    try:
+        with ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="evaluate") as pool:
+            for i, graded in enumerate(pool.map(one, to_grade), 1):
+                verdict = graded.evaluation or {}
+                score = "" if verdict.get("score") is None else f"  score {verdict['score']:g}"
+                why = f"  - {verdict['reason']}" if verdict.get("reason") else ""
+                print(
+                    mask(
+                        f"[{i}/{len(to_grade)}] {verdict.get('verdict', '?'):<7} {printable(graded.task_name)}"
+                        f"{score}{why}",
+                        secrets,
+                    ),
+                    flush=True,
+                )
+                latest[graded.task_name] = graded
+    finally:
+        verdicts_file.release()
+    shown = [latest[t.name] for t in selected]
+    print(pass_rate_line(pass_rates(shown)) or "Evaluation: nothing evaluated.")
+    if settings.fail_on_evaluation:
+        return 0 if shown and all((r.evaluation or {}).get("verdict") == "passed" for r in shown) else 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -3826,6 +4273,8 @@ def main(argv: list[str] | None = None) -> int:
     environ = dict(os.environ)
     try:
         settings = settings_from_args(argv, environ)
+        if settings.evaluate_only:
+            return evaluate_only(settings, environ)
         return report(settings) if settings.report else run(settings, environ)
     except UsageError as exc:
         print(f"run-batch: error: {exc}", file=sys.stderr)
