@@ -12,12 +12,21 @@ noisy), never compared with a constant from another day:
   startup    `--help` and `--report` on 1,000 records vs a bare `python -c pass`
   schedule   longest-first vs file order on heavy-tailed durations vs the lower bound
   launch     `poetry run python` vs the resolved interpreter, per launch
-The OpenHands stand-in (tests/fake_openhands.py) is the task everywhere.
+  follow     8 tasks writing event files at a steady rate: the runner's CPU seconds per wall second
+             with its events followed vs the same events in a folder run_batch never looks at;
+             peak RSS with 10,000 events per task
+  dispatch   2,000 instant tasks (`true`) on 16 workers vs `xargs -P 16 true` on the same prompts;
+             the runner's CPU per task, and what one /proc sweep and one fsynced record cost here
+The OpenHands stand-in (tests/fake_openhands.py) is the task everywhere but in `follow`
+(benchmarks/event_writer.py: many events over time) and `dispatch` (`true`: no work at all).
+--runner PATH benchmarks another copy of run_batch.py (say, before and after a change).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -27,15 +36,28 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "run_batch.py"
+SCRIPT = ROOT / "run_batch.py"  # --runner replaces it
 STANDIN = ROOT / "tests" / "fake_openhands.py"
-sys.path.insert(0, str(ROOT))
+EVENT_WRITER = Path(__file__).resolve().parent / "event_writer.py"
+rb: Any = None  # the run_batch module under test, imported by load_runner()
 
-import run_batch as rb  # noqa: E402 (after sys.path points at the checkout)
+
+def load_runner(path: Path) -> None:
+    """Import the run_batch.py under test (the checkout's unless --runner names another copy)."""
+    global SCRIPT, rb
+    SCRIPT = path.resolve()
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("run_batch", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    rb = importlib.util.module_from_spec(spec)
+    sys.modules["run_batch"] = rb  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(rb)
 
 
 def workspace(tasks: int, prompt: str) -> tuple[Path, Path, Path]:
@@ -250,15 +272,149 @@ def bench_launch(quick: bool) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def runner_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of one process's own threads, not of its children."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_measured(argv: list[str], env: dict[str, str] | None = None,
+                 window: tuple[float, float] | None = None) -> dict[str, float]:
+    """Run the runner; its wall time, its own CPU seconds in all (read from /proc/<pid>/stat of the
+    exited, not yet reaped process: its tasks' CPU is not in it), and with `window` (seconds after
+    the start) its CPU seconds per wall second between the two, from samples every 0.1 s."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    samples: list[tuple[float, float]] = []
+    stderr: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    if window is not None:
+        while proc.poll() is None and time.perf_counter() - t0 <= window[1] + 0.2:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                samples.append((time.perf_counter() - t0, runner_cpu(proc.pid)))
+            time.sleep(0.1)
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, still readable in /proc
+    wall = time.perf_counter() - t0
+    cpu = runner_cpu(proc.pid)
+    proc.wait()
+    reader.join()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {shlex.join(argv)}\n{stderr[0][-2000:]!r}")
+    result = {"wall": wall, "cpu": cpu}
+    if window is not None:
+        inside = [s for s in samples if window[0] <= s[0] <= window[1]]
+        if len(inside) < 2:
+            raise SystemExit(f"the runner ended before the measuring window {window} closed")
+        (ta, ca), (tb, cb) = inside[0], inside[-1]
+        result["rate"] = (cb - ca) / (tb - ta)
+    return result
+
+
+def bench_follow(quick: bool) -> None:
+    """The cost of following running attempts: eight tasks writing event files at a steady rate,
+    once where run_batch follows them and once (the baseline) in a folder it never looks at."""
+    tasks, events, seconds = 8, (2_000 if quick else 10_000), (10 if quick else 25)
+    repeats = 1 if quick else 2
+    window = (3.0, seconds - 1.0)  # every task started (the runner's start-up is outside), none ended
+    argv_for: dict[str, tuple[Path, list[str]]] = {}
+    roots = []
+    for where in ("elsewhere", "sessions"):
+        root, project, prompts = workspace(tasks, f"Events.\nEVENTS: {events} {seconds} {where}\n")
+        roots.append(root)
+        argv = [*run_batch_argv(project, prompts, tasks)[:-2], "--command",
+                f"{shlex.quote(sys.executable)} {shlex.quote(str(EVENT_WRITER))}"]
+        argv_for[where] = (project, argv)
+    env = {**os.environ, "RUN_BATCH_BENCH_DIR": str(SCRIPT.parent)}
+    runs: dict[str, list[dict[str, float]]] = {"elsewhere": [], "sessions": []}
+    for _ in range(repeats):  # interleaved, so drift hits both alike
+        for where, (project, argv) in argv_for.items():
+            shutil.rmtree(project / "batch_output", ignore_errors=True)
+            shutil.rmtree(project.parent / "fs", ignore_errors=True)
+            result = run_measured(argv, env, window)
+            output = project / "batch_output"
+            result["rss"] = json.loads((output / "summary.json").read_text())["totals"]["runner_peak_rss_mb"]
+            records = [json.loads(line) for line in (output / "batch_results.jsonl").read_text().splitlines()]
+            result["ok"] = sum(r["status"] == "success" for r in records)
+            runs[where].append(result)
+    base = min(runs["elsewhere"], key=lambda r: r["rate"])
+    follow = min(runs["sessions"], key=lambda r: r["rate"])
+    rate = events / seconds
+    extra = follow["rate"] - base["rate"]
+    per_event = extra / (tasks * rate) * 1e6
+    print(f"follow: {tasks} tasks at once, each writing {events:,} event files over {seconds}s ({rate:.0f}/s per "
+          f"task, {tasks * rate:,.0f}/s in all); runner CPU from /proc/<pid>/stat, least of {repeats}")
+    for label, r in (("events elsewhere (baseline)", base), ("events followed", follow)):
+        print(f"  {label:<28} {r['rate']:.3f} CPU s per wall s in the steady state, {r['cpu']:5.2f} CPU s in "
+              f"all over {r['wall']:5.1f}s, peak RSS {r['rss']:5.1f} MB, {r['ok']:.0f}/{tasks} success")
+    print(f"  following costs {extra:+.3f} CPU s per wall s ({follow['rate'] / max(base['rate'], 1e-9):.2f}x the "
+          f"baseline), {per_event:.0f} us of CPU per event read; at 1 event/s per task that is "
+          f"{per_event * tasks / 1e6 * 100:.4f}% of one CPU")
+    print(f"  peak RSS with {events:,} events per task: {follow['rss']:.1f} MB, {follow['rss'] / base['rss']:.2f}x "
+          f"the baseline   goal < 60 MB: {'met' if follow['rss'] < 60 else 'NOT met'}")
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def sweep_and_fsync_costs(folder: Path, n: int = 200) -> tuple[float, float, int]:
+    """In this process, on this machine now: seconds per Marker.processes() (the /proc sweep
+    every attempt's end makes), seconds per ResultsFile.append() (one fsynced record), and how
+    many processes the sweep reads."""
+    marker = rb.Marker("bench-run-id", "bench-session")
+    t0 = time.perf_counter()
+    for _ in range(n // 4):
+        marker.processes()
+    sweep = (time.perf_counter() - t0) / (n // 4)
+    record = rb.AttemptRecord.from_json({"task_name": "t", "status": "success", "stderr": "x" * 1000})
+    results = rb.ResultsFile(folder / "fsync-probe.jsonl")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        results.append(record)
+    append = (time.perf_counter() - t0) / n
+    results.release()
+    return sweep, append, sum(1 for p in os.listdir("/proc") if p.isdigit())
+
+
+def bench_dispatch(quick: bool) -> None:
+    """The runner's cost per task when the task costs nothing: `true` takes any arguments."""
+    tasks, workers = (300 if quick else 2_000), 16
+    true = shutil.which("true") or "/bin/true"
+    root, project, prompts = workspace(tasks, "Nothing.\n")
+    files = "\0".join(str(p) for p in sorted(prompts.glob("*.md"))) + "\0"
+    argv = [*run_batch_argv(project, prompts, workers)[:-2], "--command", true]
+    xargs_runs, runner_runs = [], []
+    for _ in range(1 if quick else 2):  # interleaved, so drift hits both alike
+        xargs_runs.append(timed(["xargs", "-0", "-P", str(workers), "-n", "1", true, "-f"], input=files.encode()))
+        shutil.rmtree(project / "batch_output", ignore_errors=True)
+        runner_runs.append(run_measured(argv))
+    base = min(xargs_runs)
+    best = min(runner_runs, key=lambda r: r["wall"])
+    sweep, append, procs = sweep_and_fsync_costs(root)
+    print(f"dispatch: {tasks:,} instant tasks (`true`), {workers} workers, {os.cpu_count()} CPUs, "
+          f"best of {len(xargs_runs)}")
+    print(f"  xargs -P {workers}      {base:6.2f}s")
+    print(f"  run_batch        {best['wall']:6.2f}s  {best['wall'] / base:5.2f}x xargs  "
+          f"{(best['wall'] - base) / tasks * 1000:+5.2f} ms/task wall; runner CPU {best['cpu']:.2f}s = "
+          f"{best['cpu'] / tasks * 1000:.2f} ms/task")
+    print(f"  one /proc sweep (Marker.processes, {procs} processes now) {sweep * 1000:.2f} ms, one fsynced record "
+          f"(ResultsFile.append) {append * 1000:.2f} ms: {(sweep + append) / (best['cpu'] / tasks) * 100:.0f}% "
+          "of the runner's CPU per task if every attempt makes one of each (wall: the fsync waits off the CPU)")
+    shutil.rmtree(root, ignore_errors=True)
+
+
 BENCHES = {"overhead": bench_overhead, "memory": bench_memory, "hostile": bench_hostile, "scaling": bench_scaling,
-           "startup": bench_startup, "schedule": bench_schedule, "launch": bench_launch}
+           "startup": bench_startup, "schedule": bench_schedule, "launch": bench_launch,
+           "follow": bench_follow, "dispatch": bench_dispatch}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (a smoke run)")
     p.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run only these")
+    p.add_argument("--runner", type=Path, default=SCRIPT, help="the run_batch.py to measure (default: the checkout's)")
     args = p.parse_args()
+    load_runner(args.runner)
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {sys.platform}")
     for name in args.only or BENCHES:
         BENCHES[name](args.quick)

@@ -99,8 +99,13 @@ installed() {
   # An install made before markers existed: its package metadata is enough.
   [[ ! -e $STARTED ]] && compgen -G "$DIR/lib/python3.*/site-packages/$DIST" >/dev/null
 }
+how_to_run() {
+  [[ -z $LOCAL_RUNTIME ]] ||
+    say "run it with: run_batch.py --command $DIR/bin/openhands-core-main --openhands-version $PACKAGE_VERSION, and [core] runtime = \"local\" and a workspace_base in the config"
+}
 if [[ -z $FIND_ONLY ]] && installed; then
   say "$LABEL is installed in $DIR"
+  how_to_run
   echo "$PY"
   exit 0
 fi
@@ -412,5 +417,5 @@ printf '%s\npython=%s\n%s\ninstalled=%s\n' "$PACKAGE==$PACKAGE_VERSION" "$BASE_V
   "$(grep '^home' "$DIR/pyvenv.cfg")" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$MARKER"
 rm -f "$STARTED"
 say "done in $(( SECONDS - START )) s: $LABEL in $DIR ($(du -sm "$DIR" | cut -f1) MB)"
-[[ -z $LOCAL_RUNTIME ]] || say "run it with: run_batch.py --command $DIR/bin/openhands-core-main --openhands-version $PACKAGE_VERSION, and [core] runtime = \"local\" and a workspace_base in the config"
+how_to_run
 echo "$PY"

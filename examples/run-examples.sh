@@ -9,6 +9,10 @@
 #   otherwise the tests' scripted OpenAI-compatible server on 127.0.0.1, loudly labelled:
 #   its answers are canned and its prices made up.
 # Output: examples/output/ (results, trajectories, logs, summary.json).
+# Then the same prompts through the V1 CLI (`openhands --headless`, PyPI package `openhands`) when
+#   it is installed (by examples/install-openhands.sh --version cli-1.16.0; or OPENHANDS_CLI names
+#   the program), or when RUN_BATCH_EXAMPLES_CLI=1 (then it is installed, once, about 4 minutes);
+#   RUN_BATCH_EXAMPLES_CLI=0 leaves it out. Its output: examples/output/cli/, with its own report.
 # A second run with nothing left to do takes about a second: every step above is skipped once done.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -95,4 +99,50 @@ LITELLM_LOCAL_MODEL_COST_MAP=True "$VENV/bin/run-batch" \
   --max-workers 2 --timeout 300 "$@" || status=$?
 echo
 "$VENV/bin/run-batch" --report --output-dir "$OUT/batch_output" || true
+
+# --- the same prompts through the V1 CLI, when it is there (or asked for) --------------------------
+CLI=${OPENHANDS_CLI:-}
+CLI_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/run_batch/openhands-cli-1.16.0
+if [[ -z $CLI && ${RUN_BATCH_EXAMPLES_CLI:-} != 0 ]] &&
+   [[ ${RUN_BATCH_EXAMPLES_CLI:-} == 1 || -e $CLI_DIR/.run_batch-installed ]]; then
+  # the installer prints the install's python (at once when it is there); the program is beside it
+  if CLI_PYTHON=$(bash "$HERE/install-openhands.sh" --version cli-1.16.0 | tail -n 1); then
+    CLI=$(dirname "$CLI_PYTHON")/openhands
+  else
+    echo "run-examples: the V1 CLI could not be installed (the installer said why, above)" >&2
+    status=1
+  fi
+fi
+if [[ -n $CLI && ${RUN_BATCH_EXAMPLES_CLI:-} != 0 ]]; then
+  CLI_OUT=$OUT/cli
+  mkdir -p "$CLI_OUT/workspace"
+  echo
+  echo "=================================================================================="
+  echo " THE SAME PROMPTS THROUGH THE V1 CLI: $CLI --headless"
+  echo " It works in $CLI_OUT/workspace; output in $CLI_OUT/batch_output"
+  CLI_ENV=()
+  if [[ -n ${LLM_MODEL:-} ]]; then
+    echo " LLM: your model $LLM_MODEL (run_batch passes --override-with-envs), over your"
+    echo " agent_settings.json in \$OPENHANDS_PERSISTENCE_DIR (default ~/.openhands) if there is one."
+  else
+    # The V1 CLI reads no config.toml: its settings are agent_settings.json (an SDK Agent as JSON)
+    # in $OPENHANDS_PERSISTENCE_DIR; here a folder of the examples' own, so yours stay untouched.
+    echo " LLM: the SCRIPTED server on 127.0.0.1:$PORT again (canned answers, made-up prices),"
+    echo " set in $CLI_OUT/persistence/agent_settings.json"
+    mkdir -p "$CLI_OUT/persistence"
+    cat > "$CLI_OUT/persistence/agent_settings.json" <<EOF
+{"llm": {"model": "openai/scripted-test-llm", "base_url": "http://127.0.0.1:$PORT/v1",
+         "api_key": "scripted-no-key", "usage_id": "agent", "num_retries": 0,
+         "input_cost_per_token": 0.000003, "output_cost_per_token": 0.000015}}
+EOF
+    CLI_ENV=(OPENHANDS_PERSISTENCE_DIR="$CLI_OUT/persistence")
+  fi
+  echo "=================================================================================="
+  env "${CLI_ENV[@]}" "$VENV/bin/run-batch" \
+    --prompt-dir "$HERE/prompts" --project-dir "$CLI_OUT/workspace" --output-dir "$CLI_OUT/batch_output" \
+    --command "$CLI" --max-workers 2 --timeout 300 "$@" || status=$?
+  echo
+  echo "== report of the V1 CLI run ($CLI_OUT/batch_output) =="
+  "$VENV/bin/run-batch" --report --output-dir "$CLI_OUT/batch_output" || true
+fi
 exit $status

@@ -19,9 +19,17 @@ What the agent does is chosen by lines in the prompt:
     STANDIN: <behaviour>    llm-error | llm-auth | max-iterations | stuck | crash | crash-times N |
                             no-state | debug-metrics | print-mb N | print-secret | background |
                             hang | slow-start S | long-line-mb N [stdout|stderr] |
-                            big-trajectory-mb N | big-event-mb N | no-trajectory | error-mb N
-    (several STANDIN lines combine). The hostile-output ones, written in 1 MiB chunks so the
-    stand-in itself stays small:
+                            big-trajectory-mb N | big-event-mb N | no-trajectory | error-mb N |
+                            tick S | hang-after-events N | wipe-on-stop
+    (several STANDIN lines combine).
+    tick S                  for S seconds, an agent action with a grown llm_metrics (one more LLM
+                            call) every 0.5 s, printing nothing, then the usual end; ignores -b;
+                            SIGINT ends it within 0.5 s (STOPPED, trajectory saved)
+    hang-after-events N     N agent actions (each an LLM call), then blocks for ever without
+                            printing or writing (a hung LLM call); SIGINT does not end it
+    wipe-on-stop            with tick: on SIGINT, remove the session's event folder and exit 0
+                            without a trajectory (nothing on disk tells the cost)
+    The hostile-output ones, written in 1 MiB chunks so the stand-in itself stays small:
     long-line-mb N          at the very end, one N MiB line without any newline (stderr by default)
     big-trajectory-mb N     the trajectory is N MiB: filler events first (each with an earlier,
                             smaller llm_metrics), the real events, whose last llm_metrics is
@@ -269,6 +277,12 @@ def main() -> int:
 
     if "big-event-mb" in directives:
         session.add_big(float(directives["big-event-mb"] or 150))
+    if "hang-after-events" in directives:  # a hung LLM call: events stop, the process stays
+        for n in range(int(directives["hang-after-events"] or 1)):
+            session.add({"source": "agent", "action": "run", "message": f"step {n + 1}",
+                         "args": {"command": f"step {n + 1}"}, "llm_metrics": session.llm_call()})
+        while True:
+            time.sleep(3600)
 
     def end(state: str) -> int:
         session.set_state(state)
@@ -295,6 +309,19 @@ def main() -> int:
         log("ERROR", "loop.py:32", f"STATUS$ERROR_LLM_{code}")
         return end("ERROR")
 
+    if "tick" in directives:  # steady progress and growing spend, -b ignored
+        ticks_until = time.monotonic() + float(directives["tick"] or 5)
+        while time.monotonic() < ticks_until and not stopping:
+            session.add({"source": "agent", "action": "run", "message": "tick", "args": {"command": "tick"},
+                         "llm_metrics": session.llm_call()})
+            time.sleep(0.5)
+        if stopping and "wipe-on-stop" in directives:
+            import shutil
+
+            shutil.rmtree(session.folder.parent, ignore_errors=True)
+            return 0
+        if stopping:
+            return end("STOPPED")
     metrics = session.llm_call()
     session.add({"source": "agent", "action": "run", "message": f"Running command: {command}",
                  "args": {"command": command}, "llm_metrics": metrics})
