@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import fnmatch
 import hashlib
+import html
 import json
 import os
 import random
@@ -155,6 +156,8 @@ class Settings:
     fail_on_evaluation: bool = False
     workspace_per_task: bool = False
     workspace_template: Path | None = None
+    report_output: Path | None = None
+    html: bool = False
     keep_poetry_run: bool = False
     entrypoint: str = "auto"
     openhands_version: str | None = None
@@ -487,9 +490,21 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--format",
         dest="output_format",
-        choices=("table", "json", "markdown"),
+        choices=("table", "json", "markdown", "html"),
         default="table",
-        help="format of --report (table, json, markdown) and of --dry-run (table, json); default: table",
+        help="format of --report (table, json, markdown, html) and of --dry-run (table, json); default: table",
+    )
+    out.add_argument(
+        "--output",
+        dest="report_output",
+        metavar="FILE",
+        help="where --report --format html writes the page (default: <output-dir>/report.html)",
+    )
+    out.add_argument(
+        "--html",
+        action="store_true",
+        help="write <output-dir>/report.html at the end of a run: one self-contained page with the timeline, "
+        "costs, the task table and every trajectory",
     )
     out.add_argument("--quiet", action="store_true", help="print only the final summary (e.g. from cron)")
     out.add_argument("--version", action="version", version=f"run_batch {__version__}")
@@ -561,8 +576,8 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
     for option, name in (("--results-name", args.results_name), ("--config-name", args.config_name)):
         if "/" in name or "\0" in name or name in ("", ".", ".."):
             raise UsageError(f"{option} {name!r}: give a file name, not a path")
-    if args.dry_run and args.output_format == "markdown":
-        raise UsageError("--dry-run --format markdown: the plan is shown as table or json")
+    if args.dry_run and args.output_format in ("markdown", "html"):
+        raise UsageError(f"--dry-run --format {args.output_format}: the plan is shown as table or json")
     evaluator = parse_evaluator(args.evaluate) if args.evaluate is not None else ()
     for option, given in (("--evaluate-only", args.evaluate_only), ("--fail-on-evaluation", args.fail_on_evaluation)):
         if given and not evaluator:
@@ -614,6 +629,7 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         base_config=base_config,
         base_config_given=bool(args.base_config),
         evaluator=evaluator,
+        report_output=Path(args.report_output).expanduser().absolute() if args.report_output else None,
         workspace_template=template,
         workspace_per_task=args.workspace_per_task or template is not None,
         command=command,
@@ -3484,6 +3500,357 @@ def outlier_line(records: list[AttemptRecord]) -> str | None:
     )
 
 
+# ------------------------------------------------------------------------------------------------
+# The HTML report: one self-contained page (inline CSS, SVG drawn here, a little plain JavaScript)
+# ------------------------------------------------------------------------------------------------
+
+HTML_CLIP = 2000  # characters of an action's output shown before "show all"
+HTML_OUTPUT_CAP = 20_000  # characters of one output kept in the page at all
+HTML_TRAJECTORY_CAP = 200_000  # characters of one task's rendered trajectory
+HTML_TRAJECTORY_FILE_CAP = 32 << 20  # a bigger trajectory file is linked, not rendered
+STATUS_COLOUR = {
+    "success": "#2e7d32",
+    "failed": "#c62828",
+    "timeout": "#ef6c00",
+    "stalled": "#f9a825",
+    "error": "#6a1b9a",
+    "interrupted": "#0277bd",
+}
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _seconds(stamp: str) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def timeline_lanes(records: list[AttemptRecord]) -> list[tuple[str, int, AttemptRecord, float, float]]:
+    """(group, lane, record, start, end) for every attempt: each run (and shard) gets lanes, and an
+    attempt takes the first lane free at its start, the way the pool's workers took them (pure)."""
+    placed = []
+    by_group: dict[str, list[tuple[float, float, AttemptRecord]]] = {}
+    for r in records:
+        start, end = _seconds(r.started_at), _seconds(r.finished_at)
+        if start is not None and end is not None:
+            by_group.setdefault(r.run_id or "?", []).append((start, max(end, start), r))
+    for group, items in sorted(by_group.items(), key=lambda g: min(i[0] for i in g[1])):
+        lanes: list[float] = []
+        for start, end, r in sorted(items, key=lambda i: i[0]):
+            lane = next((i for i, free in enumerate(lanes) if free <= start + 0.01), len(lanes))
+            if lane == len(lanes):
+                lanes.append(end)
+            lanes[lane] = end
+            placed.append((group, lane, r, start, end))
+    return placed
+
+
+def svg_timeline(records: list[AttemptRecord]) -> str:
+    placed = timeline_lanes(records)
+    if not placed:
+        return "<p>No attempts with times.</p>"
+    t0 = min(p[3] for p in placed)
+    span = max(max(p[4] for p in placed) - t0, 1.0)
+    rows = sorted({(p[0], p[1]) for p in placed}, key=lambda k: (min(x[3] for x in placed if x[0] == k[0]), k[1]))
+    row_of = {k: i for i, k in enumerate(rows)}
+    width, left, height = 1000, 110, 18
+    parts = [
+        f'<svg class="timeline" viewBox="0 0 {width + left} {len(rows) * height + 24}" '
+        f'width="100%" role="img" aria-label="timeline">'
+    ]
+    for (group, lane), i in row_of.items():
+        parts.append(f'<text x="2" y="{i * height + 13}" class="lane">{_e(group)} · {lane + 1}</text>')
+    for group, lane, r, start, end in placed:
+        x = left + (start - t0) / span * width
+        w = max((end - start) / span * width, 1.5)
+        tip = (
+            f"{r.task_name} · {r.status} · attempt {r.attempt} · {end - start:.1f}s · "
+            f"{format_money(r.total_cost)}" + (f" · {r.error}" if r.error else "")
+        )
+        parts.append(
+            f'<rect class="bar" data-status="{_e(r.status)}" x="{x:.1f}" y="{row_of[(group, lane)] * height + 2}"'
+            f' width="{w:.1f}" height="{height - 4}" fill="{STATUS_COLOUR.get(r.status, "#777")}">'
+            f"<title>{_e(tip)}</title></rect>"
+        )
+    parts.append(
+        f'<text x="{left}" y="{len(rows) * height + 18}" class="axis">0s</text>'
+        f'<text x="{left + width - 40}" y="{len(rows) * height + 18}" class="axis">'
+        f"{_e(format_duration(span))}</text></svg>"
+    )
+    return "".join(parts)
+
+
+def svg_bars(items: list[tuple[str, float, bool]], unit: str) -> str:
+    """A sorted horizontal bar chart; outliers drawn in red (pure)."""
+    if not items:
+        return "<p>Nothing known.</p>"
+    items = sorted(items, key=lambda i: -i[1])[:60]
+    top = max(i[1] for i in items) or 1.0
+    height, left, width = 14, 180, 700
+    parts = [f'<svg class="bars" viewBox="0 0 {left + width + 90} {len(items) * height + 4}" width="100%" role="img">']
+    for i, (name, value, outlier) in enumerate(items):
+        label = f"${value:.4f}" if unit == "$" else format_duration(value)
+        parts.append(
+            f'<text x="{left - 4}" y="{i * height + 11}" text-anchor="end">{_e(name[:28])}</text>'
+            f'<rect x="{left}" y="{i * height + 2}" width="{max(value / top * width, 1):.1f}" height="{height - 3}"'
+            f' fill="{"#c62828" if outlier else "#546e7a"}"><title>{_e(name)}: {_e(label)}'
+            f"{' (outlier)' if outlier else ''}</title></rect>"
+            f'<text x="{left + max(value / top * width, 1) + 4:.1f}" y="{i * height + 11}">{_e(label)}</text>'
+        )
+    return "".join(parts) + "</svg>"
+
+
+def svg_histogram(values: list[float], bins: int = 12) -> str:
+    if not values:
+        return "<p>No durations.</p>"
+    top = max(values) or 1.0
+    counts = [0] * bins
+    for v in values:
+        counts[min(int(v / top * bins), bins - 1)] += 1
+    most = max(counts)
+    width, height = 600, 120
+    bar = width / bins
+    parts = [f'<svg class="hist" viewBox="0 0 {width} {height + 20}" width="60%" role="img">']
+    for i, n in enumerate(counts):
+        h = n / most * height
+        parts.append(
+            f'<rect x="{i * bar + 1:.1f}" y="{height - h:.1f}" width="{bar - 2:.1f}" height="{h:.1f}" '
+            f'fill="#546e7a"><title>{n} tasks from {_e(format_duration(i * top / bins))} to '
+            f"{_e(format_duration((i + 1) * top / bins))}</title></rect>"
+        )
+    parts.append(
+        f'<text x="0" y="{height + 16}">0s</text><text x="{width - 40}" y="{height + 16}">'
+        f"{_e(format_duration(top))}</text></svg>"
+    )
+    return "".join(parts)
+
+
+def _clipped(text: str) -> str:
+    text = text[:HTML_OUTPUT_CAP]
+    if len(text) <= HTML_CLIP:
+        return f"<pre>{_e(text)}</pre>"
+    return (
+        f"<pre>{_e(text[:HTML_CLIP])}</pre><details class=more><summary>show all "
+        f"({len(text)} characters{', cut' if len(text) >= HTML_OUTPUT_CAP else ''})</summary>"
+        f"<pre>{_e(text)}</pre></details>"
+    )
+
+
+def trajectory_html(record: AttemptRecord) -> str:
+    """A trajectory, readably: messages and thoughts, each action with its observation, each step's
+    cost and tokens, the final state and error; bounded however big the file."""
+    path = Path(record.trajectory_path) if record.trajectory_path else None
+    head = (
+        f"<p>final state <b>{_e(record.agent_state or '-')}</b>"
+        + (f", error: {_e(record.error)}" if record.error else "")
+        + "</p>"
+    )
+    if path is None:
+        return head + "<p>No trajectory was saved.</p>"
+    try:
+        size = path.stat().st_size
+        if size > HTML_TRAJECTORY_FILE_CAP:
+            return head + f"<p>The trajectory is {size >> 20} MB: too big to show here; open the file.</p>"
+        events = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return head + "<p>The trajectory could not be read.</p>"
+    if not isinstance(events, list):
+        return head + "<p>The trajectory is not a list of events.</p>"
+    out, used, last_cost = [head, "<ol class=steps>"], 0, 0.0
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        kind = event.get("action") or event.get("observation") or event.get("kind") or "event"
+        source = event.get("source") or ""
+        args: dict[str, Any] = event["args"] if isinstance(event.get("args"), dict) else {}
+        parts = []
+        for text in (
+            event.get("thought"),
+            args.get("thought"),
+            event.get("message"),
+            args.get("command"),
+            args.get("path"),
+            args.get("url"),
+            args.get("content") if kind != "message" else None,
+        ):
+            if isinstance(text, str) and text.strip():
+                parts.append(_clipped(text))
+        content = event.get("content")
+        if isinstance(content, str) and content.strip():
+            parts.append(_clipped(content))
+        for key in ("action", "observation", "llm_message"):  # the V1 CLI's events
+            if isinstance(event.get(key), dict) and not event.get("args"):
+                parts.append(_clipped(json.dumps(event[key], ensure_ascii=False)[:HTML_OUTPUT_CAP]))
+        metrics = metrics_from_llm_metrics(event.get("llm_metrics"), "trajectory")
+        money = ""
+        if metrics.total_cost is not None:
+            money = (
+                f" <span class=cost>+${metrics.total_cost - last_cost:.4f} (total {format_money(metrics.total_cost)}, "
+                f"{format_count(metrics.total_input_tokens)}/{format_count(metrics.total_output_tokens)} tokens)</span>"
+            )
+            last_cost = metrics.total_cost
+        item = f"<li><span class=kind>{_e(source)} {_e(kind)}</span>{money}{''.join(parts)}</li>"
+        used += len(item)
+        if used > HTML_TRAJECTORY_CAP:
+            out.append(f"<li>… the rest is cut here ({HTML_TRAJECTORY_CAP} characters); open the trajectory file.</li>")
+            break
+        out.append(item)
+    return "".join([*out, "</ol>"])
+
+
+# The page may load nothing from anywhere: only its own inline style and script.
+HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+HTML_STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h2{font-size:1.15em;
+margin-top:1.6em}table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;padding:3px 6px;
+text-align:left;vertical-align:top}th{cursor:pointer;background:#f3f3f3}td.num{text-align:right}
+.status{color:#fff;border-radius:3px;padding:0 4px}pre{white-space:pre-wrap;background:#f7f7f7;padding:4px;margin:2px 0;
+max-height:30em;overflow:auto}.kind{font-weight:600}.cost{color:#555;font-size:.9em}svg text{font-size:10px}
+.lane{fill:#555}.totals{background:#f3f6f9;padding:.6em;border-radius:4px}.filters label{margin-right:1em}
+details.traj{margin:.3em 0}details.traj>summary{cursor:pointer}"""
+
+HTML_SCRIPT = """
+function sortBy(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),
+b=t.tBodies[0],num=th.dataset.num==='1',d=th.dataset.dir==='1'?-1:1;th.dataset.dir=d===1?'1':'0';
+[...b.rows].sort((x,y)=>{let a=x.cells[i].dataset.v??x.cells[i].textContent,
+c=y.cells[i].dataset.v??y.cells[i].textContent;
+if(num){a=parseFloat(a);c=parseFloat(c);a=isNaN(a)?-1:a;c=isNaN(c)?-1:c;return (a-c)*d}return a.localeCompare(c)*d})
+.forEach(r=>b.appendChild(r))}
+function filterRows(){const on=new Set([...document.querySelectorAll('.filters input:checked')].map(c=>c.value));
+document.querySelectorAll('#tasks tbody tr').forEach(r=>{r.hidden=!on.has(r.dataset.status)})}
+document.querySelectorAll('#tasks th').forEach(th=>th.addEventListener('click',()=>sortBy(th)));
+document.querySelectorAll('.filters input').forEach(c=>c.addEventListener('change',filterRows));
+"""
+
+
+def render_html(
+    latest: list[AttemptRecord],
+    records: list[AttemptRecord],
+    totals: Totals,
+    report_dir: Path,
+    secrets: tuple[str, ...],
+    title: str,
+) -> str:
+    """The whole report page (pure but for reading trajectories). Everything not written here is
+    escaped: task names, reasons and outputs are data from outside."""
+    attempts = Counter(r.task_name for r in records)
+    outliers = {r.task_name for r in cost_outliers(latest)}
+    durations = sorted(r.elapsed_time_seconds for r in latest)
+    median = durations[len(durations) // 2] if durations else 0.0
+
+    def link(path: str | None, label: str) -> str:
+        if not path:
+            return ""
+        return f'<a href="{_e(os.path.relpath(path, report_dir))}">{_e(label)}</a>'
+
+    rows = []
+    for r in latest:
+        verdict = (r.evaluation or {}).get("verdict", "-")
+        links = " ".join(
+            filter(
+                None,
+                [
+                    link(r.stdout_log, "stdout"),
+                    link(r.stderr_log, "stderr"),
+                    link(r.trajectory_path, "trajectory"),
+                    link(r.workspace, "workspace"),
+                ],
+            )
+        )
+        colour = STATUS_COLOUR.get(r.status, "#777")
+        cost = "" if r.total_cost is None else r.total_cost
+        rows.append(
+            f'<tr data-status="{_e(r.status)}"><td>{_e(r.task_name)}</td>'
+            f'<td><span class=status style="background:{colour}">{_e(r.status)}</span></td>'
+            f"<td>{_e(r.agent_state or '-')}</td><td>{_e(verdict)}</td>"
+            f'<td class=num data-v="{r.elapsed_time_seconds}">{r.elapsed_time_seconds:.1f}</td>'
+            f'<td class=num data-v="{cost}">{_e(format_money(r.total_cost))}'
+            f"{' ⚑' if r.task_name in outliers else ''}</td>"
+            f'<td class=num data-v="{r.total_input_tokens or ""}">{_e(format_count(r.total_input_tokens))}</td>'
+            f'<td class=num data-v="{r.total_output_tokens or ""}">{_e(format_count(r.total_output_tokens))}</td>'
+            f"<td class=num>{attempts[r.task_name]}</td><td>{_e(r.error or '')}</td><td>{links}</td></tr>"
+        )
+    present = sorted({r.status for r in latest}, key=lambda st: STATUSES.index(st) if st in STATUSES else 99)
+    filters = "".join(f'<label><input type=checkbox value="{_e(st)}" checked> {_e(st)}</label>' for st in present)
+    heads = [
+        ("task", 0),
+        ("status", 0),
+        ("state", 0),
+        ("verdict", 0),
+        ("secs", 1),
+        ("cost", 1),
+        ("in tok", 1),
+        ("out tok", 1),
+        ("attempts", 1),
+        ("why", 0),
+        ("files", 0),
+    ]
+    head = "".join(f'<th data-num="{n}">{_e(h)}</th>' for h, n in heads)
+    trajectories = "".join(
+        f'<details class=traj id="t-{i}"><summary>{_e(r.task_name)} · {_e(r.status)}</summary>'
+        f"{trajectory_html(r)}</details>"
+        for i, r in enumerate(latest)
+    )
+    runs = sorted({r.run_id for r in records if r.run_id})
+    rates = pass_rate_line(totals.evaluation) or ""
+    cost_items = [(r.task_name, r.total_cost, r.task_name in outliers) for r in latest if r.total_cost is not None]
+    time_items = [
+        (r.task_name, r.elapsed_time_seconds, median > 0 and r.elapsed_time_seconds > 3 * median) for r in latest
+    ]
+    page = f"""<!doctype html><html lang=en><head><meta charset=utf-8>
+<meta http-equiv="Content-Security-Policy" content="{HTML_POLICY}">
+<title>{_e(title)}</title><style>{HTML_STYLE}</style></head><body>
+<h1>{_e(title)}</h1>
+<div class=totals><p>{_e(totals_line(totals))}</p><p>{_e(rates)}</p>
+<p>{len(runs)} run(s): {_e(", ".join(runs))}; generated {_e(utc_now())} by run_batch {__version__}</p></div>
+<h2>Timeline</h2><p>One lane per worker slot of each run; hover a bar for its task.</p>{svg_timeline(records)}
+<h2>Cost per task</h2><p>Red: more than 3× the median.</p>{svg_bars(cost_items, "$")}
+<h2>Time per task</h2>{svg_bars(time_items, "s")}
+<h2>Durations</h2>{svg_histogram(durations)}
+<h2>Tasks</h2><div class=filters>{filters}</div>
+<table id=tasks><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>
+<h2>Trajectories</h2>{trajectories}
+<script>{HTML_SCRIPT}</script></body></html>
+"""
+    return mask(page, secrets)
+
+
+def write_html_report(
+    path: Path,
+    latest: list[AttemptRecord],
+    records: list[AttemptRecord],
+    totals: Totals,
+    secrets: tuple[str, ...],
+    title: str,
+) -> Path:
+    """The report page, written atomically."""
+    text = render_html(latest, records, totals, path.parent.absolute(), secrets, title)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    return path
+
+
+def markdown_report(latest: list[AttemptRecord], totals: Totals) -> str:
+    """--format markdown: the tasks, the totals, the pass rate and a per-status table (GitHub's
+    job summary reads markdown)."""
+    lines = [render_summary(latest, totals, "markdown"), ""]
+    if rates := pass_rate_line(totals.evaluation):
+        lines += [rates, ""]
+    lines += ["| status | tasks |", "|---|---|", *(f"| {st} | {n} |" for st, n in totals.counts.items() if n)]
+    return "\n".join(lines)
+
+
 def report(settings: Settings) -> int:
     """--report: the latest attempt of every task across every results file in the folder."""
     folder = settings.output_dir
@@ -3501,8 +3868,16 @@ def report(settings: Settings) -> int:
         data["live_runs"] = live
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0 if latest and all(r.status == "success" for r in latest) else 1
+    if settings.output_format == "html":
+        path = settings.report_output or folder / "report.html"
+        secrets = find_secrets(load_base_config(settings.base_config), dict(os.environ))
+        write_html_report(path, latest, records, totals, secrets, f"run_batch report: {folder}")
+        print(f"Report: {path}")
+        return 0 if latest and all(r.status == "success" for r in latest) else 1
     if settings.output_format == "table":
         print_report_table(latest, totals)
+    elif settings.output_format == "markdown":
+        print(markdown_report(latest, totals))
     else:
         print(render_summary(latest, totals, settings.output_format))
     for line in [*filter(None, [outlier_line(latest)]), *live_run_lines(live)]:
@@ -4103,7 +4478,19 @@ def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) 
             "runner_peak_rss_mb": peak_rss_mb(),
         },
     )
-    text = mask("\n".join(summary_lines(batch, plan, shown, totals, wall, not_started)), batch.secrets)
+    lines = summary_lines(batch, plan, shown, totals, wall, not_started)
+    if batch.settings.html:
+        records, _ = read_folder_records(batch.settings.output_dir)
+        report = write_html_report(
+            batch.settings.output_dir / "report.html",
+            shown,
+            records,
+            totals,
+            batch.secrets,
+            f"run_batch report: {batch.settings.output_dir}",
+        )
+        lines.append(f"Report: {report}")
+    text = mask("\n".join(lines), batch.secrets)
     batch.log.write(text)
     batch.view.write(text)  # even with --quiet: the one thing it prints
     return shown
