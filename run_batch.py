@@ -3452,13 +3452,28 @@ def status_file_name(results_name: str) -> str:
 
 
 def read_live_runs(output_dir: Path) -> list[dict[str, Any]]:
-    """The status files of runs that say they are running (run*.json)."""
+    """The status files of runs that are running (run*.json): a file that says `running` for a
+    process on this machine that is gone is a dead run's, and left out."""
     runs = []
     for path in sorted(output_dir.glob("run*.json")):
-        data = read_json_file(path)
-        if isinstance(data, dict) and data.get("state") == "running" and isinstance(data.get("running"), list):
-            runs.append(data)
+        data = read_json_file(path, limit=64 << 20)
+        if not (isinstance(data, dict) and data.get("state") == "running" and isinstance(data.get("running"), list)):
+            continue
+        pid = data.get("pid")
+        if data.get("host") == socket.gethostname() and isinstance(pid, int) and not process_alive(pid):
+            continue
+        runs.append(data)
     return runs
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not is_zombie(pid)
 
 
 def live_run_lines(runs: list[dict[str, Any]]) -> list[str]:
@@ -4203,11 +4218,12 @@ class Batch:
         evaluation = grade(record, str(task.prompt_path), self.settings, stdout_log, self.folder.run_id, self.secrets)
         return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=self.settings.evaluate)
 
-    def watch(self, done: threading.Event, poll: float = 2.0) -> None:
+    def watch(self, done: threading.Event) -> None:
         """The monitor thread: every few seconds, look at each running attempt (new events and
         output only), stop a stalled one or one over its budget, hold the batch budgets, write the
         status file, and off a terminal print a heartbeat."""
-        last_heartbeat = last_status = time.monotonic()
+        poll = min(2.0, self.settings.heartbeat or 2.0)
+        last_heartbeat = time.monotonic()
         while not done.wait(poll):
             now = time.monotonic()
             with self._lock:
@@ -4220,9 +4236,7 @@ class Batch:
                 check_attempt(live, now, self.settings.stall_timeout, self.settings.openhands.max_budget_per_task)
             self.check_budgets()
             self.view.progress({r.session: (r.cost, r.steps) for r in running})
-            if now - last_status >= 5:
-                last_status = now
-                self.write_status("running")
+            self.write_status("running")
             if (
                 self.settings.heartbeat
                 and not isinstance(self.view, LiveView)
@@ -4237,6 +4251,9 @@ class Batch:
             running = sum(live.cost for live in self.live.values())
             recorded = self.cost_so_far
         folder = (self.folder_spend.refresh(self.folder.results.path) if self.folder_spend else 0.0) + recorded
+        for other in read_live_runs(self.settings.output_dir):  # other shards' running tasks, as they last said
+            if other.get("run_id") != self.folder.run_id and isinstance(other.get("spend"), dict):
+                folder += _number_or_none(other["spend"].get("running")) or 0.0
         return {
             "this_run": round(recorded + running, 6),
             "running": round(running, 6),

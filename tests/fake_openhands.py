@@ -10,7 +10,9 @@ It follows docs/openhands.md and what the real openhands-ai 1.6.0 was seen to do
 - exit 0 for every end state, ERROR included; 1 for a failure before the agent runs;
 - each event written as it happens to <file_store_path>/sessions/<sid>/events/<n>.json,
   the trajectory (with llm_metrics on agent actions) only at a normal end or after SIGINT;
-- the agent's commands run with `bash -c` in their own session (start_new_session);
+- the agent's commands run with `bash -c` in their own session (start_new_session), in the
+  workspace like the CLI runtime: WORKSPACE_BASE, else [core] workspace_base (created when
+  missing), else the working directory;
 - SIGINT: graceful stop after the running command ends (up to its 120 s timeout), state
   STOPPED, trajectory saved, exit 0; a second SIGINT exits 1. SIGTERM: dies at once.
 
@@ -39,8 +41,8 @@ What the agent does is chosen by lines in the prompt:
     error-mb N              fails before the agent runs (exit 1), logging an openhands:ERROR line
                             and a traceback whose exception message is N MiB on one line
 Each LLM call costs PROMPT/COMPLETION tokens below, priced by [llm] input/output_cost_per_token.
-If STANDIN_RECORD_DIR is set, the argv, working directory, config and environment it was
-started with are written to <STANDIN_RECORD_DIR>/<sid>.json for the tests to inspect.
+If STANDIN_RECORD_DIR is set, the argv, working directory, workspace, config and environment it
+was started with are written to <STANDIN_RECORD_DIR>/<sid>.json for the tests to inspect.
 """
 
 from __future__ import annotations
@@ -160,11 +162,11 @@ def write_big_trajectory(target: Path, events: list[dict[str, Any]], mib: float,
         f.write("]")
 
 
-def run_command(command: str) -> tuple[int, str]:
-    """Like the CLI runtime: bash -c in its own session, 120 s command timeout."""
+def run_command(command: str, cwd: str | None = None) -> tuple[int, str]:
+    """Like the CLI runtime: bash -c in its own session, in the workspace, 120 s command timeout."""
     global running_command
     running_command = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+                                       stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
     try:
         out, _ = running_command.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -211,11 +213,15 @@ def main() -> int:
     file_store = Path(os.path.expanduser(setting("file_store_path", "~/.openhands")))
     trajectory = setting("save_trajectory_path", None)
     max_iterations = args.max_iterations or int(setting("max_iterations", 500))
+    workspace = setting("workspace_base", None)  # the CLI runtime makes it and works there
+    if workspace:
+        workspace = os.path.abspath(os.path.expanduser(workspace))
+        os.makedirs(workspace, exist_ok=True)
 
     record_dir = os.environ.get("STANDIN_RECORD_DIR")
     if record_dir:
         Path(record_dir, f"{sid}.json").write_text(json.dumps({
-            "argv": sys.argv, "cwd": os.getcwd(), "config": config, "sid": sid, "pid": os.getpid(),
+            "argv": sys.argv, "cwd": os.getcwd(), "workspace": workspace, "config": config, "sid": sid, "pid": os.getpid(),
             "executable": sys.executable, "sys_path_prefix": sys.prefix,
             "stdin_is_devnull": os.path.realpath("/proc/self/fd/0") == "/dev/null",
             "pgid": os.getpgid(0), "sid_unix": os.getsid(0), "unknown_args": unknown,
@@ -332,7 +338,7 @@ def main() -> int:
             "tokens (prompt/completion/cache_read/cache_write): 1000/50/7/3, accumulated tokens "
             "(prompt/completion): 1000/50")
     if not stopping:
-        code, output = run_command(command)
+        code, output = run_command(command, workspace)
         session.add({"source": "agent", "observation": "run", "content": output,
                      "extras": {"command": command, "exit_code": code}, "message": ""})
     if stopping:
