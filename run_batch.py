@@ -1075,6 +1075,8 @@ class Entrypoint(Protocol):
 
     def follow(self, files: AttemptFiles, session: str) -> Follower: ...
 
+    def evidence(self, files: AttemptFiles) -> list[Path]: ...
+
     def clean_up(self, session: str, log: RunLog) -> None: ...
 
     def about(self) -> dict[str, Any]: ...
@@ -1226,6 +1228,9 @@ class CoreMain:
     def follow(self, files: AttemptFiles, session: str) -> Follower:
         return EventFollower(self.event_folders(session))
 
+    def evidence(self, files: AttemptFiles) -> list[Path]:
+        return []  # its session events live in the user's file store, outside the output folder
+
     def clean_up(self, session: str, log: RunLog) -> None:
         if self.uses_docker and not self.keep_containers:
             remove_container(self.session_id(session), log)
@@ -1302,6 +1307,14 @@ class CliV1:
 
     def follow(self, files: AttemptFiles, session: str) -> Follower:
         return ConversationFollower(self.conversations(files))
+
+    def evidence(self, files: AttemptFiles) -> list[Path]:
+        """The conversation's files: they are in the output folder, and the agent's commands see
+        the whole environment, keys included."""
+        try:
+            return [p for p in self.conversations(files).rglob("*") if p.is_file() and not p.is_symlink()]
+        except OSError:
+            return []
 
     def clean_up(self, session: str, log: RunLog) -> None:
         pass  # its tmux server carries the attempt's marker: the sweep ends it
@@ -4336,7 +4349,7 @@ class Batch:
     def collect_evidence(self, task: Task, files: AttemptFiles) -> Evidence:
         """Secrets masked in what the task wrote, the logs' tails, whether a trajectory was saved."""
         saved = trajectory_saved(files.trajectory)
-        for path in (files.trajectory, files.stdout_log, files.stderr_log):
+        for path in (files.trajectory, files.stdout_log, files.stderr_log, *self.entrypoint.evidence(files)):
             if redact_file(path, self.secrets):
                 self.log.warn(f"{printable(task.name)}: a secret appeared in {path.name}; masked")
         return Evidence(mask(tail(files.stdout_log), self.secrets), mask(tail(files.stderr_log), self.secrets), saved)

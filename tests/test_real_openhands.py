@@ -48,7 +48,11 @@ SKIP = why_skip()
 # CI sets RUN_BATCH_TESTS_REQUIRE_OPENHANDS after installing OpenHands: there a skip would hide a
 # broken install path, so these tests fail instead.
 REQUIRED = bool(os.environ.get("RUN_BATCH_TESTS_REQUIRE_OPENHANDS"))
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.skipif(SKIP is not None and not REQUIRED, reason=SKIP or "")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(SKIP is not None and not REQUIRED, reason=SKIP or ""),
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
