@@ -221,7 +221,8 @@ def main() -> int:
     record_dir = os.environ.get("STANDIN_RECORD_DIR")
     if record_dir:
         Path(record_dir, f"{sid}.json").write_text(json.dumps({
-            "argv": sys.argv, "cwd": os.getcwd(), "workspace": workspace, "config": config, "sid": sid, "pid": os.getpid(),
+            "argv": sys.argv, "cwd": os.getcwd(), "workspace": workspace, "config": config, "sid": sid,
+            "pid": os.getpid(),
             "executable": sys.executable, "sys_path_prefix": sys.prefix,
             "stdin_is_devnull": os.path.realpath("/proc/self/fd/0") == "/dev/null",
             "pgid": os.getpgid(0), "sid_unix": os.getsid(0), "unknown_args": unknown,
