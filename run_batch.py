@@ -41,6 +41,7 @@ import threading
 import time
 import tomllib
 import traceback
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -3536,6 +3537,7 @@ HTML_CLIP = 2000  # characters of an action's output shown before "show all"
 HTML_OUTPUT_CAP = 20_000  # characters of one output kept in the page at all
 HTML_TRAJECTORY_CAP = 200_000  # characters of one task's rendered trajectory
 HTML_TRAJECTORY_FILE_CAP = 32 << 20  # a bigger trajectory file is linked, not rendered
+HTML_PAGE_TRAJECTORIES_CAP = 20_000_000  # characters of trajectories in the whole page; the rest are linked
 STATUS_COLOUR = {
     "success": "#2e7d32",
     "failed": "#c62828",
@@ -3772,7 +3774,7 @@ def render_html(
     def link(path: str | None, label: str) -> str:
         if not path:
             return ""
-        return f'<a href="{_e(os.path.relpath(path, report_dir))}">{_e(label)}</a>'
+        return f'<a href="{_e(urllib.parse.quote(os.path.relpath(path, report_dir)))}">{_e(label)}</a>'
 
     rows = []
     for r in latest:
@@ -3817,11 +3819,19 @@ def render_html(
         ("files", 0),
     ]
     head = "".join(f'<th data-num="{n}">{_e(h)}</th>' for h, n in heads)
-    trajectories = "".join(
-        f'<details class=traj id="t-{i}"><summary>{_e(r.task_name)} · {_e(r.status)}</summary>'
-        f"{trajectory_html(r)}</details>"
-        for i, r in enumerate(latest)
-    )
+    shown: list[str] = []
+    budget = HTML_PAGE_TRAJECTORIES_CAP
+    for i, r in enumerate(latest):
+        body = (
+            trajectory_html(r)
+            if budget > 0
+            else ("<p>Not shown: the page holds at most 20 million characters of trajectories; open the file.</p>")
+        )
+        budget -= len(body)
+        shown.append(
+            f'<details class=traj id="t-{i}"><summary>{_e(r.task_name)} · {_e(r.status)}</summary>{body}</details>'
+        )
+    trajectories = "".join(shown)
     runs = sorted({r.run_id for r in records if r.run_id})
     rates = pass_rate_line(totals.evaluation) or ""
     cost_items = [(r.task_name, r.total_cost, r.task_name in outliers) for r in latest if r.total_cost is not None]
