@@ -25,6 +25,7 @@ import hashlib
 import html
 import json
 import os
+import queue
 import random
 import re
 import select
@@ -45,7 +46,7 @@ import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -2262,7 +2263,7 @@ class Evaluation:
     reason: str | None = None  # why `error`: crashed, timed out, not found
 
     def as_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict deep-copies: slow
 
     @classmethod
     def from_json(cls, data: Any) -> Evaluation | None:
@@ -2298,8 +2299,9 @@ def verdict_of(
         return "passed", score, details, None
     if exit_code == 1:
         return "failed", score, details, None
-    how = f"killed by signal {-exit_code}" if exit_code is not None and exit_code < 0 else f"exit code {exit_code}"
-    return "error", score, details, f"the evaluator ended with {how}"
+    if exit_code is not None and exit_code < 0:
+        return "error", score, details, f"the evaluator was killed by signal {-exit_code}"
+    return "error", score, details, f"the evaluator ended with exit code {exit_code}"
 
 
 def last_line_of(path: Path) -> str:
@@ -2315,9 +2317,11 @@ def run_evaluator(
     timeout: float,
     marker: Marker,
     secrets: tuple[str, ...],
+    stop: StopSignal | None = None,
 ) -> Evaluation:
     """Run the evaluator like a task: its own session, its output in its log (secrets masked),
-    its timeout, and every process it leaves killed (the same marker sweep)."""
+    its timeout, every process it leaves killed (the same marker sweep), and stopped at once when
+    the batch is stopped (Ctrl-C, SIGTERM)."""
     t0 = time.monotonic()
     env = {**environ, **marker.environment(), "PYTHONUNBUFFERED": "1"}
     timed_out, code, start_error = False, None, None
@@ -2335,20 +2339,35 @@ def run_evaluator(
     except OSError as exc:
         start_error = f"could not start the evaluator {argv[0]}: {exc.strerror or exc}"
     else:
+        deadline = time.monotonic() + timeout
+        stopped = False
         try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            while code is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                if stop is not None and stop.stopping:
+                    stopped = True
+                    break
+                code = wait_for_exit(proc, min(left, 0.5))
         finally:
             kill_everything(proc, marker)
-            code = proc.returncode if not timed_out else None
+        if stopped:
+            start_error = f"stopped with the batch ({stop.reason if stop else ''})"
     redact_file(log_path, secrets)
     verdict, score, details, reason = verdict_of(code, last_line_of(log_path), timed_out, timeout, start_error)
     return Evaluation(verdict, score, details, code, round(time.monotonic() - t0, 3), str(log_path), reason)
 
 
 def grade(
-    record: AttemptRecord, prompt: str, settings: Settings, stdout_log: Path, run_id: str, secrets: tuple[str, ...]
+    record: AttemptRecord,
+    prompt: str,
+    settings: Settings,
+    stdout_log: Path,
+    run_id: str,
+    secrets: tuple[str, ...],
+    stop: StopSignal | None = None,
 ) -> Evaluation:
     """Run --evaluate on one attempt, its log beside the attempt's logs: `<stem>.eval.log` (or, when
     that name is taken by an earlier grading, `<stem>.eval.<run id>.log`)."""
@@ -2373,6 +2392,7 @@ def grade(
         settings.evaluate_timeout,
         marker,
         secrets,
+        stop,
     )
 
 
@@ -2678,7 +2698,7 @@ class AttemptRecord:
     workspace: str | None = None  # the attempt's own workspace (--workspace-per-task)
 
     def as_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict deep-copies: slow
 
     @classmethod
     def from_json(cls, data: Any) -> AttemptRecord:
@@ -2887,7 +2907,14 @@ def make_workspace(output_dir: Path, files: AttemptFiles, template: Path | None)
         argv = ["git", "clone", "--quiet", "--shared", "--no-hardlinks", str(template), str(workspace)]
     else:
         workspace.mkdir()
-        argv = ["cp", "-a", "--reflink=auto", f"{template}/.", str(workspace)]
+        # Everything in the template but the output folder, when it lies inside (a copy of itself).
+        inside = output_dir.absolute().is_relative_to(template)
+        entries = [
+            template / e
+            for e in sorted(os.listdir(template))
+            if not (inside and output_dir.absolute().is_relative_to(template / e))
+        ]
+        argv = ["cp", "-a", "--reflink=auto", *map(str, entries), str(workspace)] if entries else ["true"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -4232,14 +4259,19 @@ class Batch:
             self.stop.reason,
             self.secrets,
         )
-        if self.settings.evaluator and record.status != "error" and not self.stop.kill_now:
+        if self.settings.evaluator and record.status != "error" and not self.stop.stopping:
             record = self.evaluate(task, record, files.stdout_log)
         return record, retryable
 
     def evaluate(self, task: Task, record: AttemptRecord, stdout_log: Path) -> AttemptRecord:
         """Grade one attempt with --evaluate."""
-        evaluation = grade(record, str(task.prompt_path), self.settings, stdout_log, self.folder.run_id, self.secrets)
-        return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=self.settings.evaluate)
+        evaluation = grade(
+            record, str(task.prompt_path), self.settings, stdout_log, self.folder.run_id, self.secrets, self.stop
+        )
+        if evaluation.reason and evaluation.reason.startswith("stopped with the batch"):
+            return record  # not graded: the next run or --evaluate-only grades it
+        command = mask(self.settings.evaluate or "", self.secrets)
+        return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=command)
 
     def watch(self, done: threading.Event) -> None:
         """The monitor thread: every few seconds, look at each running attempt (new events and
@@ -4400,10 +4432,20 @@ def run_pool(batch: Batch) -> None:
     """The thread pool. The main thread only waits, in short steps, so signal handlers run
     promptly, and says once what a stop request means."""
     with ThreadPoolExecutor(max_workers=batch.settings.max_workers, thread_name_prefix="task") as pool:
-        futures: set[Future[None]] = {pool.submit(batch.run_task, t) for t in batch.tasks}
+        # Finished futures come through a queue: waiting on all the pending ones at every wake
+        # costs time that grows with the square of the batch (2,000 tasks: 0.3 s of CPU).
+        ended: queue.SimpleQueue[Future[None]] = queue.SimpleQueue()
+        for task in batch.tasks:
+            pool.submit(batch.run_task, task).add_done_callback(ended.put)
+        left = len(batch.tasks)
         said = (False, False)
-        while futures:
-            finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+        while left:
+            finished = []
+            with contextlib.suppress(queue.Empty):
+                finished.append(ended.get(timeout=0.5))
+                while True:
+                    finished.append(ended.get_nowait())
+            left -= len(finished)
             if (batch.stop.stopping, batch.stop.kill_now) != said:
                 said = (batch.stop.stopping, batch.stop.kill_now)
                 batch.log.write(
@@ -4630,6 +4672,7 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
     if not folder.is_dir():
         raise UsageError(f"--output-dir {folder}: no such folder; nothing to evaluate")
     secrets = find_secrets(load_base_config(settings.base_config), environ)
+    command = mask(settings.evaluate or "", secrets)  # as it is stored
     records, warnings = read_folder_records(folder)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -4644,9 +4687,10 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
         for t in selected
         if latest[t.name].status != "error"
         and latest[t.name].stdout_log
-        and (settings.rerun or latest[t.name].evaluate_command != settings.evaluate)
+        and (settings.rerun or latest[t.name].evaluate_command != command)
     ]
     run_id = uuid.uuid4().hex[:8]
+    stop = StopSignal()
     verdicts_file = ResultsFile(folder / EVALUATIONS_FILE)
     verdicts_file.acquire({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id})
     print(
@@ -4656,7 +4700,9 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
     )
 
     def one(record: AttemptRecord) -> AttemptRecord:
-        evaluation = grade(record, record.prompt_file, settings, Path(str(record.stdout_log)), run_id, secrets)
+        evaluation = grade(record, record.prompt_file, settings, Path(str(record.stdout_log)), run_id, secrets, stop)
+        if evaluation.reason and evaluation.reason.startswith("stopped with the batch"):
+            return record
         verdicts_file.append_json(
             {
                 "task_name": record.task_name,
@@ -4665,14 +4711,14 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
                 "run_id": record.run_id,
                 "evaluated_by": run_id,
                 "evaluated_at": utc_now(),
-                "evaluate_command": settings.evaluate,
+                "evaluate_command": command,
                 "evaluation": evaluation.as_json(),
             }
         )
-        return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=settings.evaluate)
+        return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=command)
 
     try:
-        with ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="evaluate") as pool:
+        with signal_handlers(stop), ThreadPoolExecutor(settings.max_workers, thread_name_prefix="evaluate") as pool:
             for i, graded in enumerate(pool.map(one, to_grade), 1):
                 verdict = graded.evaluation or {}
                 score = "" if verdict.get("score") is None else f"  score {verdict['score']:g}"
@@ -4688,6 +4734,8 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
                 latest[graded.task_name] = graded
     finally:
         verdicts_file.release()
+    if stop.signum:
+        return 128 + stop.signum
     shown = [latest[t.name] for t in selected]
     print(pass_rate_line(pass_rates(shown)) or "Evaluation: nothing evaluated.")
     if settings.fail_on_evaluation:

@@ -96,7 +96,9 @@ status=0
 LITELLM_LOCAL_MODEL_COST_MAP=True "$VENV/bin/run-batch" \
   --prompt-dir "$HERE/prompts" --project-dir "$OUT" --output-dir "$OUT/batch_output" \
   --base-config "$CONFIG" --command "$OPENHANDS_PYTHON -m openhands.core.main" \
-  --max-workers 2 --timeout 300 "$@" || status=$?
+  --max-workers 2 --timeout 300 --workspace-per-task --html \
+  --evaluate "$(printf '%q %q' "$VENV/bin/python" "$HERE/evaluate.py") {task} {workspace} {trajectory}" \
+  "$@" || status=$?
 echo
 "$VENV/bin/run-batch" --report --output-dir "$OUT/batch_output" || true
 
