@@ -73,11 +73,11 @@ class ArrayBatch:
         return {**self.ws.env, "PROJECT_DIR": str(self.ws.project), "PROMPT_DIR": str(self.ws.prompts),
                 "OUTPUT_DIR": str(self.ws.output), "RUN_BATCH": f"{sys.executable} {SCRIPT}"}
 
-    def submit(self, array: str, *sbatch: str) -> str:
+    def submit(self, array: str, *sbatch: str, run_batch: tuple[str, ...] = ()) -> str:
         # Arguments after the script go to run_batch (they win over the example's): the stand-in
-        # instead of OpenHands, with the CLI runtime (no Docker here), and no retries.
+        # instead of OpenHands, with the CLI runtime (no Docker here), no retries, and run_batch.
         runner = ["--runtime", "cli", "--retries", "0",
-                  "--command", f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))}"]
+                  "--command", f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))}", *run_batch]
         job = self.cluster.sbatch([f"--array={array}", *SMALL, *sbatch, str(EXAMPLE), *runner],
                                   env=self.env, cwd=self.submit_dir)
         self.submitted.append(job)
@@ -282,3 +282,59 @@ def test_scancel_of_one_array_task(batch: ArrayBatch, how: str) -> None:
         assert ended[f"{job}_1"] == ("FAILED", "143:0"), (ended, batch.job_logs())
     check_stopped(batch, ["t4", "t6"], ["t8"], graceful=how != "scancel")
     resubmit_finishes_the_rest(batch, release, quick, held)
+
+
+# Four shards of two ticking tasks each, all at once (--max-workers 2, the example's): eight tasks
+# spending ONE_CALL every 0.5 s each, $0.0176/s together. Alone, one shard (two tasks) would need
+# ~34 s to reach BUDGET; only together (~9 s) do they reach it, well before their 40 s end.
+TICKING = [f"b{n}" for n in range(1, 9)]
+BUDGET = 0.15
+CALLS_PER_SECOND = 2  # the stand-in's `tick`: one more LLM call every 0.5 s
+# How far past the budget the folder can get, per running task. A shard sees its own tasks' spend
+# as of its last look, the other shards' as of their last status file (rewritten every 2 s: up to
+# 2 s old), and looks every 2 s: it sees the budget reached at most 2 + 2 s after the tasks
+# together reached it. Its tasks then get SIGINT within 0.5 s (the wait between checks on a task)
+# and the stand-in ends within one more tick (0.5 s), without another LLM call. That is 5 s, and
+# 2 s more for a slow start of a stop on a busy 2-core machine: 7 s of spend per running task.
+LAG_SECONDS = 2 + 2 + 0.5 + 0.5 + 2
+MARGIN = len(TICKING) * LAG_SECONDS * CALLS_PER_SECOND * ONE_CALL  # 8 x 14 calls = $0.1232
+
+
+def test_shards_share_one_budget_and_stop_together_near_it(batch: ArrayBatch) -> None:
+    """--max-total-cost over an array: each shard adds the others' recorded and live spend, so the
+    array stops together near the budget, not at four times it; a higher budget resumes it."""
+    for name in TICKING:  # shard K gets b{K} and b{K+4}
+        batch.ws.prompt(name, "STANDIN: tick 40\n")
+    job = batch.submit("0-3", run_batch=("--max-total-cost", str(BUDGET), "--grace-period", "5"))
+    states = batch.cluster.wait_finished(job, timeout=40)
+    jobs = batch.cluster.jobs(job)
+    # Stopped by the budget, not by a signal: exit 1 (tasks left unfinished), which Slurm calls FAILED.
+    assert {n: (j["JobState"], j["ExitCode"]) for n, j in jobs.items()} == {
+        f"{job}_{i}": ("FAILED", "1:0") for i in range(4)}, (states, batch.job_logs())
+
+    records = [r for k in range(1, 5) for r in batch.shard(k, 4)]
+    assert sorted(r["task_name"] for r in records) == TICKING, batch.job_logs()  # each started once
+    for r in records:
+        assert r["status"] == "interrupted", r
+        assert f"batch budget of ${BUDGET:g} reached" in (r["error"] or ""), r["error"]
+        assert r["agent_state"] == "STOPPED" and r["metrics_source"] == "trajectory", r  # stopped gracefully
+        assert r["elapsed_time_seconds"] < 30, r  # stopped while they ran, not at their end
+    total = sum(r["total_cost"] for r in records)
+    spent = {r["task_name"]: r["total_cost"] for r in records}
+    # Every shard counted only what had been spent: together at least the budget, and past it by
+    # no more than what eight tasks spend while the stop spreads (MARGIN above). A shard that
+    # counted its own spend alone would have run on to its tasks' end (~$0.7 together).
+    assert BUDGET <= total <= BUDGET + MARGIN, (total, spent)
+    logs = batch.job_logs()
+    assert logs.count(f"Stopped: batch budget of ${BUDGET:g} reached") == 4, logs  # every shard says why
+    assert batch.left_running() == []
+
+    # The same array with a higher budget runs the interrupted tasks again, to the end.
+    again = batch.submit("0-3", run_batch=("--max-total-cost", "2", "--grace-period", "5"))
+    states = batch.cluster.wait_finished(again, timeout=75)
+    assert set(states.values()) == {"COMPLETED"}, (states, batch.job_logs())
+    assert batch.launches() == dict.fromkeys(TICKING, 2)
+    report = batch.report()
+    assert {r["task_name"]: r["status"] for r in report["tasks"]} == dict.fromkeys(TICKING, "success")
+    assert report["totals"]["total_cost"] <= 2
+    assert batch.left_running() == []
