@@ -4,7 +4,8 @@ It answers POST /v1/chat/completions (non-streaming) the way a tool-calling mode
 real OpenHands can run a task end to end with no LLM account. What it does is decided by
 directives in the task text (the first user message), so one server serves a whole batch:
 
-    RUN: <shell command>     first turn runs this command (default: `echo hello from the agent`)
+    RUN: <shell command>     first turn runs this command (default: `echo hello from the agent`);
+                             several RUN lines run one per turn, in order
     LLM: fail                every request gets HTTP 500 (the agent ends in ERROR)
     LLM: loop                never finish: run the command again on every turn
     LLM: hang                answer the first turn, then hold every later request open (a hung call)
@@ -46,10 +47,10 @@ def plan_reply(messages: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | No
         return 500, None
     if turn and re.search(r"^LLM:\s*hang\s*$", task, re.M):
         return 0, None  # the handler holds the request open
-    run = re.search(r"^RUN:\s*(.+)$", task, re.M)
-    command = run.group(1).strip() if run else DEFAULT_COMMAND
+    commands = [c.strip() for c in re.findall(r"^RUN:\s*(.+)$", task, re.M)] or [DEFAULT_COMMAND]
     loop = re.search(r"^LLM:\s*loop\s*$", task, re.M) is not None
-    if turn == 0 or loop:
+    if turn < len(commands) or loop:
+        command = commands[0] if loop else commands[turn]
         name, args = "execute_bash", {"command": command, "security_risk": "LOW"}
     else:
         name, args = "finish", {"message": "Done."}

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
     not os.access(POETRY, os.X_OK),
     reason="Poetry is not installed: the README's test command installs it (pip install -e '.[test]')")
 
-PER_TASK = {"RUN_BATCH_RUN_ID", "RUN_BATCH_SESSION", "SAVE_TRAJECTORY_PATH", "_"}
+PER_TASK = {"RUN_BATCH_RUN_ID", "RUN_BATCH_SESSION", "SAVE_TRAJECTORY_PATH", "_", "TMUX_TMPDIR"}
 
 
 def test_resolved_interpreter_gives_the_same_environment_as_poetry_run(ws: Workspace) -> None:
