@@ -57,7 +57,29 @@ def reported_texts(trajectory: str) -> list[str]:
                     texts.append(args[key])
             if event.get("action") == "message" and isinstance(event.get("message"), str):
                 texts.append(event["message"])
+        else:
+            texts += v1_texts(event)
     return texts
+
+
+def v1_texts(event: dict[str, Any]) -> list[str]:
+    """The same from a V1 CLI event (its trajectory is its conversation's events): a terminal
+    ObservationEvent's output, an agent MessageEvent's text, a FinishAction's message."""
+    found: list[str] = []
+    kind = event.get("kind")
+    observation = event.get("observation") if isinstance(event.get("observation"), dict) else {}
+    action = event.get("action") if isinstance(event.get("action"), dict) else {}
+    if kind == "ObservationEvent" and event.get("tool_name") == "terminal":
+        found += [
+            c["text"] for c in observation.get("content", []) if isinstance(c, dict) and isinstance(c.get("text"), str)
+        ]
+    elif kind == "ActionEvent" and action.get("kind") == "FinishAction" and isinstance(action.get("message"), str):
+        found.append(action["message"])
+    elif kind == "MessageEvent" and event.get("source") == "agent":
+        message = event.get("llm_message") if isinstance(event.get("llm_message"), dict) else {}
+        content = message.get("content") if isinstance(message.get("content"), list) else []
+        found += [c["text"] for c in content if isinstance(c, dict) and isinstance(c.get("text"), str)]
+    return found
 
 
 def event_times(trajectory: str) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -78,7 +100,8 @@ def event_times(trajectory: str) -> tuple[dt.datetime | None, dt.datetime | None
             continue
         when = when.astimezone() if when.tzinfo else when.replace(tzinfo=dt.datetime.now().astimezone().tzinfo)
         times.append(when)
-        if start is None and event.get("source") == "user" and event.get("action") == "message":
+        said = event.get("action") == "message" or event.get("kind") == "MessageEvent"  # V0, V1
+        if start is None and event.get("source") == "user" and said:
             start = when
     return start, (max(times) if times else None)
 
@@ -87,9 +110,11 @@ def check_hello_file(workspace: Path, _trajectory: str) -> Checks:
     path = workspace / "hello.txt"
     exists = path.is_file()
     content = path.read_text(encoding="utf-8", errors="replace") if exists else None
-    return {"hello.txt exists": exists,
-            "content is `hello, world`": content is not None and content.rstrip("\n") == "hello, world",
-            "content": None if content is None else content[:200]}
+    return {
+        "hello.txt exists": exists,
+        "content is `hello, world`": content is not None and content.rstrip("\n") == "hello, world",
+        "content": None if content is None else content[:200],
+    }
 
 
 def count_files(workspace: Path) -> int:
@@ -100,8 +125,12 @@ def check_count_files(workspace: Path, trajectory: str) -> Checks:
     expected = count_files(workspace)
     texts = reported_texts(trajectory)
     numbers = [int(n) for text in texts for n in re.findall(r"(?<![\w.])(\d+)(?![\w.])", text)]
-    return {"trajectory read": bool(texts), "files in workspace": expected,
-            "number reported": expected in numbers, "numbers seen": numbers[-10:]}
+    return {
+        "trajectory read": bool(texts),
+        "files in workspace": expected,
+        "number reported": expected in numbers,
+        "numbers seen": numbers[-10:],
+    }
 
 
 def python_versions(workspace: Path) -> list[str]:
@@ -121,8 +150,12 @@ def check_python_version(workspace: Path, trajectory: str) -> Checks:
     versions = python_versions(workspace)
     texts = reported_texts(trajectory)
     said = [v for text in texts for v in re.findall(r"\d+\.\d+\.\d+\S*", text)]
-    return {"trajectory read": bool(texts), "installed": versions,
-            "reported": said[-5:], "version reported": any(v in versions for v in said)}
+    return {
+        "trajectory read": bool(texts),
+        "installed": versions,
+        "reported": said[-5:],
+        "version reported": any(v in versions for v in said),
+    }
 
 
 ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
@@ -143,11 +176,19 @@ def check_slow_task(_workspace: Path, trajectory: str) -> Checks:
     start, last = event_times(trajectory)
     dates = [d for text in reported_texts(trajectory) for d in map(parse_iso, ISO_8601.findall(text)) if d]
     # seconds are cut, and the agent may start its wait at once: 4 s after the task began is enough
-    waited = [d for d in dates if start is not None and d >= start + dt.timedelta(seconds=4)
-              and (last is None or d <= last + dt.timedelta(seconds=60))]
-    return {"trajectory read": start is not None, "dates reported": [d.isoformat() for d in dates[-5:]],
-            "task began": start.isoformat() if start else None,
-            "a date at least 4 s after the start": bool(waited)}
+    waited = [
+        d
+        for d in dates
+        if start is not None
+        and d >= start + dt.timedelta(seconds=4)
+        and (last is None or d <= last + dt.timedelta(seconds=60))
+    ]
+    return {
+        "trajectory read": start is not None,
+        "dates reported": [d.isoformat() for d in dates[-5:]],
+        "task began": start.isoformat() if start else None,
+        "a date at least 4 s after the start": bool(waited),
+    }
 
 
 CHECKS: dict[str, tuple[Callable[[Path, str], Checks], tuple[str, ...]]] = {

@@ -121,7 +121,7 @@ if [[ -n $CLI && ${RUN_BATCH_EXAMPLES_CLI:-} != 0 ]]; then
   echo
   echo "=================================================================================="
   echo " THE SAME PROMPTS THROUGH THE V1 CLI: $CLI --headless"
-  echo " It works in $CLI_OUT/workspace; output in $CLI_OUT/batch_output"
+  echo " Each task works in a workspace of its own; output in $CLI_OUT/batch_output"
   CLI_ENV=()
   if [[ -n ${LLM_MODEL:-} ]]; then
     echo " LLM: your model $LLM_MODEL (run_batch passes --override-with-envs), over your"
@@ -142,7 +142,9 @@ EOF
   echo "=================================================================================="
   env "${CLI_ENV[@]}" "$VENV/bin/run-batch" \
     --prompt-dir "$HERE/prompts" --project-dir "$CLI_OUT/workspace" --output-dir "$CLI_OUT/batch_output" \
-    --command "$CLI" --max-workers 2 --timeout 300 "$@" || status=$?
+    --command "$CLI" --max-workers 2 --timeout 300 --workspace-per-task --html \
+    --evaluate "$(printf '%q %q' "$VENV/bin/python" "$HERE/evaluate.py") {task} {workspace} {trajectory}" \
+    "$@" || status=$?
   echo
   echo "== report of the V1 CLI run ($CLI_OUT/batch_output) =="
   "$VENV/bin/run-batch" --report --output-dir "$CLI_OUT/batch_output" || true

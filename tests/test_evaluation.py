@@ -561,3 +561,31 @@ def test_example_evaluator_checks_what_each_example_prompt_asks_for(tmp_path: Pa
     assert run_example_evaluator("no-such-task", str(workspace))[0] == 2
     assert run_example_evaluator("hello-file", "")[0] == 2  # no --workspace-per-task
     assert prompts <= {"hello-file", "count-files", "python-version", "slow-task"}  # a check for every prompt
+
+
+def v1_trajectory_with(path: Path, *outputs: str, start: str = "2030-01-01T10:00:00") -> str:
+    """The shape of a V1 CLI trajectory (its conversation's events, as run_batch writes them)."""
+    text = [{"type": "text", "text": "task"}]
+    events: list[dict[str, Any]] = [{"kind": "MessageEvent", "source": "user", "timestamp": start,
+                                     "llm_message": {"role": "user", "content": text}}]
+    events += [{"kind": "ObservationEvent", "source": "environment", "tool_name": "terminal", "timestamp": start,
+                "observation": {"kind": "TerminalObservation", "content": [{"type": "text", "text": out}]}}
+               for out in outputs]
+    events.append({"kind": "ActionEvent", "source": "agent", "timestamp": start, "tool_name": "finish",
+                   "action": {"kind": "FinishAction", "message": "Done."}})
+    path.write_text(json.dumps(events))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_example_evaluator_reads_a_v1_cli_trajectory(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "a").write_text("")
+    assert run_example_evaluator("count-files", str(workspace), v1_trajectory_with(tmp_path / "t1", "1"))[0] == 0
+    assert run_example_evaluator("count-files", str(workspace), v1_trajectory_with(tmp_path / "t2", "3"))[0] == 1
+    code, verdict = run_example_evaluator(
+        "slow-task", str(workspace), v1_trajectory_with(tmp_path / "t3", "2030-01-01T10:00:06")
+    )
+    assert code == 0, verdict
+    assert verdict["details"]["task began"] is not None  # the user's MessageEvent is the start

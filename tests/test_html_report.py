@@ -8,7 +8,7 @@ record, written directly, is named `<script>alert(1)</script>` with quotes (a fi
 hold the slash) and its trajectory holds a script and the secret unmasked.
 
 Chromium: `chromium` (or `chromium-browser`) on PATH, or CHROMIUM=/path. Without one the browser
-tests skip and name `bash .ci/install-chromium.sh`; with RUN_BATCH_TESTS_REQUIRE_CHROMIUM=1 they
+tests skip and name `bash .ci/install-chromium.sh`; with RUN_BATCH_TESTS_REQUIRE=chromium they
 fail instead (for CI, after that script ran).
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COST_IN, COST_OUT, ENV_SECRET, SECRET, Workspace, read_jsonl
+from conftest import COST_IN, COST_OUT, ENV_SECRET, SECRET, Workspace, read_jsonl, required
 
 import run_batch as rb
 
@@ -314,7 +314,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     chromium = find_chromium()
     if chromium is None:
         message = f"no Chromium found (chromium on PATH or CHROMIUM=...): {INSTALL_HINT}"
-        if os.environ.get("RUN_BATCH_TESTS_REQUIRE_CHROMIUM"):
+        if required("chromium"):
             pytest.fail(message)
         pytest.skip(message)
     try:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPT, alive, openhands_python, processes_with, read_jsonl, wait_until
+from conftest import SCRIPT, alive, openhands_python, processes_with, read_jsonl, required, wait_until
 from llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM
 
 OPENHANDS_PYTHON = openhands_python() or ""
@@ -47,7 +47,7 @@ def why_skip() -> str | None:
 SKIP = why_skip()
 # CI sets RUN_BATCH_TESTS_REQUIRE_OPENHANDS after installing OpenHands: there a skip would hide a
 # broken install path, so these tests fail instead.
-REQUIRED = bool(os.environ.get("RUN_BATCH_TESTS_REQUIRE_OPENHANDS"))
+REQUIRED = required("openhands")
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
@@ -58,7 +58,7 @@ pytestmark = [
 @pytest.fixture(scope="module", autouse=True)
 def openhands_is_there() -> None:
     if SKIP:
-        pytest.fail(f"RUN_BATCH_TESTS_REQUIRE_OPENHANDS is set, but {SKIP}", pytrace=False)
+        pytest.fail(f"RUN_BATCH_TESTS_REQUIRE asks for the real OpenHands, but {SKIP}", pytrace=False)
 
 
 def closed_port() -> int:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SCRIPT, alive, processes_with, read_jsonl, wait_until
+from conftest import SCRIPT, alive, processes_with, read_jsonl, required, wait_until
 from llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -62,7 +62,14 @@ def find_cli() -> str | None:
 
 
 CLI = find_cli()
-pytestmark.append(pytest.mark.skipif(CLI is None, reason=f"no V1 CLI found: run `{INSTALL}` (or set OPENHANDS_CLI)"))
+NOT_FOUND = f"no V1 CLI found: run `{INSTALL}` (or set OPENHANDS_CLI)"
+pytestmark.append(pytest.mark.skipif(CLI is None and not required("cli"), reason=NOT_FOUND))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_is_there() -> None:
+    if CLI is None:
+        pytest.fail(f"RUN_BATCH_TESTS_REQUIRE asks for the V1 CLI, but {NOT_FOUND}", pytrace=False)
 
 
 # --- helpers --------------------------------------------------------------------------------------

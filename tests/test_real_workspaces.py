@@ -4,7 +4,7 @@ the CLI runtime works in the workspace run_batch gives each attempt, and the eva
 The OpenHands of `bash examples/install-openhands.sh` (or OPENHANDS_PYTHON), the CLI runtime and
 the scripted LLM of tests/llm_server.py, as in test_real_openhands.py (whose make_project builds
 the project); skipped with the install command when there is no OpenHands, failed instead when
-RUN_BATCH_TESTS_REQUIRE_OPENHANDS is set.
+RUN_BATCH_TESTS_REQUIRE asks for openhands.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ sys.exit(0 if ok else 1)
 @pytest.fixture(scope="module", autouse=True)
 def openhands_is_there() -> None:
     if SKIP:
-        pytest.fail(f"RUN_BATCH_TESTS_REQUIRE_OPENHANDS is set, but {SKIP}", pytrace=False)
+        pytest.fail(f"RUN_BATCH_TESTS_REQUIRE asks for the real OpenHands, but {SKIP}", pytrace=False)
 
 
 @pytest.fixture(scope="module")
