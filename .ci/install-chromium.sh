@@ -22,29 +22,8 @@ if [[ -n "$found" ]]; then
   exit 0
 fi
 
-as_root=()
-if ((EUID != 0)); then
-  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    as_root=(sudo -n)
-  else
-    echo "Chromium: not installed and not root: the browser tests of the HTML report will skip"
-    exit 0
-  fi
+bash "$(dirname "$0")/apt-install.sh" Chromium "the browser tests of the HTML report" chromium
+if command -v chromium >/dev/null 2>&1; then
+  echo "Chromium: $(chromium --version 2>/dev/null | tail -n 1 || echo 'version unknown')"
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "Chromium: not installed and no apt-get here: the browser tests of the HTML report will skip"
-  exit 0
-fi
-
-echo "Chromium: installing Debian's chromium with apt-get..."
-log=$(mktemp)
-export DEBIAN_FRONTEND=noninteractive
-if "${as_root[@]}" apt-get update -q >"$log" 2>&1 &&
-   "${as_root[@]}" apt-get install -y -q --no-install-recommends chromium >>"$log" 2>&1; then
-  echo "Chromium: installed ($(chromium --version 2>/dev/null | tail -n 1 || echo 'version unknown'))"
-else
-  echo "Chromium: apt-get failed, the browser tests of the HTML report will skip; the end of its output:"
-  tail -n 5 "$log"
-fi
-rm -f "$log"
 exit 0
