@@ -20,10 +20,13 @@ import contextlib
 import copy
 import dataclasses
 import datetime as dt
+import errno
 import fnmatch
 import hashlib
 import html
+import io
 import json
+import math
 import os
 import queue
 import random
@@ -49,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 __version__ = "0.4.0"
 
@@ -65,7 +68,20 @@ STEM_LIMIT = 100  # bytes of a task's file-name stem; longer names are shortened
 SECRET_MIN_LENGTH = 8  # shorter values are not treated as secrets (they would mask ordinary words)
 MARKER_RUN = "RUN_BATCH_RUN_ID"  # environment marker every process of a task inherits
 MARKER_SESSION = "RUN_BATCH_SESSION"
-SIGNALS_THAT_STOP = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+MARKER_RUNNER = "RUN_BATCH_RUNNER"  # the runner's pid: a live runner's tasks are never "left over"
+# Every signal whose default would end the runner on the spot (leaving its tasks running with no
+# timeout and its private configs behind) stops the batch the graceful way instead.
+SIGNALS_THAT_STOP = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGXCPU,
+)
 
 
 class UsageError(Exception):
@@ -615,7 +631,8 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
     if args.base_config:
         base_config = Path(args.base_config).expanduser().absolute()
         if not base_config.is_file():
-            raise UsageError(f"--base-config {args.base_config}: no such file")
+            what = "not a regular file" if base_config.exists() else "no such file"
+            raise UsageError(f"--base-config {args.base_config}: {what}; give an OpenHands config.toml")
     else:
         default = project_dir / "config.toml"
         base_config = default if default.is_file() else None
@@ -750,17 +767,42 @@ def task_identities(names: list[str]) -> dict[str, tuple[str, str]]:
     return result
 
 
+def open_regular(path: Path | str) -> BinaryIO:
+    """A file from outside the runner (a prompt, a task's log or events, a results file) opened for
+    reading only when it is a regular file: a FIFO would block for ever and a device never ends.
+    O_NONBLOCK makes the open itself return at once on a FIFO; OSError(EINVAL) when not regular."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads_json(data: str | bytes) -> Any:
+    """JSON from outside the runner, strictly: Python's reader takes NaN and Infinity, which no
+    other reader does, and which would pass through sums and comparisons (a budget against NaN is
+    never reached) into files others read."""
+    return json.loads(data, parse_constant=_not_json)
+
+
 def read_prompt(path: Path) -> tuple[str | None, str | None]:
     """(sha256, problem) of a prompt file. Only regular files are prompts (a FIFO would block, a
     device never ends) and a prompt is read up to PROMPT_LIMIT bytes, never more."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        f = open_regular(path)
     except OSError as exc:
-        return None, f"cannot read prompt: {exc.strerror or exc}"
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        if exc.errno == errno.EINVAL:
             return None, "not a regular file (a FIFO, device or socket named .md); only files are prompts"
+        return None, f"cannot read prompt: {exc.strerror or exc}"
+    with f:
+        info = os.fstat(f.fileno())
         if info.st_size > PROMPT_LIMIT:
             return None, f"prompt is {info.st_size} bytes, over the limit of {PROMPT_LIMIT} (10 MiB)"
         try:
@@ -779,13 +821,16 @@ def discover_tasks(prompt_dir: Path) -> list[Task]:
     except OSError as exc:
         raise UsageError(f"--prompt-dir {prompt_dir}: cannot list it ({exc.strerror})") from None
     paths = [prompt_dir / e for e in entries if not (prompt_dir / e).is_dir()]
-    names = [readable(p.name[:-3]) for p in paths]
-    identities = task_identities(names)
+    raw = [p.name[:-3] for p in paths]  # distinct, as file names are; readable() forms may meet
+    identities = task_identities(raw)
+    shown = Counter(readable(r) for r in raw)
     tasks = []
-    for path, name in zip(paths, names, strict=True):
+    for path, name in zip(paths, raw, strict=True):
         stem, tag = identities[name]
-        if name != path.name[:-3]:  # TOML and JSON hold only text: such a path cannot be passed on
-            tasks.append(Task(name, path, stem, None, "the file name is not valid UTF-8; rename the prompt", tag))
+        if readable(name) != name:  # TOML and JSON hold only text: such a path cannot be passed on
+            text = readable(name)
+            text = text if shown[text] == 1 else f"{text}~{_digest(name, 16)}"  # `bad\xff`, `bad\xfe`
+            tasks.append(Task(text, path, stem, None, "the file name is not valid UTF-8; rename the prompt", tag))
             continue
         sha, problem = read_prompt(path)
         tasks.append(Task(name, path, stem, sha, problem, tag))
@@ -1425,9 +1470,10 @@ class Marker:
 
     run_id: str
     session: str | None = None  # None: every process of the run
+    orphans_only: bool = False  # only those whose runner is gone (what a dead run left)
 
     def environment(self) -> dict[str, str]:
-        return {MARKER_RUN: self.run_id, MARKER_SESSION: self.session or ""}
+        return {MARKER_RUN: self.run_id, MARKER_SESSION: self.session or "", MARKER_RUNNER: str(os.getpid())}
 
     def processes(self) -> list[int]:
         """Live processes (zombies count as gone) whose environment carries this marker; Linux
@@ -1450,8 +1496,20 @@ class Marker:
             except OSError:  # gone, or not ours
                 continue
             if all(w in entries for w in wanted) and not is_zombie(pid):
+                if self.orphans_only and _runner_alive(entries):
+                    continue
                 found.append(pid)
         return found
+
+
+def _runner_alive(environ_entries: list[bytes]) -> bool:
+    """Whether the runner named in a process's environment still runs (then it is that runner's
+    task, however a lock file came to name its run: a copied output folder, a forged lock)."""
+    prefix = f"{MARKER_RUNNER}=".encode()
+    for entry in environ_entries:
+        if entry.startswith(prefix) and entry[len(prefix) :].isdigit():
+            return process_alive(int(entry[len(prefix) :]))
+    return False
 
 
 def is_zombie(pid: int) -> bool:
@@ -1723,12 +1781,13 @@ _REASONS = (
     re.compile(r"(Agent got stuck in a loop)"),
     re.compile(r"(STATUS\$ERROR_[A-Z_]+)"),
 )
-_AGENT_ERROR = re.compile(r"Error while running the agent \(session ID: [^)]*\): (.*)")
+_AGENT_ERROR = re.compile(r"Error while running the agent \(session ID: [^)]{0,200}\): (.*)")
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b:?.*)$")
 _LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d - openhands:(\w+): \S+ - (.*)$")
 # Cost and token lines, in every format OpenHands has printed (docs/openhands.md, "Cost and tokens").
+# The gap is bounded: an unbounded `.*?` costs the square of a 64 KiB piece full of near-misses.
 _ACTION_METRICS = re.compile(
-    r"Action metrics - accumulated_cost: ([\d.eE+-]+),.*?accumulated tokens \(prompt/completion\): (\d+)/(\d+)"
+    r"Action metrics - accumulated_cost: ([\d.eE+-]+),.{0,400}?accumulated tokens \(prompt/completion\): (\d+)/(\d+)"
 )
 _ACTION_LATEST = re.compile(r"latest tokens \(prompt/completion/cache_read/cache_write\): (\d+)/(\d+)/(\d+)/(\d+)")
 _DEBUG_COST = re.compile(r"Accumulated Cost: ([\d.]+) USD")
@@ -1782,7 +1841,7 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
         line = ANSI.sub("", raw.rstrip("\r\n")) if "\x1b" in raw else raw.rstrip("\r\n")
         # Cheap substring tests first: most lines are none of these.
         if "AgentState." in line and (m := _STATE.search(line)):
-            facts.agent_state = m.group(2)
+            facts.agent_state = agent_state_name(m.group(2)) or facts.agent_state
         if "Agent " in line or "STATUS$" in line:
             for pattern in _REASONS:
                 if m := pattern.search(line):
@@ -1799,7 +1858,7 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
             facts.last_error_line = m.group(2).strip()
         elif line.startswith("ERROR:root:<class '") and (m := _ROOT_ERROR.match(line)):  # 0.33
             facts.last_exception = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"
-        if "metrics" in line and (m := _ACTION_METRICS.search(line)):
+        if "accumulated tokens" in line and (m := _ACTION_METRICS.search(line)):
             action = (m.group(1), m.group(2), m.group(3))
             if lm := _ACTION_LATEST.search(line):
                 latest_cache[0] += int(lm.group(3))
@@ -1850,7 +1909,10 @@ def merge_facts(first: OutputFacts, second: OutputFacts) -> OutputFacts:
 
 
 def _number_or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number from outside, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def metrics_from_llm_metrics(last: dict[str, Any] | None, source: str) -> Metrics:
@@ -1889,10 +1951,14 @@ def agent_state_from_events(events: Iterable[Any]) -> str | None:
     for event in events:
         if isinstance(event, dict) and event.get("observation") == "agent_state_changed":
             extras = event.get("extras")
-            value = extras.get("agent_state") if isinstance(extras, dict) else None
-            if isinstance(value, str):
-                state = value.upper()
+            state = agent_state_name(extras.get("agent_state") if isinstance(extras, dict) else None) or state
     return state
+
+
+def agent_state_name(value: Any) -> str | None:
+    """An agent state as the record keeps it: upper case, a short name or nothing. It comes from
+    files a task wrote, so nothing else (a megabyte of text, a key) gets into the record (pure)."""
+    return value.upper() if isinstance(value, str) and re.fullmatch(r"[A-Za-z_]{1,32}", value) else None
 
 
 def _decode_json_at(f: Any, offset: int, limit: int) -> Any:
@@ -1914,7 +1980,7 @@ def last_llm_metrics(path: Path, window: int = 1 << 20, value_limit: int = 16 <<
     trajectory costs a few blocks, not 150 MB. In JSON text a key is an unescaped `"llm_metrics":`,
     which a message that merely mentions it (escaped quotes) never is."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 (closed by the with below; a missing file is None)
+        f = open_regular(path)
     except OSError:
         return None
     with f:
@@ -1934,9 +2000,9 @@ def last_llm_metrics(path: Path, window: int = 1 << 20, value_limit: int = 16 <<
 def read_json_file(path: Path, limit: int = 1 << 20) -> Any:
     """A small JSON file (an event), or None when it is missing, broken or over the limit."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = f.read(limit + 1)
-        return json.loads(data) if len(data) <= limit else None
+        return loads_json(data) if len(data) <= limit else None
     except (OSError, ValueError, RecursionError):
         return None
 
@@ -1968,7 +2034,7 @@ def read_lines(path: Path) -> Iterator[str]:
     """A log's lines, a long one in pieces of at most LINE_PIECE characters: a 200 MB line
     without a newline costs 64 KiB at a time."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with io.TextIOWrapper(open_regular(path), encoding="utf-8", errors="replace") as f:
             while piece := f.readline(LINE_PIECE):
                 yield piece
     except OSError:
@@ -2046,9 +2112,14 @@ def write_cli_trajectory(events: Path, target: Path) -> bool:
     with open_new(target, exclusive=False) as out:
         out.write(b"[")
         for i, name in enumerate(names):
-            with contextlib.suppress(OSError), open(events / name, "rb") as f:
-                data = f.read().strip()
-                out.write((b",\n" if i else b"\n") + (data or b"null"))
+            out.write(b",\n" if i else b"\n")
+            try:
+                with open_regular(events / name) as f:
+                    first = f.read(1 << 16)
+                    out.write(first if first.strip() else b"null")
+                    shutil.copyfileobj(f, out, 1 << 20)  # a big event costs a chunk at a time
+            except OSError:
+                out.write(b"null")
         out.write(b"\n]\n")
     return True
 
@@ -2078,8 +2149,7 @@ def read_cli_outcome(files: AttemptFiles, conversations: Path) -> Outcome:
     folder = folders[-1]
     state = read_json_file(folder / "base_state.json", limit=64 << 20)
     state = state if isinstance(state, dict) else {}
-    status = state.get("execution_status")
-    agent_state = status.upper() if isinstance(status, str) else None
+    agent_state = agent_state_name(state.get("execution_status"))
     metrics = cli_metrics(state)
     if agent_state not in CLI_END_STATES and not metrics.total_cost:
         metrics = Metrics()  # saved before its calls were counted (killed): unknown, not 0
@@ -2111,8 +2181,9 @@ def classify(launch: Launch, agent_state: str | None, problem: str | None = None
 
 
 def one_line(text: str, limit: int = REASON_CHARS) -> str:
-    """Text as one line of at most limit characters (pure)."""
-    text = " ".join(text[: limit * 4].split())
+    """Text as one line of at most limit characters, without control characters (a task's output
+    may hold terminal escapes, which must not reach the console) (pure)."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -2170,7 +2241,7 @@ def is_retryable(status: str, launch: Launch, facts: OutputFacts, agent_state: s
 
 def tail(path: Path, chars: int = TAIL_CHARS) -> str:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - chars * 4))
@@ -2188,7 +2259,7 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
     needles = [s.encode() for s in secrets]
     overlap = max(len(n) for n in needles) - 1
     found = False
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         carry = b""
         while block := f.read(chunk):
             window = carry + block
@@ -2199,7 +2270,7 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
     if not found:
         return False
     tmp = path.with_name(f".{path.name}.redacting")
-    with open(path, "rb") as src, open_new(tmp, exclusive=False) as dst:
+    with open_regular(path) as src, open_new(tmp, exclusive=False) as dst:
         data = src.read(chunk)
         carry = b""
         while data or carry:
@@ -2291,7 +2362,7 @@ def verdict_of(
     score: float | None = None
     details: dict[str, Any] | None = None
     with contextlib.suppress(ValueError, RecursionError):
-        found = json.loads(last_line)
+        found = loads_json(last_line)
         if isinstance(found, dict):
             score = _number_or_none(found.get("score"))
             details = found.get("details") if isinstance(found.get("details"), dict) else None
@@ -2418,10 +2489,10 @@ EVALUATIONS_FILE = "evaluations.jsonl"
 def read_verdicts(output_dir: Path) -> Verdicts:
     """evaluations.jsonl, later lines winning; a bad line is skipped."""
     found: dict[tuple[str, str], tuple[Evaluation, str | None]] = {}
-    with contextlib.suppress(OSError), open(output_dir / EVALUATIONS_FILE, "rb") as f:
+    with contextlib.suppress(OSError), open_regular(output_dir / EVALUATIONS_FILE) as f:
         while line := f.readline(1 << 20):
             with contextlib.suppress(ValueError, RecursionError):
-                data = json.loads(line)
+                data = loads_json(line)
                 evaluation = Evaluation.from_json(data.get("evaluation")) if isinstance(data, dict) else None
                 if evaluation and isinstance(data.get("task_name"), str) and isinstance(data.get("session_name"), str):
                     command = data.get("evaluate_command")
@@ -2645,7 +2716,7 @@ class ShardSpend:
                 continue
             start = self.offsets.get(path, 0)
             try:
-                with open(path, "rb") as f:
+                with open_regular(path) as f:
                     f.seek(start)
                     data = f.read(16 << 20)
             except OSError:
@@ -2654,7 +2725,7 @@ class ShardSpend:
             self.offsets[path] = start + len(complete)
             for line in complete.splitlines():
                 with contextlib.suppress(ValueError, RecursionError):
-                    self.spent += AttemptRecord.from_json(json.loads(line)).total_cost or 0.0
+                    self.spent += AttemptRecord.from_json(loads_json(line)).total_cost or 0.0
         return self.spent
 
 
@@ -2718,6 +2789,10 @@ class AttemptRecord:
                 values[name] = empty
             elif isinstance(value, bool) or not isinstance(value, kinds):
                 raise ValueError(f"{name} has the wrong type ({type(value).__name__})")
+            elif isinstance(value, (int, float)) and (
+                not math.isfinite(value) or (value < 0 and name != "return_code")
+            ):
+                raise ValueError(f"{name} is not a number of zero or more")
             elif isinstance(value, list) and not all(isinstance(a, str) for a in value):
                 raise ValueError(f"{name} has the wrong type (not a list of strings)")
             elif isinstance(value, int) and float in kinds:
@@ -2816,11 +2891,26 @@ def build_record(
     stopped_by: str,
     secrets: tuple[str, ...],
 ) -> tuple[AttemptRecord, bool]:
-    """The record of an attempt that was launched, and whether it is worth another try (pure)."""
-    status = classify(launch, outcome.agent_state, outcome.problem)
-    why = explain(status, launch, outcome.facts, outcome.agent_state, timeout, stopped_by)
+    """The record of an attempt that was launched, and whether it is worth another try (pure).
+    Texts are masked before they are cut to one line: a cut could leave most of a key unmasked."""
+
+    def hide(text: str | None) -> str | None:
+        return mask(text, secrets) if text else text
+
+    facts = dataclasses.replace(
+        outcome.facts,
+        reason=hide(outcome.facts.reason),
+        last_exception=hide(outcome.facts.last_exception),
+        last_error_line=hide(outcome.facts.last_error_line),
+    )
+    launch = dataclasses.replace(launch, error=hide(launch.error), halt_reason=hide(launch.halt_reason))
+    state = outcome.agent_state
+    if state and any(secret.upper() in state for secret in secrets):
+        state = None  # a key, upper-cased, in an event file's agent_state
+    status = classify(launch, state, outcome.problem)
+    why = explain(status, launch, facts, state, timeout, stopped_by)
     if status == "error" and outcome.problem and not launch.error:
-        why = one_line(outcome.problem)
+        why = one_line(hide(outcome.problem) or "")
     m = outcome.metrics
     record = dataclasses.replace(
         blank,
@@ -2835,7 +2925,7 @@ def build_record(
         cache_read_tokens=m.cache_read_tokens,
         cache_write_tokens=m.cache_write_tokens,
         metrics_source=m.source if m.known else None,
-        agent_state=outcome.agent_state,
+        agent_state=state,
         error=mask(why, secrets) if why else None,
         trajectory_path=str(files.trajectory) if evidence.trajectory_saved else None,
         started_at=launch.started_at,
@@ -2845,25 +2935,43 @@ def build_record(
         command=[mask(a, secrets) for a in argv],
         session_id=outcome.session_id or blank.session_id,
     )
-    retryable = not stopped_by and is_retryable(status, launch, outcome.facts, outcome.agent_state)
+    retryable = not stopped_by and is_retryable(status, launch, facts, state)
     return record, retryable
 
 
+def open_for_writing(path: Path, flags: int, mode: int = 0o644) -> int:
+    """A file descriptor to write a file of ours: never through a symbolic link (in a shared output
+    folder nobody may redirect our writes), and only to a regular file (opening a FIFO someone put
+    in our place would block until a reader came: O_NONBLOCK makes it fail at once instead)."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def open_new(path: Path, exclusive: bool = True, mode: int = 0o644) -> Any:
-    """A file of ours, opened for writing never through a symbolic link (in a shared output folder
-    nobody may redirect our writes); exclusive: it must not exist yet."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if exclusive else os.O_TRUNC)
-    return os.fdopen(os.open(path, flags, mode), "wb")
+    """A file of ours opened for writing (see open_for_writing); exclusive: it must not exist yet."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    return os.fdopen(open_for_writing(path, flags, mode), "wb")
 
 
 def claim_attempt_files(output_dir: Path, task: Task, attempt: int, run_id: str) -> AttemptFiles:
     """Fresh file names for one attempt: `<stem>.json` and `<stem>.stdout.log` for a first attempt,
     `<stem>.attempt-N...` after. A name some file already has (another results file's record, a
     run in the same folder, a planted link) is never reused: each file is created here,
-    exclusively, and a taken name moves on to `<stem>.attempt-N.<run id>`."""
+    exclusively, and a taken name moves on to `<stem>.attempt-N.<run id>`. A name whose workspace
+    or conversations folder is already there (left by hand, or by a run that died) is taken too:
+    those folders are named after the files, and the files' owner alone creates them."""
     numbered = "" if attempt == 1 else f".attempt-{attempt}"
     for extra in ("", f".{run_id}", *(f".{run_id}-{k}" for k in range(2, 50))):
         stem = f"{task.stem}{numbered}{extra}"
+        if any(os.path.lexists(output_dir / folder / stem) for folder in ("workspaces", "conversations")):
+            continue
         files = AttemptFiles(
             output_dir / "trajectories" / f"{stem}.json",
             output_dir / "logs" / f"{stem}.stdout.log",
@@ -2874,10 +2982,13 @@ def claim_attempt_files(output_dir: Path, task: Task, attempt: int, run_id: str)
             for path in (files.stdout_log, files.stderr_log, files.trajectory):
                 open_new(path).close()
                 created.append(path)
-        except FileExistsError:
-            for path in created:
-                path.unlink()
-            continue
+        except BaseException as exc:
+            for path in created:  # no empty files left for a claim that failed (a full disk)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if isinstance(exc, FileExistsError):
+                continue
+            raise
         return files
     raise OSError(17, "every file name for this attempt is taken", str(output_dir / "logs" / task.stem))
 
@@ -2944,10 +3055,10 @@ class ResultsFile:
         import fcntl
 
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = open_for_writing(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise UsageError(
-                f"lock file {self.lock_path}: cannot open it ({exc.strerror}); remove it if it is a link"
+                f"lock file {self.lock_path}: cannot open it ({exc.strerror}); remove it if it is a link or not a file"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -2999,7 +3110,7 @@ class ResultsFile:
                 raise
 
     def _open(self) -> int:
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = open_for_writing(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         # A torn last line (a run died mid-write) stays as it is, but the next record must start
         # on its own line or it would be glued to it and lost.
         size = os.lseek(fd, 0, os.SEEK_END)
@@ -3011,7 +3122,7 @@ class ResultsFile:
 def _read_json_fd(fd: int) -> dict[str, Any] | None:
     try:
         data = os.pread(fd, 65536, 0)
-        value = json.loads(data) if data.strip() else None
+        value = loads_json(data) if data.strip() else None
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -3023,10 +3134,12 @@ def read_records(path: Path) -> tuple[list[AttemptRecord], list[str]]:
     records: list[AttemptRecord] = []
     bad: list[tuple[int, str]] = []
     try:
-        f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        f = open_regular(path)
     except (FileNotFoundError, NotADirectoryError):  # nothing recorded yet (or no folder: said later)
         return [], []
     except OSError as exc:
+        if exc.errno == errno.EINVAL:  # a FIFO or device named *.jsonl: never read (it would hang)
+            return [], [f"{printable(path.name)}: not a regular file; ignored"]
         raise UsageError(f"results file {path}: cannot read it ({exc.strerror})") from None
     with f:
         number = 0
@@ -3040,7 +3153,7 @@ def read_records(path: Path) -> tuple[list[AttemptRecord], list[str]]:
             if not line.strip():
                 continue
             try:
-                records.append(AttemptRecord.from_json(json.loads(line)))
+                records.append(AttemptRecord.from_json(loads_json(line)))
             except (ValueError, RecursionError) as exc:
                 if isinstance(exc, json.JSONDecodeError):
                     why = "a run died while writing it?" if not line.endswith(b"\n") else "not valid JSON"
@@ -3051,7 +3164,8 @@ def read_records(path: Path) -> tuple[list[AttemptRecord], list[str]]:
         return records, []
     reasons = Counter(why for _, why in bad)
     said = "; ".join(f"{why}{f' ({n} lines)' if n > 1 else ''}" for why, n in reasons.most_common(3))
-    return records, [f"{path.name}: {line_ranges([n for n, _ in bad])}: {said}; kept as they are and ignored"]
+    where = f"{printable(path.name)}: {line_ranges([n for n, _ in bad])}"
+    return records, [f"{where}: {said}; kept as they are and ignored"]
 
 
 def line_ranges(numbers: list[int], most: int = 40) -> str:
@@ -3196,13 +3310,13 @@ def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
         (
             printable(r.task_name),
             r.status,
-            r.agent_state or "-",
+            one_line(r.agent_state or "-", 32),
             f"{r.elapsed_time_seconds:.1f}",
             UNKNOWN if r.total_cost is None else f"{r.total_cost:.4f}",
             format_count(r.total_input_tokens),
             format_count(r.total_output_tokens),
             str((r.evaluation or {}).get("verdict", "-")),
-            (r.error or "")[:100],
+            one_line(r.error or "", 100),  # a record read back is data from outside
         )
         for r in latest
     ]
@@ -3425,9 +3539,10 @@ class RunLog:
     def __init__(self, path: Path | None, secrets: tuple[str, ...], view: PlainView) -> None:
         self.secrets = secrets
         self.view = view
+        self.path = path
         self._fd: int | None = None
         if path is not None:
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self._fd = open_for_writing(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self._lock = threading.Lock()
         self._once: set[str] = set()
 
@@ -3444,7 +3559,8 @@ class RunLog:
             self.view.line(message, err)
         if broken is not None:
             self.view.line(
-                f"warning: batch_run.log cannot be written ({broken.strerror}); going on without it", err=True
+                f"warning: {self.path} cannot be written ({broken.strerror}); going on without it",
+                err=True,
             )
 
     def warn(self, message: str) -> None:
@@ -3466,7 +3582,10 @@ class RunLog:
 def write_json_atomically(path: Path, data: dict[str, Any]) -> Path:
     """A JSON file replaced atomically: a reader never sees half of it, and a failed write (a full
     disk) leaves neither half a file nor its temporary behind."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
+    except OSError as exc:  # name the file the user knows, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, ensure_ascii=False)
@@ -3697,9 +3816,10 @@ def _clipped(text: str) -> str:
     )
 
 
-def trajectory_html(record: AttemptRecord) -> str:
+def trajectory_html(record: AttemptRecord, output_dir: Path) -> str:
     """A trajectory, readably: messages and thoughts, each action with its observation, each step's
-    cost and tokens, the final state and error; bounded however big the file."""
+    cost and tokens, the final state and error; bounded however big the file. Only a file inside
+    the output folder is read: a record is data from outside, and may name any file."""
     path = Path(record.trajectory_path) if record.trajectory_path else None
     head = (
         f"<p>final state <b>{_e(record.agent_state or '-')}</b>"
@@ -3709,10 +3829,13 @@ def trajectory_html(record: AttemptRecord) -> str:
     if path is None:
         return head + "<p>No trajectory was saved.</p>"
     try:
-        size = path.stat().st_size
-        if size > HTML_TRAJECTORY_FILE_CAP:
-            return head + f"<p>The trajectory is {size >> 20} MB: too big to show here; open the file.</p>"
-        events = json.loads(path.read_bytes())
+        if not path.resolve().is_relative_to(output_dir.resolve()):
+            return head + "<p>The record names a trajectory outside the output folder: not shown.</p>"
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > HTML_TRAJECTORY_FILE_CAP:
+                return head + f"<p>The trajectory is {size >> 20} MB: too big to show here; open the file.</p>"
+            events = loads_json(f.read(HTML_TRAJECTORY_FILE_CAP + 1))
     except (OSError, ValueError, RecursionError):
         return head + "<p>The trajectory could not be read.</p>"
     if not isinstance(events, list):
@@ -3790,9 +3913,11 @@ def render_html(
     report_dir: Path,
     secrets: tuple[str, ...],
     title: str,
+    output_dir: Path | None = None,
 ) -> str:
     """The whole report page (pure but for reading trajectories). Everything not written here is
     escaped: task names, reasons and outputs are data from outside."""
+    output_dir = output_dir or report_dir
     attempts = Counter(r.task_name for r in records)
     outliers = {r.task_name for r in cost_outliers(latest)}
     durations = sorted(r.elapsed_time_seconds for r in latest)
@@ -3850,7 +3975,7 @@ def render_html(
     budget = HTML_PAGE_TRAJECTORIES_CAP
     for i, r in enumerate(latest):
         body = (
-            trajectory_html(r)
+            trajectory_html(r, output_dir)
             if budget > 0
             else ("<p>Not shown: the page holds at most 20 million characters of trajectories; open the file.</p>")
         )
@@ -3890,10 +4015,14 @@ def write_html_report(
     totals: Totals,
     secrets: tuple[str, ...],
     title: str,
+    output_dir: Path,
 ) -> Path:
     """The report page, written atomically."""
-    text = render_html(latest, records, totals, path.parent.absolute(), secrets, title)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
+    text = render_html(latest, records, totals, path.parent.absolute(), secrets, title, output_dir)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -3936,7 +4065,7 @@ def report(settings: Settings) -> int:
     if settings.output_format == "html":
         path = settings.report_output or folder / "report.html"
         secrets = find_secrets(load_base_config(settings.base_config), dict(os.environ))
-        write_html_report(path, latest, records, totals, secrets, f"run_batch report: {folder}")
+        write_html_report(path, latest, records, totals, secrets, f"run_batch report: {folder}", folder)
         print(f"Report: {path}")
         return 0 if latest and all(r.status == "success" for r in latest) else 1
     if settings.output_format == "table":
@@ -4026,18 +4155,22 @@ def check_output_paths(settings: Settings) -> None:
     results = settings.results_path
     if results.is_dir():
         raise UsageError(f"results file {results} is a folder; pick another --results-name")
-    for path in (
-        results,
-        results.with_name(f".{results.name}.lock"),
-        settings.output_dir / "batch_run.log",
-        settings.output_dir / "logs",
-        settings.output_dir / "trajectories",
-    ):
+    own_files = (results, results.with_name(f".{results.name}.lock"), settings.output_dir / "batch_run.log")
+    own_folders = ("logs", "trajectories", "workspaces", "conversations")
+    for path in (*own_files, *(settings.output_dir / name for name in own_folders)):
         if path.is_symlink():
             raise UsageError(
                 f"{path} is a symbolic link; run_batch never writes through links: remove it "
                 "or pick another --output-dir"
             )
+    for path in own_files:
+        if path.exists() and not path.is_file():
+            raise UsageError(
+                f"{path} is not a regular file (a FIFO or device?); remove it or pick another --output-dir"
+            )
+    for name in own_folders:
+        if (settings.output_dir / name).exists() and not (settings.output_dir / name).is_dir():
+            raise UsageError(f"{settings.output_dir / name} is not a folder; remove it or pick another --output-dir")
 
 
 def open_output_folder(settings: Settings) -> OutputFolder:
@@ -4096,13 +4229,19 @@ def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
             "finish; processes or containers it left on that machine were not touched"
         )
         return
-    killed = kill_everything(None, Marker(old_run))
+    pid = previous.get("pid")
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid != os.getpid() and process_alive(pid):
+        log.warn(
+            f"the lock file names run {printable(old_run)[:40]} of pid {pid}, which is still running (is this "
+            "folder a copy of another run's?): nothing of that run was touched"
+        )
+        return
+    killed = kill_everything(None, Marker(old_run, orphans_only=True))
     containers = remove_run_containers(old_run, log)
     folder = previous.get("private_dir")
-    removed = False
-    if isinstance(folder, str) and Path(folder).name.startswith("run_batch-") and Path(folder).is_dir():
-        shutil.rmtree(folder, ignore_errors=True)
-        removed = True
+    removed = isinstance(folder, str) and is_own_private_dir(Path(folder), old_run)
+    if removed:
+        shutil.rmtree(str(folder), ignore_errors=True)
     log.write(
         f"an earlier run (pid {previous.get('pid')}, run {old_run}) did not finish: killed "
         f"{len(killed)} leftover processes, removed {containers} containers"
@@ -4111,10 +4250,27 @@ def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
     )
 
 
+def is_own_private_dir(folder: Path, run_id: str) -> bool:
+    """Whether a folder a lock file names is a private folder this user's run `run_id` made: a lock
+    file is data from outside, and in a shared output folder anyone may have written it."""
+    try:
+        info = folder.lstat()
+    except OSError:
+        return False
+    return (
+        folder.parent == Path(tempfile.gettempdir())
+        and folder.name.startswith(f"run_batch-{run_id}-")
+        and stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and stat.S_IMODE(info.st_mode) == 0o700
+    )
+
+
 @contextlib.contextmanager
 def signal_handlers(stop: StopSignal) -> Iterator[None]:
-    """Ctrl-C, SIGTERM, SIGHUP (a closed terminal or ssh session) and SIGQUIT all stop the batch
-    the graceful way; a second one kills at once. The handlers only set flags (a handler that
+    """Ctrl-C, SIGTERM, SIGHUP (a closed terminal or ssh session), SIGQUIT and the other signals
+    of SIGNALS_THAT_STOP (SIGUSR1/2, alarms, a CPU-time limit's SIGXCPU) all stop the batch the
+    graceful way; a second one kills at once. The handlers only set flags (a handler that
     took a lock could deadlock the main thread); the workers act on them."""
 
     def handler(signum: int, _frame: Any) -> None:
@@ -4169,15 +4325,21 @@ class Batch:
             try:
                 record, retryable = self.run_attempt(task, attempt)
             except Exception as exc:
-                self.log.write(f"{printable(task.name)}: internal error\n{traceback.format_exc()}")
                 session = session_name(task, self.folder.run_id, attempt)
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                    # The output folder cannot hold an attempt's files: stop, as for the results file.
+                    why = f"cannot write {exc.filename or self.folder.path} ({exc.strerror})"
+                    self.stop.fail(why)
+                else:
+                    self.log.write(f"{printable(task.name)}: internal error\n{traceback.format_exc()}")
+                    why = f"run_batch internal error: {exc!r} (details in batch_run.log)"
                 record = blank_record(
                     task,
                     attempt,
                     session,
                     self.entrypoint.session_id(session),
                     self.folder.run_id,
-                    f"run_batch internal error: {exc!r} (details in batch_run.log)",
+                    mask(why, self.secrets),
                 )
                 retryable = False
             last = not retryable or retry == self.settings.retries
@@ -4386,7 +4548,9 @@ class Batch:
         try:
             write_json_atomically(s.output_dir / status_file_name(s.results_name), data)
         except OSError as exc:
-            self.log.once("status-file", f"cannot write the status file ({exc.strerror}); going on without it")
+            self.log.once(
+                "status-file", f"cannot write the status file {exc.filename} ({exc.strerror}); going on without it"
+            )
 
     def collect_evidence(self, task: Task, files: AttemptFiles) -> Evidence:
         """Secrets masked in what the task wrote, the logs' tails, whether a trajectory was saved."""
@@ -4397,19 +4561,29 @@ class Batch:
         return Evidence(mask(tail(files.stdout_log), self.secrets), mask(tail(files.stderr_log), self.secrets), saved)
 
     def finish(self, record: AttemptRecord, last: bool) -> None:
-        """Record an attempt; `last` when the task will not be tried again in this run."""
+        """Record an attempt; `last` when the task will not be tried again in this run. A record
+        that cannot be written stops the batch (no paying for tasks whose results cannot be kept),
+        and is not counted as done anywhere: the same command runs that task again."""
+        path = self.folder.results.path
         try:
             self.folder.results.append(record)
-        except OSError as exc:  # no point paying for tasks whose results cannot be kept
-            self.stop.fail(f"cannot write {self.folder.results.path} ({exc.strerror or exc})")
+            recorded = True
+        except OSError as exc:
+            recorded = False
+            self.stop.fail(f"cannot write {path} ({exc.strerror or exc})")
             self.log.write(
-                f"{printable(record.task_name)}: its record could not be written: {exc}", console=True, err=True
+                f"{printable(record.task_name)}: its record could not be written to {path}: {exc.strerror or exc}",
+                console=True,
+                err=True,
             )
         with self._lock:
             self.done += last
-            self.records.append(record)
-            self.cost_so_far += record.total_cost or 0.0
+            if recorded:
+                self.records.append(record)
+            self.cost_so_far += record.total_cost or 0.0  # spent either way: the budgets count it
             line = mask(finished_line(record, self.done, len(self.tasks), last), self.secrets)
+            if not recorded:
+                line += "  (NOT RECORDED: the results file cannot be written)"
         self.log.write(line)
         self.view.finished(record, line, last)
 
@@ -4522,7 +4696,7 @@ def summary_lines(
         f"{totals.total_output_tokens} out{tokens_mean}."
     )
     for r in [r for r in shown if r.status != "success"][:20]:
-        lines.append(f"  {r.status:<11} {printable(r.task_name)}: {r.error or ''}"[:200])
+        lines.append(f"  {r.status:<11} {printable(r.task_name)}: {one_line(r.error or '', 180)}"[:200])
     slowest = sorted(shown, key=lambda r: -r.elapsed_time_seconds)[:3]
     if slowest:
         lines.append(
@@ -4570,6 +4744,7 @@ def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) 
             totals,
             batch.secrets,
             f"run_batch report: {batch.settings.output_dir}",
+            batch.settings.output_dir,
         )
         lines.append(f"Report: {report}")
     text = mask("\n".join(lines), batch.secrets)

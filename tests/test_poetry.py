@@ -13,11 +13,14 @@ import pytest
 from conftest import SCRIPT, STANDIN, Workspace, read_jsonl
 
 POETRY = shutil.which("poetry") or str(Path(sys.executable).parent / "poetry")
-pytestmark = pytest.mark.skipif(
-    not os.access(POETRY, os.X_OK),
-    reason="Poetry is not installed: the README's test command installs it (pip install -e '.[test]')")
+pytestmark = [
+    pytest.mark.e2e,  # real Poetry: seconds
+    pytest.mark.skipif(
+        not os.access(POETRY, os.X_OK),
+        reason="Poetry is not installed: the README's test command installs it (pip install -e '.[test]')"),
+]
 
-PER_TASK = {"RUN_BATCH_RUN_ID", "RUN_BATCH_SESSION", "SAVE_TRAJECTORY_PATH", "_", "TMUX_TMPDIR"}
+PER_TASK = {"RUN_BATCH_RUN_ID", "RUN_BATCH_SESSION", "RUN_BATCH_RUNNER", "SAVE_TRAJECTORY_PATH", "_", "TMUX_TMPDIR"}
 
 
 def test_resolved_interpreter_gives_the_same_environment_as_poetry_run(ws: Workspace) -> None:
