@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import datetime as dt
 import errno
+import fcntl
 import fnmatch
 import hashlib
 import html
@@ -31,6 +32,7 @@ import os
 import queue
 import random
 import re
+import resource
 import select
 import shlex
 import shutil
@@ -93,7 +95,8 @@ class UsageError(Exception):
 # ================================================================================================
 
 USAGE = """run-batch --prompt-dir DIR [options] [-- OPENHANDS_ARGS ...]
-       run-batch --report [--output-dir DIR] [--format table|json|markdown]"""
+       run-batch --report [--output-dir DIR] [--format table|json|markdown|html] [--output FILE]
+       run-batch --evaluate-only --evaluate CMD --prompt-dir DIR [--output-dir DIR]"""
 
 DESCRIPTION = """\
 Run every *.md prompt in a folder through OpenHands' headless mode, serially or in parallel,
@@ -190,6 +193,10 @@ class Settings:
     def results_path(self) -> Path:
         return self.output_dir / self.results_name
 
+    @property
+    def grader(self) -> Grader:
+        return Grader(self.evaluator, self.project_dir, self.output_dir, self.evaluate_timeout)
+
 
 def _number(minimum: float, inclusive: bool) -> Callable[[str], float]:
     """argparse type: a finite number above (or at least) minimum."""
@@ -239,7 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    io = p.add_argument_group("where things are")
+    _where_options(p.add_argument_group("where things are"))
+    _running_options(p.add_argument_group("how tasks run"))
+    _evaluation_options(p.add_argument_group("did the agent do the task"))
+    _openhands_options(p.add_argument_group("OpenHands settings for every task"))
+    _selection_options(p.add_argument_group("which tasks"))
+    _output_options(p.add_argument_group("what is shown"))
+    return p
+
+
+def _where_options(io: argparse._ArgumentGroup) -> None:
     io.add_argument(
         "--prompt-dir",
         metavar="DIR",
@@ -281,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the name is never seen (default: batch_config.toml)",
     )
 
-    run = p.add_argument_group("how tasks run")
+
+def _running_options(run: argparse._ArgumentGroup) -> None:
     run.add_argument(
         "--command",
         metavar="CMD",
@@ -395,12 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat",
         metavar="SECONDS",
         type=_non_negative_float,
-        default=60.0,
+        default=None,
         help="off a terminal, a progress line this often: done/total, running, spend so far, ETA "
-        "(default: 60; 0 turns it off), e.g. --heartbeat 300",
+        "(default: 60, and none with --quiet; 0 turns it off), e.g. --heartbeat 300",
     )
 
-    ev = p.add_argument_group("did the agent do the task")
+
+def _evaluation_options(ev: argparse._ArgumentGroup) -> None:
     ev.add_argument(
         "--evaluate",
         metavar="CMD",
@@ -443,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. --workspace-template ~/repos/project",
     )
 
-    oh = p.add_argument_group("OpenHands settings for every task")
+
+def _openhands_options(oh: argparse._ArgumentGroup) -> None:
     oh.add_argument("--runtime", metavar="NAME", help="[core] runtime, e.g. --runtime cli")
     oh.add_argument(
         "--max-iterations", metavar="N", type=_int_at_least(1), help="agent step limit (-i), e.g. --max-iterations 50"
@@ -457,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     oh.add_argument("--llm-config", metavar="NAME", help="[llm.NAME] section to use (-l), e.g. --llm-config claude")
     oh.add_argument("--agent-cls", metavar="NAME", help="agent class (-c), e.g. --agent-cls CodeActAgent")
 
-    sel = p.add_argument_group("which tasks")
+
+def _selection_options(sel: argparse._ArgumentGroup) -> None:
     sel.add_argument(
         "--include",
         metavar="GLOB",
@@ -493,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
         "JOB_COMPLETION_INDEX with N from RUN_BATCH_SHARDS, e.g. --shard 3/8",
     )
 
-    out = p.add_argument_group("what is shown")
+
+def _output_options(out: argparse._ArgumentGroup) -> None:
     out.add_argument(
         "--dry-run",
         action="store_true",
@@ -516,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         dest="report_output",
         metavar="FILE",
-        help="where --report --format html writes the page (default: <output-dir>/report.html)",
+        help="where --html and --report --format html write the page (default: <output-dir>/report.html)",
     )
     out.add_argument(
         "--html",
@@ -526,7 +547,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--quiet", action="store_true", help="print only the final summary (e.g. from cron)")
     out.add_argument("--version", action="version", version=f"run_batch {__version__}")
-    return p
 
 
 def parse_shard(text: str | None, environ: dict[str, str]) -> tuple[int, int] | None:
@@ -596,6 +616,12 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
             raise UsageError(f"{option} {name!r}: give a file name, not a path")
     if args.dry_run and args.output_format in ("markdown", "html"):
         raise UsageError(f"--dry-run --format {args.output_format}: the plan is shown as table or json")
+    if args.report_output:
+        if not (args.html or (args.report and args.output_format == "html")):
+            raise UsageError("--output FILE is where the HTML report goes: with --html, or --report --format html")
+        where = Path(args.report_output).expanduser().absolute().parent
+        if not where.is_dir():
+            raise UsageError(f"--output {args.report_output}: there is no folder {where}; create it or pick another")
     evaluator = parse_evaluator(args.evaluate) if args.evaluate is not None else ()
     for option, given in (("--evaluate-only", args.evaluate_only), ("--fail-on-evaluation", args.fail_on_evaluation)):
         if given and not evaluator:
@@ -651,6 +677,7 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         report_output=Path(args.report_output).expanduser().absolute() if args.report_output else None,
         workspace_template=template,
         workspace_per_task=args.workspace_per_task or template is not None,
+        heartbeat=args.heartbeat if args.heartbeat is not None else (0.0 if args.quiet else 60.0),
         command=command,
         openhands=from_args(OpenHandsOptions, args, extra_args=tuple(extra)),
         selection=from_args(Selection, args, tasks=names, shard=shard),
@@ -1049,6 +1076,29 @@ def with_labels(kwargs_literal: str, marker: Marker) -> str:
     return repr(kwargs)
 
 
+def set_workspace(config: dict[str, Any], env: dict[str, str], environ: dict[str, str], workspace: Path) -> None:
+    """Make `workspace` the agent's workspace on every release (docs/openhands.md, "Workspace"):
+    [core] workspace_base and workspace_mount_path are read by 0.33 and 1.6 alike (deprecated in
+    1.6, still honoured); [sandbox] volumes exists only in later releases (0.33 rejects the key),
+    and where the user has it, it wins and drops the workspace unless it mounts /workspace: so a
+    user's volumes get ours as their /workspace mount. The environment beats the TOML: the same
+    values go there (pure)."""
+    core = config["core"]
+    core["workspace_base"] = core["workspace_mount_path"] = str(workspace)
+    env["WORKSPACE_BASE"] = env["WORKSPACE_MOUNT_PATH"] = str(workspace)
+    sandbox = config.get("sandbox")
+    if isinstance(sandbox, dict) and isinstance(sandbox.get("volumes"), str):
+        sandbox["volumes"] = with_workspace_mount(sandbox["volumes"], workspace)
+    if environ.get("SANDBOX_VOLUMES"):
+        env["SANDBOX_VOLUMES"] = with_workspace_mount(environ["SANDBOX_VOLUMES"], workspace)
+
+
+def with_workspace_mount(volumes: str, workspace: Path) -> str:
+    """A `host:container[:mode],...` list with its /workspace mount replaced by ours (pure)."""
+    others = [m for m in volumes.split(",") if m.strip() and m.split(":")[1:2] != ["/workspace"]]
+    return ",".join([f"{workspace}:/workspace:rw", *others])
+
+
 def build_command(
     command: tuple[str, ...], options: OpenHandsOptions, prompt_path: Path, config_path: Path, session: str
 ) -> list[str]:
@@ -1128,7 +1178,9 @@ class Entrypoint(Protocol):
 
     def about(self) -> dict[str, Any]: ...
 
-    def describe(self, task: Task, files: AttemptFiles, secrets: tuple[str, ...]) -> dict[str, Any]: ...
+    def describe(
+        self, task: Task, files: AttemptFiles, secrets: tuple[str, ...], workspace: Path | None
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -1244,17 +1296,13 @@ class CoreMain:
         self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path, workspace: Path | None
     ) -> Prepared:
         config = task_config(self.base_config, self.options, files.trajectory, marker.run_id, session)
-        if workspace is not None:  # 0.x and 1.x read [core] workspace_base; Docker mounts [sandbox] volumes
-            config["core"]["workspace_base"] = str(workspace)
-            if self.uses_docker:
-                config["sandbox"]["volumes"] = f"{workspace}:/workspace:rw"
+        env = child_environment(self.environ, self.options, files.trajectory, marker, self.venv)
+        if workspace is not None:
+            set_workspace(config, env, self.environ, workspace)
         config_path = write_private_config(private_dir, f"{session}.{self.config_name}", config)
         argv = build_command(self.command, self.options, task.prompt_path, config_path, session)
         tmux_dir = make_tmux_dir(private_dir)
-        env = child_environment(self.environ, self.options, files.trajectory, marker, self.venv)
         env.update(attempt_environment(marker, tmux_dir))
-        if workspace is not None:  # the environment beats the TOML
-            env["WORKSPACE_BASE"] = str(workspace)
         return Prepared(argv, env, (config_path, tmux_dir))
 
     def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
@@ -1285,12 +1333,16 @@ class CoreMain:
     def about(self) -> dict[str, Any]:
         return {"entrypoint": "core-main", "version": self.release.version, "rules": self.release.rules()}
 
-    def describe(self, task: Task, files: AttemptFiles, secrets: tuple[str, ...]) -> dict[str, Any]:
+    def describe(
+        self, task: Task, files: AttemptFiles, secrets: tuple[str, ...], workspace: Path | None
+    ) -> dict[str, Any]:
         session = session_name(task, "RUNID", 1)
         argv = build_command(
             self.command, self.options, task.prompt_path, Path("<private>") / f"{session}.{self.config_name}", session
         )
         config = task_config(self.base_config, self.options, files.trajectory, "RUNID", session)
+        if workspace is not None:
+            set_workspace(config, {}, self.environ, workspace)
         return {
             "command": [mask(a, secrets) for a in argv],
             "config": json.loads(mask(json.dumps(config, default=str), secrets)),
@@ -1373,8 +1425,13 @@ class CliV1:
         rules = {"settings": settings, "conversations": str(self.output_dir / "conversations" / "<task>")}
         return {"entrypoint": "cli", "version": self.version, "rules": rules}
 
-    def describe(self, task: Task, files: AttemptFiles, secrets: tuple[str, ...]) -> dict[str, Any]:
-        return {"command": [mask(a, secrets) for a in self.argv(task.prompt_path)]}
+    def describe(
+        self, task: Task, files: AttemptFiles, secrets: tuple[str, ...], workspace: Path | None
+    ) -> dict[str, Any]:
+        described: dict[str, Any] = {"command": [mask(a, secrets) for a in self.argv(task.prompt_path)]}
+        if workspace is not None:
+            described["workspace"] = str(workspace)  # as OPENHANDS_WORK_DIR
+        return described
 
 
 def detect_entrypoint(command: tuple[str, ...], forced: str) -> str:
@@ -2330,8 +2387,9 @@ class Evaluation:
     details: dict[str, Any] | None
     exit_code: int | None
     elapsed_seconds: float
-    log: str | None
+    log: str | None  # its stdout, whose last line may carry the JSON score
     reason: str | None = None  # why `error`: crashed, timed out, not found
+    stderr_log: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict deep-copies: slow
@@ -2345,9 +2403,9 @@ class Evaluation:
         code = data.get("exit_code") if isinstance(data.get("exit_code"), int) else None
         log = data.get("log") if isinstance(data.get("log"), str) else None
         reason = data.get("reason") if isinstance(data.get("reason"), str) else None
-        return cls(
-            data["verdict"], score, details, code, _number_or_none(data.get("elapsed_seconds")) or 0.0, log, reason
-        )
+        stderr_log = data.get("stderr_log") if isinstance(data.get("stderr_log"), str) else None
+        elapsed = _number_or_none(data.get("elapsed_seconds")) or 0.0
+        return cls(data["verdict"], score, details, code, elapsed, log, reason, stderr_log)
 
 
 def verdict_of(
@@ -2390,21 +2448,23 @@ def run_evaluator(
     secrets: tuple[str, ...],
     stop: StopSignal | None = None,
 ) -> Evaluation:
-    """Run the evaluator like a task: its own session, its output in its log (secrets masked),
-    its timeout, every process it leaves killed (the same marker sweep), and stopped at once when
-    the batch is stopped (Ctrl-C, SIGTERM)."""
+    """Run the evaluator like a task: its own session, its stdout and stderr in their logs
+    (secrets masked; the score is on stdout's last line, whatever it says on stderr), its timeout,
+    every process it leaves killed (the same marker sweep), and stopped at once when the batch is
+    stopped (Ctrl-C, SIGTERM)."""
     t0 = time.monotonic()
     env = {**environ, **marker.environment(), "PYTHONUNBUFFERED": "1"}
     timed_out, code, start_error = False, None, None
+    stderr_path = log_path.with_name(log_path.name.removesuffix(".log") + ".stderr.log")
     try:
-        with open_new(log_path) as log:
+        with open_new(log_path) as log, open_new(stderr_path) as err:
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=err,
                 start_new_session=True,
             )
     except OSError as exc:
@@ -2426,15 +2486,27 @@ def run_evaluator(
             kill_everything(proc, marker)
         if stopped:
             start_error = f"stopped with the batch ({stop.reason if stop else ''})"
-    redact_file(log_path, secrets)
+    for path in (log_path, stderr_path):
+        redact_file(path, secrets)
     verdict, score, details, reason = verdict_of(code, last_line_of(log_path), timed_out, timeout, start_error)
-    return Evaluation(verdict, score, details, code, round(time.monotonic() - t0, 3), str(log_path), reason)
+    elapsed = round(time.monotonic() - t0, 3)
+    return Evaluation(verdict, score, details, code, elapsed, str(log_path), reason, str(stderr_path))
+
+
+@dataclass(frozen=True)
+class Grader:
+    """--evaluate: the command (split, placeholders checked), where it runs, its time limit."""
+
+    words: tuple[str, ...]
+    project_dir: Path
+    output_dir: Path
+    timeout: float
 
 
 def grade(
+    grader: Grader,
     record: AttemptRecord,
     prompt: str,
-    settings: Settings,
     stdout_log: Path,
     run_id: str,
     secrets: tuple[str, ...],
@@ -2445,22 +2517,22 @@ def grade(
     values = {
         "task": record.task_name,
         "prompt": prompt,
-        "output_dir": str(settings.output_dir),
+        "output_dir": str(grader.output_dir),
         "trajectory": record.trajectory_path or "",
         "workspace": record.workspace or "",
         "status": record.status,
     }
     stem = stdout_log.name.removesuffix(".stdout.log")
     log_path = stdout_log.with_name(f"{stem}.eval.log")
-    if os.path.lexists(log_path):
+    if os.path.lexists(log_path) or os.path.lexists(stdout_log.with_name(f"{stem}.eval.stderr.log")):
         log_path = stdout_log.with_name(f"{stem}.eval.{run_id}.log")
     marker = Marker(run_id, f"{record.session_name or record.task_name}-eval")
     return run_evaluator(
-        evaluator_argv(settings.evaluator, values),
-        settings.project_dir,
+        evaluator_argv(grader.words, values),
+        grader.project_dir,
         dict(os.environ),
         log_path,
-        settings.evaluate_timeout,
+        grader.timeout,
         marker,
         secrets,
         stop,
@@ -3032,7 +3104,40 @@ def make_workspace(output_dir: Path, files: AttemptFiles, template: Path | None)
         raise OSError(f"could not make the workspace from {template}: {exc}") from None
     if done.returncode != 0:
         raise OSError(f"could not make the workspace from {template}: {one_line(done.stderr or done.stdout, 200)}")
+    if argv[0] == "git":  # no way back into the template: an agent's `git push` has no remote to reach
+        subprocess.run(
+            ["git", "-C", str(workspace), "remote", "remove", "origin"],
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     return workspace
+
+
+def template_warnings(template: Path | None, output_dir: Path) -> list[str]:
+    """What a user should know about a git template: workspaces are clones of its committed HEAD,
+    so changes not committed there are not in them (the output folder, when inside, aside)."""
+    if template is None or not (template / ".git").exists():
+        return []
+    inside = output_dir.absolute().is_relative_to(template)
+    aside = [f":(exclude){output_dir.absolute().relative_to(template)}"] if inside else []
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(template), "status", "--porcelain", "--untracked-files=normal", "--", ".", *aside],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    changed = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not changed:
+        return []
+    return [
+        f"--workspace-template {template}: {plural(len(changed), 'file')} changed or untracked there are not in "
+        "the workspaces, which are clones of its last commit; commit them first to include them"
+    ]
 
 
 class ResultsFile:
@@ -3052,8 +3157,6 @@ class ResultsFile:
 
     def acquire(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """Take the lock; returns what a dead earlier run left in it (None if it ended cleanly)."""
-        import fcntl
-
         try:
             fd = open_for_writing(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -3310,7 +3413,7 @@ def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
         (
             printable(r.task_name),
             r.status,
-            one_line(r.agent_state or "-", 32),
+            one_line(r.agent_state or UNKNOWN, 32),
             f"{r.elapsed_time_seconds:.1f}",
             UNKNOWN if r.total_cost is None else f"{r.total_cost:.4f}",
             format_count(r.total_input_tokens),
@@ -3401,8 +3504,9 @@ class PlainView:
     def finished(self, record: AttemptRecord, line: str, last: bool) -> None:
         self.line(line)
 
-    def progress(self, running: dict[str, tuple[float, int]]) -> None:
-        """Spend and steps of each running attempt (by session); the live view shows them."""
+    def progress(self, running: dict[str, tuple[float | None, int]]) -> None:
+        """Spend (None: unknown so far) and steps of each running attempt (by session); the live
+        view shows them."""
 
     def line(self, text: str, err: bool = False) -> None:
         if not self.quiet:
@@ -3445,7 +3549,7 @@ class LiveView(PlainView):
         self.cost = 0.0
         self.durations: list[float] = []
         self.running: dict[str, tuple[str, float]] = {}
-        self.spend: dict[str, tuple[float, int]] = {}  # running attempts' spend and steps, by session
+        self.spend: dict[str, tuple[float | None, int]] = {}  # running attempts' spend and steps, by session
         self.t0 = time.monotonic()
         self._state = threading.Lock()
         self.console = Console(highlight=False)
@@ -3468,7 +3572,7 @@ class LiveView(PlainView):
             self.running.pop(session, None)
             self.spend.pop(session, None)
 
-    def progress(self, running: dict[str, tuple[float, int]]) -> None:
+    def progress(self, running: dict[str, tuple[float | None, int]]) -> None:
         with self._state:
             self.spend = {k: v for k, v in running.items() if k in self.running}
 
@@ -3500,7 +3604,7 @@ class LiveView(PlainView):
             else:
                 eta = f"ETA {UNKNOWN}" if left else "ETA 0s"
             counts = "  ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "-"
-            so_far = self.cost + sum(cost for cost, _ in self.spend.values())
+            so_far = self.cost + sum(cost or 0.0 for cost, _ in self.spend.values())
             head = Text(
                 f"{done}/{self.total} done   {counts}   ${so_far:.4f} so far   "
                 f"{format_duration(now - self.t0)} elapsed   {eta}",
@@ -3512,8 +3616,8 @@ class LiveView(PlainView):
             table.add_column("spent", justify="right")
             table.add_column("steps", justify="right")
             for session, (name, since) in sorted(self.running.items(), key=lambda r: r[1][1]):
-                cost, steps = self.spend.get(session, (0.0, 0))
-                table.add_row(printable(name), format_duration(now - since), f"${cost:.4f}", str(steps))
+                cost, steps = self.spend.get(session, (None, 0))
+                table.add_row(printable(name), format_duration(now - since), format_money(cost), str(steps))
         return Group(head, table)
 
     def close(self) -> None:
@@ -3609,6 +3713,46 @@ def write_summary_json(output_dir: Path, latest: list[AttemptRecord], totals: di
 def status_file_name(results_name: str) -> str:
     """run.json beside batch_results.jsonl; run.<results stem>.json beside any other results file."""
     return "run.json" if results_name == "batch_results.jsonl" else f"run.{Path(results_name).stem}.json"
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes a folder takes on disk (allocated blocks, so shared reflinks count once per copy and
+    sparse files as little as they use), never following links."""
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def workspace_disk(latest: list[AttemptRecord], output_dir: Path) -> dict[str, int]:
+    """Disk use of each task's latest workspace that is still there, inside the output folder."""
+    found = {}
+    inside = output_dir.resolve()
+    for r in latest:
+        if r.workspace and Path(r.workspace).resolve().is_relative_to(inside) and Path(r.workspace).is_dir():
+            found[r.task_name] = disk_usage(Path(r.workspace))
+    return found
+
+
+def format_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def workspace_line(disk: dict[str, int]) -> str | None:
+    if not disk:
+        return None
+    big = max(disk, key=lambda k: disk[k])
+    return (
+        f"Workspaces: {plural(len(disk), 'task')}, {format_bytes(sum(disk.values()))} on disk "
+        f"(largest: {printable(big)} {format_bytes(disk[big])})"
+    )
 
 
 def read_live_runs(output_dir: Path) -> list[dict[str, Any]]:
@@ -3822,7 +3966,7 @@ def trajectory_html(record: AttemptRecord, output_dir: Path) -> str:
     the output folder is read: a record is data from outside, and may name any file."""
     path = Path(record.trajectory_path) if record.trajectory_path else None
     head = (
-        f"<p>final state <b>{_e(record.agent_state or '-')}</b>"
+        f"<p>final state <b>{_e(record.agent_state or UNKNOWN)}</b>"
         + (f", error: {_e(record.error)}" if record.error else "")
         + "</p>"
     )
@@ -3914,10 +4058,12 @@ def render_html(
     secrets: tuple[str, ...],
     title: str,
     output_dir: Path | None = None,
+    disk: dict[str, int] | None = None,
 ) -> str:
     """The whole report page (pure but for reading trajectories). Everything not written here is
     escaped: task names, reasons and outputs are data from outside."""
     output_dir = output_dir or report_dir
+    disk = disk or {}
     attempts = Counter(r.task_name for r in records)
     outliers = {r.task_name for r in cost_outliers(latest)}
     durations = sorted(r.elapsed_time_seconds for r in latest)
@@ -3947,13 +4093,15 @@ def render_html(
         rows.append(
             f'<tr data-status="{_e(r.status)}"><td>{_e(r.task_name)}</td>'
             f'<td><span class=status style="background:{colour}">{_e(r.status)}</span></td>'
-            f"<td>{_e(r.agent_state or '-')}</td><td>{_e(verdict)}</td>"
+            f"<td>{_e(r.agent_state or UNKNOWN)}</td><td>{_e(verdict)}</td>"
             f'<td class=num data-v="{r.elapsed_time_seconds}">{r.elapsed_time_seconds:.1f}</td>'
             f'<td class=num data-v="{cost}">{_e(format_money(r.total_cost))}'
             f"{' ⚑' if r.task_name in outliers else ''}</td>"
             f'<td class=num data-v="{r.total_input_tokens or ""}">{_e(format_count(r.total_input_tokens))}</td>'
             f'<td class=num data-v="{r.total_output_tokens or ""}">{_e(format_count(r.total_output_tokens))}</td>'
-            f"<td class=num>{attempts[r.task_name]}</td><td>{_e(r.error or '')}</td><td>{links}</td></tr>"
+            f"<td class=num>{attempts[r.task_name]}</td><td>{_e(r.error or '')}</td><td>{links}</td>"
+            f'<td class=num data-v="{disk.get(r.task_name, "")}">'
+            f"{_e(format_bytes(disk[r.task_name]) if r.task_name in disk else '')}</td></tr>"
         )
     present = sorted({r.status for r in latest}, key=lambda st: STATUSES.index(st) if st in STATUSES else 99)
     filters = "".join(f'<label><input type=checkbox value="{_e(st)}" checked> {_e(st)}</label>' for st in present)
@@ -3969,6 +4117,7 @@ def render_html(
         ("attempts", 1),
         ("why", 0),
         ("files", 0),
+        ("workspace disk", 1),
     ]
     head = "".join(f'<th data-num="{n}">{_e(h)}</th>' for h, n in heads)
     shown: list[str] = []
@@ -3986,6 +4135,18 @@ def render_html(
     trajectories = "".join(shown)
     runs = sorted({r.run_id for r in records if r.run_id})
     rates = pass_rate_line(totals.evaluation) or ""
+    starts = [t for t in (_seconds(r.started_at) for r in records) if t is not None]
+    ends = [t for t in (_seconds(r.finished_at) for r in records) if t is not None]
+    wall = format_duration(max(ends) - min(starts)) if starts and ends else UNKNOWN
+    try:
+        files = sorted(p.name for p in output_dir.glob("*.jsonl") if p.name != EVALUATIONS_FILE)
+    except OSError:
+        files = []
+    covers = (
+        f"{len(runs)} run(s): {', '.join(runs)}; results files (one per shard): {', '.join(files) or '-'}; "
+        f"wall time from the first start to the last end {wall}"
+    )
+    disk_text = workspace_line(disk) or ""
     cost_items = [(r.task_name, r.total_cost, r.task_name in outliers) for r in latest if r.total_cost is not None]
     time_items = [
         (r.task_name, r.elapsed_time_seconds, median > 0 and r.elapsed_time_seconds > 3 * median) for r in latest
@@ -3994,8 +4155,8 @@ def render_html(
 <meta http-equiv="Content-Security-Policy" content="{HTML_POLICY}">
 <title>{_e(title)}</title><style>{HTML_STYLE}</style></head><body>
 <h1>{_e(title)}</h1>
-<div class=totals><p>{_e(totals_line(totals))}</p><p>{_e(rates)}</p>
-<p>{len(runs)} run(s): {_e(", ".join(runs))}; generated {_e(utc_now())} by run_batch {__version__}</p></div>
+<div class=totals><p>{_e(totals_line(totals))}</p><p>{_e(rates)}</p><p>{_e(disk_text)}</p>
+<p>{_e(covers)}; generated {_e(utc_now())} by run_batch {__version__}</p></div>
 <h2>Timeline</h2><p>One lane per worker slot of each run; hover a bar for its task.</p>{svg_timeline(records)}
 <h2>Cost per task</h2><p>Red: more than 3× the median.</p>{svg_bars(cost_items, "$")}
 <h2>Time per task</h2>{svg_bars(time_items, "s")}
@@ -4016,9 +4177,10 @@ def write_html_report(
     secrets: tuple[str, ...],
     title: str,
     output_dir: Path,
+    disk: dict[str, int] | None = None,
 ) -> Path:
     """The report page, written atomically."""
-    text = render_html(latest, records, totals, path.parent.absolute(), secrets, title, output_dir)
+    text = render_html(latest, records, totals, path.parent.absolute(), secrets, title, output_dir, disk)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
     except OSError as exc:
@@ -4056,25 +4218,29 @@ def report(settings: Settings) -> int:
     latest = apply_verdicts(sorted(latest_by_task(records).values(), key=lambda r: r.task_name), read_verdicts(folder))
     totals = summarise(latest)
     live = read_live_runs(folder)
+    disk = workspace_disk(latest, folder)
     if settings.output_format == "json":
         data = json.loads(render_summary(latest, totals, "json"))
         data["cost_outliers"] = [r.task_name for r in cost_outliers(latest)]
         data["live_runs"] = live
+        data["workspaces_disk_bytes"] = {"total": sum(disk.values()), "by_task": disk}
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0 if latest and all(r.status == "success" for r in latest) else 1
     if settings.output_format == "html":
         path = settings.report_output or folder / "report.html"
         secrets = find_secrets(load_base_config(settings.base_config), dict(os.environ))
-        write_html_report(path, latest, records, totals, secrets, f"run_batch report: {folder}", folder)
+        write_html_report(path, latest, records, totals, secrets, f"run_batch report: {folder}", folder, disk)
         print(f"Report: {path}")
         return 0 if latest and all(r.status == "success" for r in latest) else 1
     if settings.output_format == "table":
         print_report_table(latest, totals)
+        if rates := pass_rate_line(totals.evaluation):
+            print(rates)
     elif settings.output_format == "markdown":
         print(markdown_report(latest, totals))
     else:
         print(render_summary(latest, totals, settings.output_format))
-    for line in [*filter(None, [outlier_line(latest)]), *live_run_lines(live)]:
+    for line in [*filter(None, [outlier_line(latest), workspace_line(disk)]), *live_run_lines(live)]:
         print(line)
     return 0 if latest and all(r.status == "success" for r in latest) else 1
 
@@ -4090,7 +4256,8 @@ def dry_run(settings: Settings, plan: Plan, entrypoint: Entrypoint, secrets: tup
             settings.output_dir / "logs" / f"{example.stem}.stdout.log",
             settings.output_dir / "logs" / f"{example.stem}.stderr.log",
         )
-        described = entrypoint.describe(example, files, secrets)
+        workspace = settings.output_dir / "workspaces" / example.stem if settings.workspace_per_task else None
+        described = entrypoint.describe(example, files, secrets, workspace)
     if settings.output_format == "json":
         print(
             json.dumps(
@@ -4112,7 +4279,7 @@ def dry_run(settings: Settings, plan: Plan, entrypoint: Entrypoint, secrets: tup
     import tomli_w
 
     print(
-        f"Would run {len(plan.to_run)} tasks ({len(plan.done)} already done, skipped), "
+        f"Would run {plural(len(plan.to_run), 'task')} ({len(plan.done)} already done, skipped), "
         f"{settings.max_workers} at a time, from {settings.project_dir}:"
     )
     rules = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in about["rules"].items())
@@ -4123,6 +4290,8 @@ def dry_run(settings: Settings, plan: Plan, entrypoint: Entrypoint, secrets: tup
         print(f"  skip  {printable(t.name)}  (already success)")
     if "command" in described:
         print("Command (first task):\n  " + shlex.join(described["command"]))
+    if "workspace" in described:
+        print(f"Workspace (first task): {described['workspace']}")
     if "config" in described:
         print("Effective config (first task, secrets masked):")
         print(tomli_w.dumps(described["config"]).rstrip())
@@ -4361,14 +4530,13 @@ class Batch:
         return not (wait_for > 0 and self.stop.event.wait(wait_for))
 
     def run_attempt(self, task: Task, attempt: int) -> tuple[AttemptRecord, bool]:
-        """One attempt: fresh files, workspace and session, configure, launch and wait, read the
-        outcome, mask secrets, build the record, and grade it."""
-        run_id, entrypoint = self.folder.run_id, self.entrypoint
-        session = session_name(task, run_id, attempt)
-        blank = blank_record(task, attempt, session, entrypoint.session_id(session), run_id)
+        """One attempt: fresh files, workspace and session; launch and wait; read what it left;
+        the record; the grade."""
+        session = session_name(task, self.folder.run_id, attempt)
+        blank = blank_record(task, attempt, session, self.entrypoint.session_id(session), self.folder.run_id)
         if task.problem:
             return blank, False
-        files = claim_attempt_files(self.folder.path, task, attempt, run_id)
+        files = claim_attempt_files(self.folder.path, task, attempt, self.folder.run_id)
         workspace = None
         if self.settings.workspace_per_task:
             try:
@@ -4376,9 +4544,32 @@ class Batch:
             except OSError as exc:
                 return dataclasses.replace(blank, error=one_line(str(exc))), True
         blank = dataclasses.replace(blank, workspace=str(workspace) if workspace else None)
-        marker = Marker(run_id, session)
-        prepared = entrypoint.prepare(task, session, files, marker, self.folder.private_dir, workspace)
-        live = LiveAttempt(task.name, session, files, entrypoint.follow(files, session), Halt())
+        launch, live, argv = self.launch(task, session, files, workspace)
+        outcome = self.read_outcome(files, session, live)
+        record, retryable = build_record(
+            blank,
+            launch,
+            outcome,
+            files,
+            argv,
+            self.collect_evidence(task, files),
+            self.settings.timeout,
+            self.stop.reason,
+            self.secrets,
+        )
+        if self.settings.evaluator and record.status != "error" and not self.stop.stopping:
+            record = self.evaluate(task, record, files.stdout_log)
+        return record, retryable
+
+    def launch(
+        self, task: Task, session: str, files: AttemptFiles, workspace: Path | None
+    ) -> tuple[Launch, LiveAttempt, list[str]]:
+        """Configure the attempt, launch it and wait (followed by the monitor meanwhile), then clean
+        up after it: its private files, its container. Returns what happened, what the monitor saw
+        and the argv that ran."""
+        marker = Marker(self.folder.run_id, session)
+        prepared = self.entrypoint.prepare(task, session, files, marker, self.folder.private_dir, workspace)
+        live = LiveAttempt(task.name, session, files, self.entrypoint.follow(files, session), Halt())
         with self._lock:
             self.live[session] = live
         self.view.started(task.name, session)
@@ -4391,7 +4582,7 @@ class Batch:
                 self.settings.grace_period,
                 self.stop,
                 marker,
-                entrypoint.request_stop,
+                self.entrypoint.request_stop,
                 live.halt,
             )
         finally:
@@ -4403,32 +4594,23 @@ class Batch:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-            entrypoint.clean_up(session, self.log)
-        outcome = entrypoint.read_outcome(files, session)
+            self.entrypoint.clean_up(session, self.log)
+        return launch, live, prepared.argv
+
+    def read_outcome(self, files: AttemptFiles, session: str, live: LiveAttempt) -> Outcome:
+        """What the attempt left; when its totals were never saved (killed), the spend the monitor
+        saw last rather than nothing."""
+        outcome = self.entrypoint.read_outcome(files, session)
         with contextlib.suppress(Exception):
             live.look(time.monotonic())  # the last events, for a task killed before it saved its totals
         if not outcome.metrics.known and live.metrics.known:
-            outcome.metrics = live.metrics  # the spend seen last, rather than nothing
-        evidence = self.collect_evidence(task, files)
-        record, retryable = build_record(
-            blank,
-            launch,
-            outcome,
-            files,
-            prepared.argv,
-            evidence,
-            self.settings.timeout,
-            self.stop.reason,
-            self.secrets,
-        )
-        if self.settings.evaluator and record.status != "error" and not self.stop.stopping:
-            record = self.evaluate(task, record, files.stdout_log)
-        return record, retryable
+            outcome.metrics = live.metrics
+        return outcome
 
     def evaluate(self, task: Task, record: AttemptRecord, stdout_log: Path) -> AttemptRecord:
         """Grade one attempt with --evaluate."""
         evaluation = grade(
-            record, str(task.prompt_path), self.settings, stdout_log, self.folder.run_id, self.secrets, self.stop
+            self.settings.grader, record, str(task.prompt_path), stdout_log, self.folder.run_id, self.secrets, self.stop
         )
         if evaluation.reason and evaluation.reason.startswith("stopped with the batch"):
             return record  # not graded: the next run or --evaluate-only grades it
@@ -4452,7 +4634,7 @@ class Batch:
                     self.log.once(f"follow-{type(exc).__name__}", f"could not follow a running task: {exc!r}")
                 check_attempt(live, now, self.settings.stall_timeout, self.settings.openhands.max_budget_per_task)
             self.check_budgets()
-            self.view.progress({r.session: (r.cost, r.steps) for r in running})
+            self.view.progress({r.session: (r.metrics.total_cost, r.steps) for r in running})
             self.write_status("running")
             if (
                 self.settings.heartbeat
@@ -4599,7 +4781,7 @@ def execute(batch: Batch) -> None:
     finally:
         done.set()
         monitor.join()
-        batch.write_status("interrupted" if batch.stop.signum or batch.stop.failure else "finished")
+        batch.write_status("interrupted" if batch.stop.stopping else "finished")  # a budget interrupts too
 
 
 def run_pool(batch: Batch) -> None:
@@ -4649,10 +4831,6 @@ def environment_warnings(max_workers: int, project_dir: Path, environ: dict[str,
 
 def peak_rss_mb() -> float | None:
     """The runner's own peak memory (not its tasks'), for the summary and the benchmarks."""
-    try:
-        import resource
-    except ImportError:
-        return None
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
@@ -4738,13 +4916,14 @@ def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) 
     if batch.settings.html:
         records, _ = read_folder_records(batch.settings.output_dir)
         report = write_html_report(
-            batch.settings.output_dir / "report.html",
+            batch.settings.report_output or batch.settings.output_dir / "report.html",
             shown,
             records,
             totals,
             batch.secrets,
             f"run_batch report: {batch.settings.output_dir}",
             batch.settings.output_dir,
+            workspace_disk(shown, batch.settings.output_dir),
         )
         lines.append(f"Report: {report}")
     text = mask("\n".join(lines), batch.secrets)
@@ -4771,73 +4950,113 @@ def exit_status(
     return 0 if every_task_done and all(r.status == "success" for r in shown) else 1
 
 
+@dataclass(frozen=True)
+class Earlier:
+    """What the output folder already holds: this results file's records, the other results
+    files' (other runs and shards), and what was wrong with any of them."""
+
+    own: list[AttemptRecord]
+    others: list[AttemptRecord]
+    warnings: list[str]
+
+    @property
+    def every(self) -> list[AttemptRecord]:
+        return [*self.own, *self.others]
+
+
+def read_earlier(settings: Settings) -> Earlier:
+    own, warnings = read_records(settings.results_path)
+    others, other_warnings = read_folder_records(settings.output_dir, skip=settings.results_path)
+    return Earlier(own, others, [*warnings, *other_warnings])
+
+
 def run(settings: Settings, environ: dict[str, str]) -> int:
-    """Plan, open the output folder, run the pool, sum up."""
+    """Configure, plan, open the output folder, run the pool, sum up."""
     require_tomli_w()
     settings = resolve_poetry(settings, environ)
     base_config = load_base_config(settings.base_config)
     secrets = find_secrets(base_config, environ)
     entrypoint = choose_entrypoint(settings, base_config, environ)
     check_output_paths(settings)
-    recorded, warnings = read_records(settings.results_path)
-    elsewhere, other_warnings = read_folder_records(settings.output_dir, skip=settings.results_path)
-    plan = plan_batch(
-        discover_tasks(settings.prompt_dir), settings.selection, recorded, settings.rerun, settings.prompt_dir
-    )
+    earlier = read_earlier(settings)
+    tasks = discover_tasks(settings.prompt_dir)
+    plan = plan_batch(tasks, settings.selection, earlier.own, settings.rerun, settings.prompt_dir)
     if settings.dry_run:
         return dry_run(settings, plan, entrypoint, secrets)
 
     stop = StopSignal()
     folder = open_output_folder(settings)
-    log: RunLog | None = None
     try:
-        view, hint = make_view(
-            settings.quiet, len(plan.to_run), settings.max_workers, on_lost=lambda: stop.request(signal.SIGPIPE)
-        )
-        log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
-        batch = Batch(
-            settings,
-            plan.to_run,
-            entrypoint,
-            folder,
-            secrets,
-            view,
-            log,
-            stop,
-            previous_attempts=Counter(r.task_name for r in [*recorded, *elsewhere]),
-            folder_spend=ShardSpend(settings.output_dir, [*recorded, *elsewhere]),
-        )
-        t0 = time.monotonic()
-        with signal_handlers(stop):
-            try:
-                for w in [
-                    *warnings,
-                    *other_warnings,
-                    *([hint] if hint else []),
-                    *environment_warnings(settings.max_workers, settings.project_dir, environ),
-                ]:
-                    log.warn(w)
-                if folder.dead_run:
-                    clean_up_dead_run(folder.dead_run, log)
-                    batch.previous_run = mark_dead_run(
-                        settings.output_dir / status_file_name(settings.results_name), folder.dead_run
-                    )
-                log.write(
-                    f"run {folder.run_id}: {plural(len(plan.selected), 'task')} selected, {len(plan.done)} "
-                    f"already done, {len(plan.to_run)} to run, {settings.max_workers} at a time; output in "
-                    f"{settings.output_dir}",
-                    console=True,
-                )
-                execute(batch)
-            finally:
-                view.close()
-                kill_everything(None, Marker(folder.run_id))  # belt and braces: nothing of this run outlives it
-        shown = sum_up(batch, plan, recorded, time.monotonic() - t0)
+        batch = make_batch(settings, plan, entrypoint, folder, secrets, stop, earlier)
+        try:
+            t0 = time.monotonic()
+            with signal_handlers(stop):
+                try:
+                    begin(batch, plan, [*earlier.warnings, *start_warnings(settings, environ)])
+                    execute(batch)
+                finally:
+                    batch.view.close()
+                    kill_everything(None, Marker(folder.run_id))  # belt and braces: nothing of this run outlives it
+            shown = sum_up(batch, plan, earlier.own, time.monotonic() - t0)
+        finally:
+            batch.log.close()
     finally:
-        if log is not None:
-            log.close()
         folder.close()
     return exit_status(stop, shown, plan.selected, settings.fail_on_evaluation)
+
+
+def make_batch(
+    settings: Settings,
+    plan: Plan,
+    entrypoint: Entrypoint,
+    folder: OutputFolder,
+    secrets: tuple[str, ...],
+    stop: StopSignal,
+    earlier: Earlier,
+) -> Batch:
+    """The batch and what it reports to: the console view (a lost console stops the batch like
+    SIGPIPE would) and the run log."""
+    view, hint = make_view(
+        settings.quiet, len(plan.to_run), settings.max_workers, on_lost=lambda: stop.request(signal.SIGPIPE)
+    )
+    log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
+    if hint:
+        log.warn(hint)
+    return Batch(
+        settings,
+        plan.to_run,
+        entrypoint,
+        folder,
+        secrets,
+        view,
+        log,
+        stop,
+        previous_attempts=Counter(r.task_name for r in earlier.every),
+        folder_spend=ShardSpend(settings.output_dir, earlier.every),
+    )
+
+
+def start_warnings(settings: Settings, environ: dict[str, str]) -> list[str]:
+    return [
+        *template_warnings(settings.workspace_template, settings.output_dir),
+        *environment_warnings(settings.max_workers, settings.project_dir, environ),
+    ]
+
+
+def begin(batch: Batch, plan: Plan, warnings: list[str]) -> None:
+    """Before the first task: what the user should know, what a dead run left in the folder
+    (cleaned up, its status file marked `died`), and the opening line."""
+    s, folder = batch.settings, batch.folder
+    for w in warnings:
+        batch.log.warn(w)
+    if folder.dead_run:
+        clean_up_dead_run(folder.dead_run, batch.log)
+        batch.previous_run = mark_dead_run(s.output_dir / status_file_name(s.results_name), folder.dead_run)
+    batch.log.write(
+        f"run {folder.run_id}: {plural(len(plan.selected), 'task')} selected, {len(plan.done)} "
+        f"already done, {len(plan.to_run)} to run, {s.max_workers} at a time; output in {s.output_dir}",
+        console=True,
+    )
 
 
 def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
@@ -4875,7 +5094,9 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
     )
 
     def one(record: AttemptRecord) -> AttemptRecord:
-        evaluation = grade(record, record.prompt_file, settings, Path(str(record.stdout_log)), run_id, secrets, stop)
+        evaluation = grade(
+            settings.grader, record, record.prompt_file, Path(str(record.stdout_log)), run_id, secrets, stop
+        )
         if evaluation.reason and evaluation.reason.startswith("stopped with the batch"):
             return record
         verdicts_file.append_json(
