@@ -316,11 +316,13 @@ def _running_options(run: argparse._ArgumentGroup) -> None:
     )
     run.add_argument(
         "--entrypoint",
-        choices=("auto", "core-main", "cli"),
+        choices=("auto", "core-main", "cli", "sdk"),
         default="auto",
         help="which OpenHands --command is: core-main (`python -m openhands.core.main`, openhands-ai up to "
         "1.6) or cli (the V1 CLI, `openhands --headless`); auto (the default) takes cli for a program named "
-        "`openhands` or `-m openhands_cli`, e.g. --entrypoint cli",
+        "`openhands` or `-m openhands_cli`. sdk: run each task through openhands-sdk with run_batch's own "
+        "driver (a step limit, a budget, the spend saved as it goes); --command is then the Python of an "
+        "environment with openhands-sdk (the V1 CLI's), e.g. --entrypoint sdk",
     )
     run.add_argument(
         "--openhands-version",
@@ -918,6 +920,7 @@ def plan_batch(
             for t in selected
             if t.name in latest
             and latest[t.name].status == "success"
+            and t.prompt_sha256 is not None  # unreadable now: not "the same prompt"
             and latest[t.name].prompt_sha256 == t.prompt_sha256
         ]
     )
@@ -1434,6 +1437,57 @@ class CliV1:
         return described
 
 
+@dataclass
+class SdkDriver(CliV1):
+    """--entrypoint sdk: each attempt is run_batch's own SDK driver (the section at the end of this
+    file), run by the Python of an environment with openhands-sdk (the V1 CLI's): the CLI's agent
+    and conversation folder, plus a step limit, a budget, a real exit status and the spend saved as
+    it goes. --command names that Python, or the V1 CLI's `openhands` (its interpreter is used)."""
+
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    name: str = "run_batch's SDK driver (openhands-sdk)"
+
+    def argv(self, prompt: Path) -> list[str]:
+        # The driver saves the state before run_batch's grace period ends and everything is killed.
+        grace = self.grace_period - 5 if self.grace_period > 10 else self.grace_period / 2
+        argv = [*self.command, str(Path(__file__).absolute()), SDK_DRIVER_FLAG, "-f", str(prompt.absolute())]
+        argv += ["--grace", f"{grace:g}"]
+        if self.options.max_iterations is not None:
+            argv += ["--max-iterations", str(self.options.max_iterations)]
+        if self.options.max_budget_per_task is not None:
+            argv += ["--max-budget", f"{self.options.max_budget_per_task:g}"]
+        if self.environ.get("LLM_MODEL"):
+            argv.append("--override-with-envs")
+        return argv
+
+    def prepare(
+        self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path, workspace: Path | None
+    ) -> Prepared:
+        prepared = super().prepare(task, session, files, marker, private_dir, workspace)
+        prepared.env["OPENHANDS_SUPPRESS_BANNER"] = "1"
+        return prepared
+
+    def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
+        # The driver ends the agent's commands itself (Ctrl-C in their panes) and saves the state.
+        signal_quietly(proc.pid, signal.SIGINT, group=True)
+
+    def about(self) -> dict[str, Any]:
+        about = super().about()
+        about["entrypoint"] = "sdk"
+        about["rules"]["driver"] = f"{Path(__file__).absolute()} {SDK_DRIVER_FLAG}, run by {self.command[0]}"
+        return about
+
+
+def script_interpreter(program: str) -> str | None:
+    """The interpreter a script's `#!` line names (an installed console script's Python)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        with open_regular(program) as f:
+            first = f.readline(512).decode()
+        if first.startswith("#!") and len(first.split()) == 1:
+            return first[2:].strip()
+    return None
+
+
 def detect_entrypoint(command: tuple[str, ...], forced: str) -> str:
     """`cli` for the V1 CLI (a program named `openhands`, or `-m openhands_cli...`), else `core-main`."""
     if forced != "auto":
@@ -1451,14 +1505,12 @@ def ask_version(command: tuple[str, ...], kind: str, environ: dict[str, str]) ->
     if kind == "core-main" and "-m" in command and "openhands.core.main" in command:
         python = command[0]
     elif kind == "cli":
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            with open(command[0], "rb") as f:
-                first = f.readline(512).decode()
-            if first.startswith("#!") and len(first.split()) == 1:
-                python = first[2:].strip()
+        python = script_interpreter(command[0])
+    elif kind == "sdk":
+        python = command[0]
     if python is None:
         return None
-    package = "openhands-ai" if kind == "core-main" else "openhands"
+    package = {"core-main": "openhands-ai", "cli": "openhands", "sdk": "openhands-sdk"}[kind]
     probe = f"import importlib.metadata as m; print(m.version({package!r}))"
     try:
         done = subprocess.run(
@@ -1481,7 +1533,10 @@ CLI_UNSUPPORTED = (
 def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: dict[str, str]) -> Entrypoint:
     """The OpenHands entrypoint --command names (or --entrypoint forces), with its release's rules."""
     kind = detect_entrypoint(settings.command, settings.entrypoint)
-    version = settings.openhands_version or ask_version(settings.command, kind, environ)
+    command = settings.command
+    if kind == "sdk" and Path(command[0]).name == "openhands":  # the V1 CLI's program: its Python
+        command = (script_interpreter(command[0]) or command[0],)
+    version = settings.openhands_version or ask_version(command, kind, environ)
     if kind == "core-main":
         return CoreMain(
             settings.command,
@@ -1493,9 +1548,16 @@ def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: 
             settings.keep_containers,
             Release(version),
         )
+    what = "the V1 CLI (`openhands`)" if kind == "cli" else "--entrypoint sdk"
     for attr, option, why in CLI_UNSUPPORTED:
+        if kind == "sdk" and attr in ("max_iterations", "max_budget_per_task"):
+            continue  # what the driver adds
         if getattr(settings.openhands, attr) is not None:
-            raise UsageError(f"{option}: the V1 CLI (`openhands`) cannot honour it ({why}); leave it out")
+            raise UsageError(f"{option}: {what} cannot honour it ({why}); leave it out")
+    if kind == "sdk" and settings.openhands.extra_args:
+        raise UsageError(
+            "-- OPENHANDS_ARGS: --entrypoint sdk runs run_batch's own driver, which takes no extra arguments"
+        )
     if settings.openhands.runtime not in (None, "local"):
         raise UsageError(
             f"--runtime {settings.openhands.runtime}: the V1 CLI runs commands on this machine only; "
@@ -1510,6 +1572,10 @@ def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: 
         raise UsageError(
             "--base-config: the V1 CLI reads no config.toml; its settings are agent_settings.json in "
             "$OPENHANDS_PERSISTENCE_DIR (default ~/.openhands), or LLM_MODEL/LLM_API_KEY"
+        )
+    if kind == "sdk":
+        return SdkDriver(
+            command, settings.openhands, environ, settings.output_dir, version, grace_period=settings.grace_period
         )
     return CliV1(settings.command, settings.openhands, environ, settings.output_dir, version)
 
@@ -2369,6 +2435,12 @@ def parse_evaluator(text: str) -> tuple[str, ...]:
             if name not in EVALUATION_PLACEHOLDERS:
                 known = ", ".join(f"{{{p}}}" for p in EVALUATION_PLACEHOLDERS)
                 raise UsageError(f"--evaluate: unknown placeholder {{{name}}}; the known ones are {known}")
+        try:  # what parse() lets through: `{task:{x}}`, `{task!x}`, `{task:d}`, `{task[0]}`
+            word.format(**dict.fromkeys(EVALUATION_PLACEHOLDERS, ""))
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise UsageError(
+                f"--evaluate: {word!r}: {exc!r}; placeholders take no format, conversion or index ({{task}})"
+            ) from None
     return words
 
 
@@ -2812,7 +2884,7 @@ class AttemptRecord:
 
     task_name: str
     prompt_file: str
-    status: str  # success | failed | timeout | error | interrupted
+    status: str  # one of STATUSES: success | failed | timeout | stalled | error | interrupted
     return_code: int | None  # negative: killed by that signal; None: never started
     elapsed_time_seconds: float
     stdout: str  # the last TAIL_CHARS characters, colour codes removed, secrets masked
@@ -5139,8 +5211,261 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
     return 0
 
 
+# ================================================================================================
+# The SDK driver: one attempt inside OpenHands' own environment (--entrypoint sdk)
+# ================================================================================================
+# For --entrypoint sdk, each attempt is this file run by the Python of an environment that has
+# openhands-sdk and openhands-tools (the V1 CLI's has both): `python run_batch.py --sdk-driver -f
+# PROMPT ...`. It builds the agent the way the V1 CLI's headless mode does and runs the
+# conversation itself, which gives what the CLI lacks (docs/openhands.md, "SDK driver"): a step
+# limit, a budget, an exit status that tells, a stop in under a second, and the spend saved after
+# every LLM call, so a killed attempt keeps its cost and a running one shows it. Its conversation
+# folder is the CLI's, so CliV1's reader and follower serve it unchanged. Standard library only
+# until the SDK is imported, so the same file runs there without run_batch's dependencies.
+
+SDK_DRIVER_FLAG = "--sdk-driver"
+SDK_STOP = "stopped by run_batch's SDK driver"
+
+
+@dataclass(frozen=True)
+class DriverArgs:
+    prompt: Path
+    max_iterations: int = 500  # the SDK's own default
+    max_budget: float | None = None
+    grace: float = 20.0  # how long a stop may wait for the step in flight before saving anyway
+    override_with_envs: bool = False
+
+
+def parse_driver_args(argv: list[str]) -> DriverArgs:
+    p = argparse.ArgumentParser(prog=f"run_batch.py {SDK_DRIVER_FLAG}", description="One task through the SDK.")
+    p.add_argument("-f", dest="prompt", required=True, type=Path)
+    p.add_argument("--max-iterations", type=_int_at_least(1), default=500)
+    p.add_argument("--max-budget", type=_positive_float)
+    p.add_argument("--grace", type=_non_negative_float, default=20.0)
+    p.add_argument("--override-with-envs", action="store_true")
+    return from_args(DriverArgs, p.parse_args(argv))
+
+
+def driver_tools() -> list[Any]:
+    """The tools of the V1 CLI's headless agent (1.16.0): terminal, file editor, task tracker, tasks."""
+    from openhands.sdk.tool import Tool
+    from openhands.tools import TaskToolSet
+    from openhands.tools.file_editor import FileEditorTool
+    from openhands.tools.task_tracker import TaskTrackerTool
+    from openhands.tools.terminal import TerminalTool
+
+    return [Tool(name=t.name) for t in (TerminalTool, FileEditorTool, TaskTrackerTool, TaskToolSet)]
+
+
+def driver_agent(args: DriverArgs, persistence: Path, work_dir: str) -> Any:
+    """The agent as the V1 CLI builds it (AgentStore.load_or_create, critic off): the user's
+    agent_settings.json, LLM_* over it with --override-with-envs (or alone, when there is no
+    file), the CLI's tools, the project's skills, no critic."""
+    import platform
+
+    from openhands.sdk import LLM, Agent, AgentContext, LLMSummarizingCondenser
+    from openhands.sdk.context import load_project_skills
+    from openhands.tools.preset.default import get_default_condenser
+    from pydantic import SecretStr
+
+    tools = driver_tools()
+    settings = persistence / "agent_settings.json"
+    agent = Agent.model_validate_json(settings.read_text(encoding="utf-8")) if settings.is_file() else None
+    overrides: dict[str, Any] = {}
+    if args.override_with_envs:
+        for variable, key in (("LLM_MODEL", "model"), ("LLM_API_KEY", "api_key"), ("LLM_BASE_URL", "base_url")):
+            if os.environ.get(variable):
+                overrides[key] = SecretStr(os.environ[variable]) if key == "api_key" else os.environ[variable]
+    if agent is None:
+        if not ({"model", "api_key"} <= overrides.keys()):
+            raise UsageError(f"no agent settings: write {settings}, or set LLM_MODEL and LLM_API_KEY")
+        llm = LLM(usage_id="agent", **overrides)
+        condenser = get_default_condenser(llm=llm.model_copy(update={"usage_id": "condenser"}))
+        agent = Agent(llm=llm, tools=tools, system_prompt_kwargs={"cli_mode": True}, condenser=condenser)
+    elif overrides:
+        condenser = agent.condenser
+        if isinstance(condenser, LLMSummarizingCondenser):
+            condenser = condenser.model_copy(update={"llm": condenser.llm.model_copy(update=overrides)})
+        agent = agent.model_copy(update={"llm": agent.llm.model_copy(update=overrides), "condenser": condenser})
+    context = AgentContext(
+        skills=load_project_skills(work_dir),
+        system_message_suffix=f"Your current working directory is: {work_dir}\n"
+        f"User operating system: {platform.system()} (kernel {platform.release()})",
+        load_user_skills=True,
+        load_public_skills=True,
+    )
+    condenser = agent.condenser if isinstance(agent.condenser, LLMSummarizingCondenser) else None
+    return agent.model_copy(update={"tools": tools, "agent_context": context, "condenser": condenser, "critic": None})
+
+
+def driver_spend(conversation: Any) -> float:
+    """Accumulated cost over every LLM of the conversation (agent, condenser)."""
+    usage = conversation.conversation_stats.usage_to_metrics
+    return round(sum(m.accumulated_cost or 0.0 for m in list(usage.values())), 10)
+
+
+def driver_save_state(conversation: Any, lock_timeout: float = 2.0) -> None:
+    """Write base_state.json now, stats included: the SDK saves it only when one of its fields is
+    assigned, and the stats grow in place (a private method of SDK 1.21; without it, a killed
+    attempt's cost is unknown, as with the CLI)."""
+    state = conversation.state
+    save, store = getattr(state, "_save_base_state", None), getattr(state, "_fs", None)
+    if save is None or store is None:
+        return
+    held = state.acquire(timeout=lock_timeout)
+    try:
+        save(store)
+    except Exception as exc:  # best effort: the next call saves again
+        print(f"run_batch driver: could not save base_state.json: {exc!r}", file=sys.stderr)
+    finally:
+        if held:
+            state.release()
+
+
+def driver_interrupt_commands(conversation: Any) -> None:
+    """Ctrl-C in every terminal pane of the conversation (SDK 1.21's terminal executor; when it
+    looks otherwise, run_batch's kill of the agent's commands after the grace period remains)."""
+    with contextlib.suppress(Exception):
+        executor = conversation.agent.tools_map["terminal"].executor
+        pool = getattr(executor, "_pool", None)
+        panes = list(getattr(pool, "_all_panes", None) or []) or [getattr(executor, "_session", None)]
+        for pane in panes:
+            with contextlib.suppress(Exception):
+                pane.interrupt()
+
+
+def run_sdk_driver(argv: list[str]) -> int:
+    """One task through the SDK: conversation folder, work dir and settings where the V1 CLI finds
+    them ($OPENHANDS_CONVERSATIONS_DIR, $OPENHANDS_WORK_DIR, $OPENHANDS_PERSISTENCE_DIR). Exit 0
+    finished, 1 any other end (error, stuck, step limit, budget, no settings), 128+N after a
+    graceful stop on signal N with the state saved."""
+    args = parse_driver_args(argv)
+    signals: list[int] = []
+    stop = threading.Event()
+    why: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals.append(signum)
+        if not why:
+            why.append(signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # before the slow imports
+        signal.signal(sig, on_signal)
+    try:
+        with open_regular(args.prompt) as f:
+            text = f.read(PROMPT_LIMIT).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"run_batch driver: cannot read the prompt {args.prompt}: {exc}", file=sys.stderr)
+        return 1
+    persistence = Path(os.environ.get("OPENHANDS_PERSISTENCE_DIR") or Path.home() / ".openhands")
+    conversations = Path(os.environ.get("OPENHANDS_CONVERSATIONS_DIR") or persistence / "conversations")
+    work_dir = os.environ.get("OPENHANDS_WORK_DIR") or os.getcwd()
+
+    from openhands.sdk import Conversation, ConversationExecutionStatus
+    from openhands.sdk.event import ActionEvent
+    from openhands.sdk.event.conversation_error import ConversationErrorEvent
+    from openhands.sdk.security.confirmation_policy import NeverConfirm
+    from openhands.tools.preset.default import register_builtins_agents
+
+    if stop.is_set():
+        return 128 + signals[0]
+    try:
+        agent = driver_agent(args, persistence, work_dir)
+    except (UsageError, OSError, ValueError) as exc:
+        print(f"run_batch driver: {exc}", file=sys.stderr)
+        return 1
+    register_builtins_agents(enable_browser=False)  # the sub-agents the task tool may start
+    held: dict[str, Any] = {"conversation": None, "saved": None}
+
+    def on_event(event: Any) -> None:
+        """Runs in the conversation's thread, holding its state lock, before the event is stored."""
+        conversation = held["conversation"]
+        if conversation is None:
+            return
+        spent = driver_spend(conversation)
+        if spent != held["saved"]:  # an LLM call since the last save
+            held["saved"] = spent
+            driver_save_state(conversation)
+            print(json.dumps({"spend": spent, "event": type(event).__name__}), flush=True)
+        if args.max_budget is not None and spent > args.max_budget and not why:
+            why.append(f"budget: spent ${spent:.4f}, over --max-budget-per-task {args.max_budget:g}")
+            stop.set()
+        if stop.is_set():
+            if isinstance(event, ActionEvent) and event.tool_name != "finish":
+                with contextlib.suppress(Exception):  # not run: the agent sees it rejected
+                    conversation.state.block_action(event.id, f"{SDK_STOP} ({why[0]})")
+            if conversation.state.execution_status == ConversationExecutionStatus.RUNNING:
+                # Set here, under the state lock: pause() from another thread can lose the race
+                # to a fast loop (seen: four more LLM calls).
+                conversation.state.execution_status = ConversationExecutionStatus.PAUSED
+
+    conversation = Conversation(
+        agent=agent,
+        workspace=work_dir,
+        persistence_dir=str(conversations),  # the SDK adds /<conversation id>
+        max_iteration_per_run=args.max_iterations,
+        visualizer=None,
+        callbacks=[on_event],
+    )
+    held["conversation"] = conversation
+    conversation.set_confirmation_policy(NeverConfirm())
+    failure: list[str] = []
+
+    def work() -> None:
+        try:
+            if not stop.is_set():
+                conversation.send_message(text)
+            if not stop.is_set():
+                conversation.run()
+        except Exception as exc:
+            failure.append(one_line(f"{type(exc).__name__}: {exc}"))
+
+    worker = threading.Thread(target=work, name="conversation", daemon=True)
+    worker.start()
+    deadline: float | None = None
+    last_interrupt = 0.0
+    while worker.is_alive():
+        worker.join(0.2)
+        if not stop.is_set():
+            continue
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + args.grace
+            threading.Thread(target=conversation.pause, name="pause", daemon=True).start()
+        if now - last_interrupt >= 1.0:  # again each second: the step in flight may start a command
+            last_interrupt = now
+            driver_interrupt_commands(conversation)
+        if now > deadline or len(signals) > 1:  # a call or tool that will not end: save as it is
+            with contextlib.suppress(Exception):
+                conversation.state.execution_status = ConversationExecutionStatus.PAUSED
+            break
+    state = conversation.state
+    if why and why[0].startswith("budget") and state.execution_status != ConversationExecutionStatus.FINISHED:
+        with contextlib.suppress(Exception):
+            state.execution_status = ConversationExecutionStatus.ERROR
+            state.events.append(ConversationErrorEvent(source="environment", code="BudgetExceeded", detail=why[0]))
+    if failure and state.execution_status == ConversationExecutionStatus.RUNNING:
+        with contextlib.suppress(Exception):
+            state.execution_status = ConversationExecutionStatus.ERROR
+            state.events.append(ConversationErrorEvent(source="environment", code="DriverError", detail=failure[0]))
+    driver_save_state(conversation, lock_timeout=0.2 if worker.is_alive() else 2.0)
+    print(f"Conversation ID: {conversation.id.hex}", flush=True)
+    closing = threading.Thread(target=conversation.close, name="close", daemon=True)  # ends its tmux session
+    closing.start()
+    closing.join(10)
+    if signals:
+        return 128 + signals[0]
+    return 0 if state.execution_status == ConversationExecutionStatus.FINISHED and not failure else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [SDK_DRIVER_FLAG]:  # run by OpenHands' own Python, for one attempt
+        code = run_sdk_driver(argv[1:])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # not waiting on a thread stuck in an LLM call, nor on the SDK's teardown
     environ = dict(os.environ)
     try:
         settings = settings_from_args(argv, environ)
