@@ -12,16 +12,21 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
+import socket
+import stat
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Workspace, processes_with, read_jsonl, wait_until
+from conftest import ENV_SECRET, SECRET, STANDIN, Workspace, processes_with, read_jsonl, wait_until
 
 import run_batch as rb
 
@@ -765,3 +770,510 @@ def test_a_summary_that_cannot_be_replaced_leaves_no_temporary_file_and_names_it
     assert (hws.output / "summary.json").is_dir()
     if done.returncode == 1:  # found out at the end: the task's record is kept
         assert [r["status"] for r in read_jsonl(hws.results)] == ["success"]
+
+
+# === 8. Regressions of the audit (FIFOs, locks, signals, strict numbers, secrets) =================
+
+CLI_STANDIN = Path(__file__).resolve().parent / "fake_openhands_cli.py"
+
+
+def dead_pid() -> int:
+    """The pid of a process that has finished and been reaped."""
+    child = subprocess.Popen(["true"])
+    child.wait(timeout=10)
+    return child.pid
+
+
+def lock_of(output: Path) -> dict[str, Any]:
+    """The lock file's content, once it is whole (a run writes it truncate-then-write)."""
+    found: dict[str, Any] = {}
+
+    def whole() -> bool:
+        try:
+            found.update(json.loads((output / ".batch_results.jsonl.lock").read_text()))
+        except (OSError, ValueError):
+            return False
+        return "run_id" in found
+
+    assert wait_until(whole, timeout=10), "no lock file"
+    return found
+
+
+def started(ws: Workspace) -> int:
+    """How many launches the stand-in has recorded (counted, not read: one may be half written)."""
+    return len(list(ws.records.glob("*.json")))
+
+
+def start_long_run(ws: Workspace, task: str = "long") -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """A run of `task` (a 4 s command) in the usual output folder, seen running: its lock and at
+    least the stand-in and its command carrying the run's marker."""
+    runner = ws.start("--tasks", task)
+    try:
+        assert wait_until(lambda: started(ws) == 1)
+        lock = lock_of(ws.output)
+        assert wait_until(lambda: len(processes_with(f"RUN_BATCH_RUN_ID={lock['run_id']}")) >= 2)
+    except BaseException:
+        stop_runner(runner)
+        raise
+    return runner, lock
+
+
+def stop_runner(runner: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    """The runner's output once it ends by itself; killed (and the test failed) if it hangs."""
+    try:
+        return runner.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        runner.kill()
+        runner.communicate()
+        pytest.fail(f"the runner hung: not finished after {timeout:g}s")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.communicate()
+
+
+def plant_lock(output: Path, **fields: Any) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    (output / ".batch_results.jsonl.lock").write_text(json.dumps(fields))
+
+
+@pytest.mark.e2e
+def test_a_copied_output_folder_never_touches_the_live_run_it_was_copied_from(hws: Workspace) -> None:
+    """`cp -a` of a folder whose run is still going, lock file included, then a run on the copy:
+    the lock names a live runner, so nothing of that run (processes, private folder) is acted on."""
+    hws.prompt("long", "RUN: sleep 4\n")
+    hws.prompt("quick")
+    runner, lock = start_long_run(hws)
+    copy = hws.root / "copy"
+    try:
+        subprocess.run(["cp", "-a", str(hws.output), str(copy)], check=True, timeout=30)
+        assert lock_of(copy)["run_id"] == lock["run_id"]
+        second = run(hws, "--output-dir", str(copy), "--tasks", "quick")
+        alive_after = processes_with(f"RUN_BATCH_RUN_ID={lock['run_id']}")
+    finally:
+        _, err = stop_runner(runner)
+    assert alive_after, "the copied lock's run lost its processes"
+    assert runner.returncode == 0, err
+    [record] = hws.records_of("long")
+    assert (record["status"], record["error"]) == ("success", None), record
+    assert Path(lock["private_dir"]).parent == Path(hws.env["TMPDIR"])
+    assert_clean(second)
+    assert second.returncode == 0, second.stderr
+    assert re.search(rf"pid {runner.pid}\b.*still running", second.stderr), second.stderr
+    assert [r["status"] for r in read_jsonl(copy / "batch_results.jsonl")] == ["success"]  # quick
+
+
+@pytest.mark.e2e
+def test_a_forged_lock_never_makes_the_runner_delete_the_folder_it_names(hws: Workspace) -> None:
+    keep = hws.root / "victim" / "run_batch-keep"
+    keep.mkdir(parents=True)
+    (keep / "precious.txt").write_text("not the runner's\n")
+    plant_lock(hws.output, pid=dead_pid(), host=socket.gethostname(), run_id="zz", private_dir=str(keep))
+    hws.prompt("a")
+    done = run(hws)
+    assert_clean(done)
+    assert done.returncode == 0, done.stderr
+    assert (keep / "precious.txt").read_text() == "not the runner's\n"
+    assert [r["status"] for r in read_jsonl(hws.results)] == ["success"]
+    assert private_leftovers(hws) == []
+
+
+@pytest.mark.e2e
+def test_a_forged_lock_naming_a_live_runs_id_never_sweeps_that_runs_processes(hws: Workspace) -> None:
+    """The lock in another output folder says: run <the live run's id>, of a dead pid on this
+    host. Only processes whose runner is gone may be swept: the live run's task survives."""
+    hws.prompt("long", "RUN: sleep 4\n")
+    hws.prompt("quick")
+    keep = hws.root / "victim" / "run_batch-keep"
+    keep.mkdir(parents=True)
+    other = hws.root / "other-output"
+    runner, lock = start_long_run(hws)
+    try:
+        plant_lock(other, pid=dead_pid(), host=socket.gethostname(), run_id=lock["run_id"], private_dir=str(keep))
+        second = run(hws, "--output-dir", str(other), "--tasks", "quick")
+        alive_after = processes_with(f"RUN_BATCH_RUN_ID={lock['run_id']}")
+    finally:
+        _, err = stop_runner(runner)
+    assert_clean(second)
+    assert second.returncode == 0, second.stderr
+    assert alive_after, "the forged lock's run id swept the live run's processes"
+    assert runner.returncode == 0, err
+    [record] = hws.records_of("long")
+    assert (record["status"], record["error"]) == ("success", None), record
+    assert keep.is_dir()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("folder", ["workspaces", "conversations"])
+def test_symlinked_workspaces_or_conversations_folder_is_a_usage_error(hws: Workspace, folder: str) -> None:
+    """workspaces/ (--workspace-per-task) and conversations/ (the V1 CLI) hold what the runner
+    makes per attempt: a link there would have it make the folders, and the agent write, elsewhere."""
+    outside = hws.root / "elsewhere"
+    outside.mkdir()
+    hws.output.mkdir()
+    (hws.output / folder).symlink_to(outside, target_is_directory=True)
+    hws.prompt("a", "RUN: echo agent-was-here > note.txt\n")
+    if folder == "workspaces":
+        done = run(hws, "--workspace-per-task", timeout=30)
+    else:
+        home = Path(hws.env["HOME"]) / ".openhands"
+        home.mkdir(parents=True)
+        (home / "agent_settings.json").write_text(json.dumps({
+            "llm": {"model": "openai/scripted", "api_key": SECRET,
+                    "base_url": "http://127.0.0.1:9/v1", "num_retries": 0},
+            "tools": [{"name": "terminal"}], "condenser": None}))
+        command = hws.command("--entrypoint", "cli", standin=CLI_STANDIN)
+        try:
+            done = subprocess.run(command, env=hws.env, capture_output=True, text=True, timeout=30,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            pytest.fail("run-batch --entrypoint cli hung")
+    assert_clean(done)
+    assert list(outside.iterdir()) == [], "written through the link"
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert len(done.stderr.strip().splitlines()) == 1 and folder in done.stderr, done.stderr
+    assert re.search(r"symbolic link|symlink", done.stderr), done.stderr
+    assert hws.launches() == []
+
+
+@pytest.mark.e2e
+def test_a_stray_workspace_folder_gives_the_attempt_another_name(hws: Workspace) -> None:
+    """workspaces/a is already there (made by hand, or left by a run that died): the attempt gets
+    a workspace of its own under another name, and the stray folder is left as it is."""
+    stray = hws.output / "workspaces" / "a"
+    stray.mkdir(parents=True)
+    (stray / "keep.txt").write_text("left here\n")
+    hws.prompt("a", "RUN: echo agent-was-here > note.txt\n")
+    done = run(hws, "--workspace-per-task")
+    assert_clean(done)
+    assert done.returncode == 0, done.stderr
+    [record] = read_jsonl(hws.results)
+    assert (record["status"], record["error"]) == ("success", None), record
+    workspace = Path(record["workspace"])
+    assert workspace != stray and workspace.parent == stray.parent
+    assert (workspace / "note.txt").read_text() == "agent-was-here\n"
+    assert sorted(p.name for p in stray.iterdir()) == ["keep.txt"]
+    assert Path(record["trajectory_path"]).stem == workspace.name  # files and folder share the name
+    assert_exact_cost(record)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGALRM], ids=["SIGUSR1", "SIGALRM"])
+def test_user_signals_and_alarms_stop_the_batch_gracefully(hws: Workspace, sig: int) -> None:
+    """Their default would end the runner on the spot, its task left running with no timeout and
+    its private configs behind."""
+    hws.prompt("a-long", "RUN: sleep 30\n")
+    hws.prompt("b-next")
+    runner = hws.start("--grace-period", "10")
+    try:
+        assert wait_until(lambda: started(hws) == 1)
+        lock = lock_of(hws.output)
+        run_id, private = lock["run_id"], Path(lock["private_dir"])
+        assert private.is_dir()
+        assert wait_until(lambda: len(processes_with(f"RUN_BATCH_RUN_ID={run_id}")) >= 2)  # stand-in + sleep
+        runner.send_signal(sig)
+    except BaseException:
+        stop_runner(runner, timeout=1)
+        raise
+    _, err = stop_runner(runner)
+    assert "Traceback" not in err, err
+    assert runner.returncode == 128 + sig, (runner.returncode, err)
+    assert processes_with(f"RUN_BATCH_RUN_ID={run_id}") == []
+    [record] = read_jsonl(hws.results)
+    assert (record["task_name"], record["status"]) == ("a-long", "interrupted")
+    assert signal.Signals(sig).name in (record["error"] or "")
+    assert len(hws.launches()) == 1  # b-next never started
+    assert not private.exists() and private_leftovers(hws) == []
+
+
+@pytest.mark.e2e
+def test_a_fifo_planted_in_the_session_events_folder_never_hangs_the_run(hws: Workspace) -> None:
+    """The agent's command makes a FIFO among its session's event files: reading it would block
+    for ever (the live follower and the end-of-run reading both look at that folder)."""
+    hws.prompt("a", f"RUN: for d in {hws.file_store}/sessions/*/events; do mkfifo $d/7.json; done; sleep 2\n")
+    hws.prompt("b")
+    done = run(hws, "--timeout", "20", "--max-workers", "1", timeout=40)
+    assert_clean(done)
+    assert done.returncode == 0, done.stderr
+    fifos = list(hws.file_store.glob("sessions/*/events/7.json"))
+    assert fifos and all(stat_is_fifo(p) for p in fifos)  # the FIFO was really there
+    records = {r["task_name"]: r for r in read_jsonl(hws.results)}
+    assert {n: r["status"] for n, r in records.items()} == {"a": "success", "b": "success"}
+    assert_exact_cost(records["a"])
+
+
+def stat_is_fifo(path: Path) -> bool:
+    return stat.S_ISFIFO(path.lstat().st_mode)
+
+
+NEAR_MISSES = """\
+import os, sys
+line = ("Action metrics - accumulated_cost: 1," * 1800)[:65535]
+for _ in range(128):  # 8 MiB of near-misses, no newline at all
+    sys.stderr.write(line)
+sys.stderr.write("\\n")
+sys.stderr.flush()
+os.execv(sys.executable, [sys.executable, {standin!r}, *sys.argv[1:]])
+"""
+
+
+@pytest.mark.e2e
+def test_a_log_full_of_near_miss_cost_lines_is_scanned_in_seconds(hws: Workspace) -> None:
+    """8 MiB of `Action metrics - accumulated_cost: 1,` without the rest of the line: a scan whose
+    cost grows with the square of a piece would take hours. A hang guard, not a benchmark."""
+    wrapper = hws.root / "near_misses.py"
+    wrapper.write_text(NEAR_MISSES.format(standin=str(STANDIN)))
+    hws.prompt("a")
+    started = time.monotonic()
+    try:
+        done = subprocess.run(hws.command(standin=wrapper), env=hws.env, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the runner hung on a log of near-miss cost lines")
+    wall = time.monotonic() - started
+    assert_clean(done)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert wall < 30, f"{wall:.1f}s"
+    [record] = read_jsonl(hws.results)
+    assert record["status"] == "success"
+    assert_exact_cost(record)
+
+
+PLANT_STATE = """\
+import glob, json
+for d in glob.glob({events!r}):
+    with open(d + "/99.json", "w") as f:
+        json.dump({{"id": 99, "source": "environment", "observation": "agent_state_changed",
+                   "extras": {{"agent_state": {state!r}}}}}, f)
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("state", ["x" * 900_000, ENV_SECRET],
+                         ids=["900k-characters", "a-secret"])
+def test_agent_state_from_an_event_file_is_a_short_name_or_nothing(hws: Workspace, state: str) -> None:
+    """No state line in the log (an old OpenHands), so the state comes from the event files; the
+    agent's command adds one whose agent_state is a megabyte of text, or a key."""
+    plant = hws.root / "plant_state.py"
+    plant.write_text(PLANT_STATE.format(events=f"{hws.file_store}/sessions/*/events", state=state))
+    hws.prompt("a", f"STANDIN: no-state\nRUN: {shlex.quote(sys.executable)} {shlex.quote(str(plant))}\n")
+    done = run(hws)
+    assert_clean(done)
+    assert list(hws.file_store.glob("sessions/*/events/99.json"))  # the planted event is there
+    [record] = read_jsonl(hws.results)
+    assert record["agent_state"] is None or re.fullmatch(r"[A-Z_]{1,32}", record["agent_state"]), \
+        record["agent_state"][:100]
+    for text in (hws.results.read_text(), (hws.output / "summary.json").read_text(), done.stdout, done.stderr):
+        assert state[:64] not in text and state.upper()[:64] not in text
+    assert len(hws.results.read_bytes()) < 64 * 1024
+
+
+def strict_json(text: str) -> Any:
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def plant_nan_record(ws: Workspace) -> None:
+    """A real success record for `good`, then one for `odd-numbers` whose cost is Infinity and time NaN
+    (Python's JSON writer and reader take NaN and Infinity; no other reader does)."""
+    ws.prompt("good")
+    assert run(ws).returncode == 0
+    [good] = read_jsonl(ws.results)
+    bad = {**good, "task_name": "odd-numbers", "total_cost": float("inf"), "elapsed_time_seconds": float("nan")}
+    with open(ws.results, "a") as f:
+        f.write(json.dumps(bad) + "\n")
+    assert "Infinity" in ws.results.read_text() and "NaN" in ws.results.read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", ["table", "markdown", "json", "html"])
+def test_report_of_a_record_with_nan_and_infinity_is_clean_and_strict(hws: Workspace, fmt: str) -> None:
+    plant_nan_record(hws)
+    done = run(hws, "--report", "--output-dir", str(hws.output), "--format", fmt, timeout=30)
+    assert_clean(done)
+    assert done.returncode in (0, 1), done.stderr
+    shown = (hws.output / "report.html").read_text() if fmt == "html" else done.stdout
+    assert not re.search(r"\b(nan|inf|infinity)\b", shown, re.I), shown[-3000:]
+    if fmt == "json":
+        report = strict_json(done.stdout)
+        assert [t["task_name"] for t in report["tasks"]] == ["good"]
+        assert report["totals"]["total_cost"] == pytest.approx(ONE_TASK_COST)
+    strict_json((hws.output / "summary.json").read_text())
+
+
+@pytest.mark.e2e
+def test_a_nan_cost_in_another_results_file_does_not_disable_the_budget(hws: Workspace) -> None:
+    """NaN plus anything is NaN, and NaN >= budget is never true: the folder's spend must stay a
+    number, so --max-total-cost still stops the run."""
+    hws.prompt("a")
+    assert run(hws).returncode == 0  # $0.0022 recorded
+    [good] = read_jsonl(hws.results)
+    (hws.output / "other.jsonl").write_text(json.dumps({**good, "task_name": "z", "total_cost": float("nan")}) + "\n")
+    hws.prompt("b")
+    done = run(hws, "--max-total-cost", "0.002")
+    assert_clean(done)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Stopped: batch budget of $0.002 reached" in done.stdout, done.stdout
+    assert len(hws.launches()) == 1  # b never started
+    assert hws.records_of("b") == []
+    strict_json((hws.output / "summary.json").read_text())
+
+
+def plant_not_regular(output: Path, kind: str) -> list[str]:
+    """FIFOs and devices where the runner reads files of the output folder; returns their names."""
+    output.mkdir(parents=True, exist_ok=True)
+    if kind == "foreign-jsonl":
+        os.mkfifo(output / "foreign.jsonl")
+        (output / "zero.jsonl").symlink_to("/dev/zero")
+        return ["foreign.jsonl", "zero.jsonl"]
+    os.mkfifo(output / kind)
+    return [kind]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", ["foreign-jsonl", "evaluations.jsonl", "run.other.json"])
+def test_fifos_and_devices_in_the_output_folder_never_hang_a_report_a_dry_run_or_a_run(
+        hws: Workspace, kind: str) -> None:
+    hws.prompt("a")
+    assert run(hws, "--tasks", "a").returncode == 0
+    names = plant_not_regular(hws.output, kind)
+    hws.prompt("b")
+    for args in (("--report", "--output-dir", str(hws.output)), ("--dry-run",), ()):
+        done = run(hws, *args, timeout=20, preexec_fn=limited_memory)
+        assert_clean(done)
+        assert done.returncode == 0, (args, done.stderr)
+        if kind == "foreign-jsonl" and "--dry-run" not in args:  # skipped with a warning naming it
+            for name in names:
+                assert re.search(rf"warning: .*{re.escape(name)}", done.stderr), (args, done.stderr)
+    assert {r["task_name"]: r["status"] for r in read_jsonl(hws.results)} == {"a": "success", "b": "success"}
+    assert all(stat_is_fifo(hws.output / n) or (hws.output / n).is_symlink() for n in names)  # left as they are
+
+
+@pytest.mark.e2e
+def test_a_fifo_in_place_of_the_results_file_is_a_usage_error(hws: Workspace) -> None:
+    hws.output.mkdir()
+    os.mkfifo(hws.results)
+    hws.prompt("a")
+    for args in ((), ("--dry-run",)):
+        done = run(hws, *args, timeout=20)
+        assert_clean(done)
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "batch_results.jsonl" in done.stderr, done.stderr
+    assert hws.launches() == [] and stat_is_fifo(hws.results)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("where", ["dev-zero", "outside"])
+def test_html_report_never_shows_a_trajectory_from_outside_the_output_folder(hws: Workspace, where: str) -> None:
+    hws.prompt("a")
+    assert run(hws).returncode == 0
+    [good] = read_jsonl(hws.results)
+    if where == "dev-zero":
+        target = Path("/dev/zero")
+    else:
+        target = hws.root / "elsewhere.json"
+        events = json.loads(Path(good["trajectory_path"]).read_text())
+        for event in events:
+            if event.get("message"):
+                event["message"] = "SOMEONE-ELSES-FILE"
+        target.write_text(json.dumps(events))
+    with open(hws.results, "a") as f:
+        f.write(json.dumps({**good, "trajectory_path": str(target), "finished_at": "2999-01-01T00:00:00+00:00"}) + "\n")
+    done = run(hws, "--report", "--output-dir", str(hws.output), "--format", "html", timeout=30,
+               preexec_fn=limited_memory)
+    assert_clean(done)
+    assert done.returncode == 0, done.stderr
+    page = (hws.output / "report.html").read_text()
+    assert "SOMEONE-ELSES-FILE" not in page
+    assert "\0" not in page
+
+
+@pytest.mark.e2e
+def test_non_utf8_prompt_names_that_read_alike_get_distinct_records(hws: Workspace) -> None:
+    """`bad\\xff.md` (not UTF-8) and `bad\\ufffd.md` (UTF-8) both read `bad\\ufffd`."""
+    (hws.prompts / os.fsdecode(b"bad\xff.md")).write_text("hi\n")
+    (hws.prompts / os.fsdecode("bad\ufffd.md".encode())).write_text("hi\n")
+    hws.prompt("ok")
+    dry = run(hws, "--dry-run", timeout=30, errors="replace")  # the example command names the file as it is
+    assert_clean(dry)
+    assert dry.returncode in (0, 1), dry.stderr
+    done = run(hws, timeout=60, errors="replace")
+    assert_clean(done)
+    assert done.returncode in (0, 1), done.stderr
+    records = read_jsonl(hws.results)
+    names = [r["task_name"] for r in records]
+    assert len(records) == 3 and len(set(names)) == 3, names
+    by_name = {r["task_name"]: r for r in records}
+    assert by_name["ok"]["status"] == "success" and by_name["bad\ufffd"]["status"] == "success"
+    [other] = [r for n, r in by_name.items() if n not in ("ok", "bad\ufffd")]
+    assert other["status"] == "error" and "UTF-8" in other["error"]
+    assert len(hws.launches()) == 2  # ok and bad\ufffd: the other cannot be passed on
+
+
+@pytest.mark.e2e
+def test_an_attempt_whose_record_cannot_be_written_is_not_counted(hws: Workspace) -> None:
+    hws.prompt("t0")
+    hws.prompt("t1")
+    assert run(hws, "--tasks", "t0").returncode == 0  # one record already there
+    with open(hws.results, "a") as f:  # and a blank line (skipped): the limit below leaves room for
+        f.write(" " * (1 << 20) + "\n")  # every other file of the run, but not for one more record
+    size = hws.results.stat().st_size
+
+    def small_files() -> None:  # the next record does not fit (EFBIG, as on a full disk)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1000, size + 1000))
+
+    done = run(hws, preexec_fn=small_files)
+    assert_clean(done)
+    assert done.returncode == 1
+    assert "cannot write" in done.stderr
+    assert re.search(r"t1 .*NOT RECORDED", done.stdout), done.stdout
+    assert [r["task_name"] for r in read_jsonl(hws.results)] == ["t0"]
+    assert len(hws.launches()) == 2  # t1 ran, and its record is lost
+    data = summary(hws)
+    recorded_successes = [t["task_name"] for t in data["tasks"] if t["status"] == "success"]
+    assert "t1" not in recorded_successes, data["tasks"]
+    assert data["totals"]["counts"].get("success", 0) == len(recorded_successes) <= 1, data["totals"]
+
+
+CRASH_WITH_KEY = """\
+import sys
+sys.stderr.write("Traceback (most recent call last):\\n  File \\"x.py\\", line 1\\n"
+                 "RuntimeError: " + "p" * 444 + {secret!r} + " rest\\n")
+sys.exit(1)
+"""
+
+
+@pytest.mark.e2e
+def test_a_key_inside_a_long_error_line_is_masked_before_the_line_is_cut(hws: Workspace) -> None:
+    """The key starts just before the 500th character of the reason: cutting first and masking
+    after would leave most of it in the record."""
+    crash = hws.root / "crash.py"
+    crash.write_text(CRASH_WITH_KEY.format(secret=SECRET))
+    hws.prompt("a")
+    done = subprocess.run(hws.command("--retries", "0", standin=crash), env=hws.env, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert_clean(done)
+    [record] = read_jsonl(hws.results)
+    assert record["status"] == "failed" and "RuntimeError: ppp" in (record["error"] or ""), record["error"]
+    for text in (hws.results.read_text(), (hws.output / "summary.json").read_text(), done.stdout, done.stderr):
+        for i in range(len(SECRET) - 11):
+            assert SECRET[i:i + 12] not in text, SECRET[i:i + 12]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", ["table", "markdown"])
+def test_escape_sequences_in_a_records_error_never_reach_the_report(hws: Workspace, fmt: str) -> None:
+    hws.prompt("a")
+    assert run(hws).returncode == 0
+    [good] = read_jsonl(hws.results)
+    error = "boom \x1b[2J\x1b[H\x1b]0;pwned\x07 \x9b31m done"
+    with open(hws.results, "a") as f:
+        f.write(json.dumps({**good, "status": "failed", "error": error}) + "\n")
+    done = run(hws, "--report", "--output-dir", str(hws.output), "--format", fmt)
+    assert_clean(done)
+    assert done.returncode == 1, done.stderr
+    assert "boom" in done.stdout
+    for char in ("\x1b", "\x07", "\x9b"):
+        assert char not in done.stdout, repr(done.stdout)
