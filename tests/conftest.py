@@ -71,17 +71,38 @@ class Workspace:
         return path
 
     def command(self, *args: str, standin: Path = STANDIN) -> list[str]:
-        return [sys.executable, str(SCRIPT), "--prompt-dir", str(self.prompts),
-                "--project-dir", str(self.project),
-                "--command", f"{shlex.quote(sys.executable)} {shlex.quote(str(standin))}", *args]
+        return [
+            sys.executable,
+            str(SCRIPT),
+            "--prompt-dir",
+            str(self.prompts),
+            "--project-dir",
+            str(self.project),
+            "--command",
+            f"{shlex.quote(sys.executable)} {shlex.quote(str(standin))}",
+            *args,
+        ]
 
     def run(self, *args: str, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(*args), env=self.env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+        return subprocess.run(
+            self.command(*args),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            **kw,
+        )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.command(*args), env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            self.command(*args),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
 
     def launches(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted(self.records.glob("*.json"))]
@@ -112,8 +133,14 @@ def ws(tmp_path: Path) -> Workspace:
         'model = "openai/cheap"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUN_BATCH", "STANDIN"))}
-    env.update({"STANDIN_RECORD_DIR": str(records), "HOME": str(tmp_path / "home"),
-                "GITHUB_TOKEN": ENV_SECRET, "NO_COLOR": "1"})
+    env.update(
+        {
+            "STANDIN_RECORD_DIR": str(records),
+            "HOME": str(tmp_path / "home"),
+            "GITHUB_TOKEN": ENV_SECRET,
+            "NO_COLOR": "1",
+        }
+    )
     return Workspace(tmp_path, project, prompts, records, file_store, env)
 
 
@@ -124,7 +151,7 @@ def alive(pid: int) -> bool:
             stat = f.read()
     except OSError:
         return False
-    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] not in (b"Z", b"X")
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
 
 
 def processes_with(marker: str) -> list[int]:

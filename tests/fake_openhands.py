@@ -81,7 +81,7 @@ def generate_sid(name: str | None) -> str:
     digest = hashlib.sha256(f"{name}**********".encode()).hexdigest()
     if len(name) > 16:
         return f"{name[:16]}-{digest[:15]}"[:32]
-    return f"{name}-{digest[:32 - len(name) - 1]}"[:32]
+    return f"{name}-{digest[: 32 - len(name) - 1]}"[:32]
 
 
 def on_sigint(_signum: int, _frame: Any) -> None:
@@ -111,8 +111,16 @@ class Session:
     def add_big(self, mib: float) -> None:
         """One observation event of about mib MiB, written in chunks."""
         event_id = len(self.events)
-        self.events.append({"id": event_id, "source": "environment", "observation": "run",
-                            "content": "(big)", "extras": {}, "message": ""})
+        self.events.append(
+            {
+                "id": event_id,
+                "source": "environment",
+                "observation": "run",
+                "content": "(big)",
+                "extras": {},
+                "message": "",
+            }
+        )
         with open(self.folder / f"{event_id}.json", "w") as f:
             f.write(json.dumps({"id": event_id, "source": "environment", "observation": "run"})[:-1])
             f.write(', "content": "')
@@ -122,19 +130,42 @@ class Session:
     def llm_call(self) -> dict[str, Any]:
         self.calls += 1
         p, c = PROMPT_TOKENS * self.calls, COMPLETION_TOKENS * self.calls
-        return {"accumulated_cost": p * self.cost_in + c * self.cost_out, "max_budget_per_task": None,
-                "accumulated_token_usage": {"model": "default", "prompt_tokens": p, "completion_tokens": c,
-                                            "cache_read_tokens": 0, "cache_write_tokens": 0,
-                                            "context_window": 0, "per_turn_token": 0, "response_id": ""},
-                "costs": [], "response_latencies": [], "token_usages": []}
+        return {
+            "accumulated_cost": p * self.cost_in + c * self.cost_out,
+            "max_budget_per_task": None,
+            "accumulated_token_usage": {
+                "model": "default",
+                "prompt_tokens": p,
+                "completion_tokens": c,
+                "cache_read_tokens": 0,
+                "cache_write_tokens": 0,
+                "context_window": 0,
+                "per_turn_token": 0,
+                "response_id": "",
+            },
+            "costs": [],
+            "response_latencies": [],
+            "token_usages": [],
+        }
 
     def set_state(self, new: str) -> None:
         if self.log_states:
-            log("INFO", "agent_controller.py:679", f"[Agent Controller {self.sid}] Setting agent(CodeActAgent) "
-                f"state from AgentState.{self.state} to AgentState.{new}")
+            log(
+                "INFO",
+                "agent_controller.py:679",
+                f"[Agent Controller {self.sid}] Setting agent(CodeActAgent) "
+                f"state from AgentState.{self.state} to AgentState.{new}",
+            )
         self.state = new
-        self.add({"source": "environment", "observation": "agent_state_changed", "content": "",
-                  "extras": {"agent_state": new.lower(), "reason": ""}, "message": ""})
+        self.add(
+            {
+                "source": "environment",
+                "observation": "agent_state_changed",
+                "content": "",
+                "extras": {"agent_state": new.lower(), "reason": ""},
+                "message": "",
+            }
+        )
 
 
 def write_chunks(stream: Any, mib: float, char: str = "x") -> None:
@@ -155,8 +186,18 @@ def write_big_trajectory(target: Path, events: list[dict[str, Any]], mib: float,
     with open(target, "w") as f:
         f.write("[")
         for n in range(count):
-            f.write(json.dumps({"id": -1 - n, "source": "agent", "action": "think", "message": filler,
-                                "args": {"thought": "filler"}, "llm_metrics": early}))
+            f.write(
+                json.dumps(
+                    {
+                        "id": -1 - n,
+                        "source": "agent",
+                        "action": "think",
+                        "message": filler,
+                        "args": {"thought": "filler"},
+                        "llm_metrics": early,
+                    }
+                )
+            )
             f.write(", ")
         f.write(", ".join(json.dumps(e) for e in events))
         f.write("]")
@@ -165,8 +206,9 @@ def write_big_trajectory(target: Path, events: list[dict[str, Any]], mib: float,
 def run_command(command: str, cwd: str | None = None) -> tuple[int, str]:
     """Like the CLI runtime: bash -c in its own session, in the workspace, 120 s command timeout."""
     global running_command
-    running_command = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+    running_command = subprocess.Popen(
+        ["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
+    )
     try:
         out, _ = running_command.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -220,15 +262,28 @@ def main() -> int:
 
     record_dir = os.environ.get("STANDIN_RECORD_DIR")
     if record_dir:
-        Path(record_dir, f"{sid}.json").write_text(json.dumps({
-            "argv": sys.argv, "cwd": os.getcwd(), "workspace": workspace, "config": config, "sid": sid,
-            "pid": os.getpid(),
-            "executable": sys.executable, "sys_path_prefix": sys.prefix,
-            "stdin_is_devnull": os.path.realpath("/proc/self/fd/0") == "/dev/null",
-            "pgid": os.getpgid(0), "sid_unix": os.getsid(0), "unknown_args": unknown,
-            "env": dict(os.environ),
-            "config_mode": oct(os.stat(args.config_file).st_mode & 0o777) if os.path.exists(args.config_file) else None,
-        }))
+        Path(record_dir, f"{sid}.json").write_text(
+            json.dumps(
+                {
+                    "argv": sys.argv,
+                    "cwd": os.getcwd(),
+                    "workspace": workspace,
+                    "config": config,
+                    "sid": sid,
+                    "pid": os.getpid(),
+                    "executable": sys.executable,
+                    "sys_path_prefix": sys.prefix,
+                    "stdin_is_devnull": os.path.realpath("/proc/self/fd/0") == "/dev/null",
+                    "pgid": os.getpgid(0),
+                    "sid_unix": os.getsid(0),
+                    "unknown_args": unknown,
+                    "env": dict(os.environ),
+                    "config_mode": oct(os.stat(args.config_file).st_mode & 0o777)
+                    if os.path.exists(args.config_file)
+                    else None,
+                }
+            )
+        )
 
     task = Path(args.file).read_text(encoding="utf-8") if args.file else args.task
     directives = dict(re.findall(r"^STANDIN:[ \t]*([\w-]+)[ \t]*(.*)$", task, re.M))  # one per line
@@ -250,22 +305,27 @@ def main() -> int:
         stamp = time.strftime("%H:%M:%S")
         sys.stderr.write(f"\x1b[92m{stamp} - openhands:ERROR\x1b[0m: main.py:300 - Runtime failed: ")
         write_chunks(sys.stderr, float(directives["error-mb"] or 5), "e")
-        sys.stderr.write("\nTraceback (most recent call last):\n  File \"openhands/core/main.py\", line 1\n"
-                         "RuntimeError: Failed to start runtime: ")
+        sys.stderr.write(
+            '\nTraceback (most recent call last):\n  File "openhands/core/main.py", line 1\n'
+            "RuntimeError: Failed to start runtime: "
+        )
         write_chunks(sys.stderr, float(directives["error-mb"] or 5), "f")
         sys.stderr.write("\n")
         sys.stderr.flush()
         return 1
     if "crash" in directives:
-        sys.stderr.write("Traceback (most recent call last):\n  File \"openhands/core/main.py\", line 1\n"
-                         "RuntimeError: Failed to start runtime: docker daemon not reachable\n")
+        sys.stderr.write(
+            'Traceback (most recent call last):\n  File "openhands/core/main.py", line 1\n'
+            "RuntimeError: Failed to start runtime: docker daemon not reachable\n"
+        )
         return 1
     if not task.strip():
         log("ERROR", "main.py:300", "No task provided")
         return 1
 
-    session = Session(sid, file_store, float(llm.get("input_cost_per_token", 0) or 0),
-                      float(llm.get("output_cost_per_token", 0) or 0))
+    session = Session(
+        sid, file_store, float(llm.get("input_cost_per_token", 0) or 0), float(llm.get("output_cost_per_token", 0) or 0)
+    )
     session.add({"source": "agent", "action": "system", "message": "system prompt", "args": {}})
     session.add({"source": "user", "action": "message", "message": task, "args": {"content": task}})
     log("INFO", "state_tracker.py:101", f"AgentController {sid} - created new state. start_id: 0")
@@ -279,15 +339,23 @@ def main() -> int:
     if "print-secret" in directives:
         log("WARNING", "llm.py:1", f"using key {llm.get('api_key')} env {os.environ.get('LLM_API_KEY')}")
     if "background" in directives:  # the agent leaves a server running
-        subprocess.Popen(["bash", "-c", "sleep 300"], start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            ["bash", "-c", "sleep 300"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     if "big-event-mb" in directives:
         session.add_big(float(directives["big-event-mb"] or 150))
     if "hang-after-events" in directives:  # a hung LLM call: events stop, the process stays
         for n in range(int(directives["hang-after-events"] or 1)):
-            session.add({"source": "agent", "action": "run", "message": f"step {n + 1}",
-                         "args": {"command": f"step {n + 1}"}, "llm_metrics": session.llm_call()})
+            session.add(
+                {
+                    "source": "agent",
+                    "action": "run",
+                    "message": f"step {n + 1}",
+                    "args": {"command": f"step {n + 1}"},
+                    "llm_metrics": session.llm_call(),
+                }
+            )
         while True:
             time.sleep(3600)
 
@@ -299,8 +367,15 @@ def main() -> int:
                 target = target / f"{sid}.json"
             target.parent.mkdir(parents=True, exist_ok=True)
             if "big-trajectory-mb" in directives:
-                early = {"accumulated_cost": 0.5, "accumulated_token_usage": {
-                    "prompt_tokens": 7, "completion_tokens": 7, "cache_read_tokens": 0, "cache_write_tokens": 0}}
+                early = {
+                    "accumulated_cost": 0.5,
+                    "accumulated_token_usage": {
+                        "prompt_tokens": 7,
+                        "completion_tokens": 7,
+                        "cache_read_tokens": 0,
+                        "cache_write_tokens": 0,
+                    },
+                }
                 write_big_trajectory(target, session.events, float(directives["big-trajectory-mb"] or 150), early)
             else:
                 target.write_text(json.dumps(session.events))
@@ -311,16 +386,27 @@ def main() -> int:
 
     if "llm-error" in directives or "llm-auth" in directives:
         code = "AUTHENTICATION" if "llm-auth" in directives else "INTERNAL_SERVER_ERROR"
-        log("ERROR", "agent_controller.py:386", f"[Agent Controller {sid}] Error while running the agent "
-            f"(session ID: {sid}): litellm.InternalServerError: OpenAIException - scripted failure")
+        log(
+            "ERROR",
+            "agent_controller.py:386",
+            f"[Agent Controller {sid}] Error while running the agent "
+            f"(session ID: {sid}): litellm.InternalServerError: OpenAIException - scripted failure",
+        )
         log("ERROR", "loop.py:32", f"STATUS$ERROR_LLM_{code}")
         return end("ERROR")
 
     if "tick" in directives:  # steady progress and growing spend, -b ignored
         ticks_until = time.monotonic() + float(directives["tick"] or 5)
         while time.monotonic() < ticks_until and not stopping:
-            session.add({"source": "agent", "action": "run", "message": "tick", "args": {"command": "tick"},
-                         "llm_metrics": session.llm_call()})
+            session.add(
+                {
+                    "source": "agent",
+                    "action": "run",
+                    "message": "tick",
+                    "args": {"command": "tick"},
+                    "llm_metrics": session.llm_call(),
+                }
+            )
             time.sleep(0.5)
         if stopping and "wipe-on-stop" in directives:
             import shutil
@@ -330,32 +416,56 @@ def main() -> int:
         if stopping:
             return end("STOPPED")
     metrics = session.llm_call()
-    session.add({"source": "agent", "action": "run", "message": f"Running command: {command}",
-                 "args": {"command": command}, "llm_metrics": metrics})
+    session.add(
+        {
+            "source": "agent",
+            "action": "run",
+            "message": f"Running command: {command}",
+            "args": {"command": command},
+            "llm_metrics": metrics,
+        }
+    )
     if "debug-metrics" in directives:
         log("DEBUG", "llm.py:627", "Cost: 0.00 USD | Accumulated Cost: 0.01 USD")
-        log("DEBUG", "agent_controller.py:1218",
+        log(
+            "DEBUG",
+            "agent_controller.py:1218",
             f"Action metrics - accumulated_cost: {metrics['accumulated_cost']}, max_budget: None, latest "
             "tokens (prompt/completion/cache_read/cache_write): 1000/50/7/3, accumulated tokens "
-            "(prompt/completion): 1000/50")
+            "(prompt/completion): 1000/50",
+        )
     if not stopping:
         code, output = run_command(command, workspace)
-        session.add({"source": "agent", "observation": "run", "content": output,
-                     "extras": {"command": command, "exit_code": code}, "message": ""})
+        session.add(
+            {
+                "source": "agent",
+                "observation": "run",
+                "content": output,
+                "extras": {"command": command, "exit_code": code},
+                "message": "",
+            }
+        )
     if stopping:
         return end("STOPPED")
     if "max-iterations" in directives:
-        log("ERROR", "agent_controller.py:386", f"[Agent Controller {sid}] Error while running the agent "
+        log(
+            "ERROR",
+            "agent_controller.py:386",
+            f"[Agent Controller {sid}] Error while running the agent "
             f"(session ID: {sid}): RuntimeError: Agent reached maximum iteration. Current iteration: "
-            f"{max_iterations}, max iteration: {max_iterations}")
+            f"{max_iterations}, max iteration: {max_iterations}",
+        )
         return end("ERROR")
     if "stuck" in directives:
-        log("ERROR", "agent_controller.py:386", f"[Agent Controller {sid}] Error while running the agent "
-            f"(session ID: {sid}): AgentStuckInLoopError: Agent got stuck in a loop")
+        log(
+            "ERROR",
+            "agent_controller.py:386",
+            f"[Agent Controller {sid}] Error while running the agent "
+            f"(session ID: {sid}): AgentStuckInLoopError: Agent got stuck in a loop",
+        )
         return end("ERROR")
     metrics = session.llm_call()
-    session.add({"source": "agent", "action": "finish", "message": "Done.", "args": {},
-                 "llm_metrics": metrics})
+    session.add({"source": "agent", "action": "finish", "message": "Done.", "args": {}, "llm_metrics": metrics})
     return end("FINISHED")
 
 

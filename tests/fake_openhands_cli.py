@@ -97,8 +97,13 @@ class Recorder:
         folder = os.environ.get("STANDIN_RECORD_DIR")
         self.path = Path(folder, f"{time.time_ns()}-{os.getpid()}.json") if folder else None
         self.data: dict[str, Any] = {
-            "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "pid": os.getpid(),
-            "pgid": os.getpgid(0), "sid_unix": os.getsid(0), "executable": sys.executable,
+            "argv": sys.argv,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "pid": os.getpid(),
+            "pgid": os.getpgid(0),
+            "sid_unix": os.getsid(0),
+            "executable": sys.executable,
             "stdin_is_devnull": os.path.realpath("/proc/self/fd/0") == "/dev/null",
         }
 
@@ -111,19 +116,40 @@ class Recorder:
 
 
 def usage_metrics(model: str) -> dict[str, Any]:
-    return {"model_name": model, "accumulated_cost": 0.0, "max_budget_per_task": None,
-            "accumulated_token_usage": {"model": model, "prompt_tokens": 0, "completion_tokens": 0,
-                                        "cache_read_tokens": 0, "cache_write_tokens": 0,
-                                        "reasoning_tokens": 0, "context_window": 0, "per_turn_token": 0,
-                                        "response_id": ""},
-            "costs": [], "response_latencies": [], "token_usages": []}
+    return {
+        "model_name": model,
+        "accumulated_cost": 0.0,
+        "max_budget_per_task": None,
+        "accumulated_token_usage": {
+            "model": model,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 0,
+            "context_window": 0,
+            "per_turn_token": 0,
+            "response_id": "",
+        },
+        "costs": [],
+        "response_latencies": [],
+        "token_usages": [],
+    }
 
 
 class Conversation:
     """One conversation's folder: base_state.json (saved on status changes only) and its events."""
 
-    def __init__(self, folder: Path, conversation_id: uuid.UUID, llm: dict[str, Any], workdir: Path,
-                 cost_in: float, cost_out: float, json_events: bool) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        conversation_id: uuid.UUID,
+        llm: dict[str, Any],
+        workdir: Path,
+        cost_in: float,
+        cost_out: float,
+        json_events: bool,
+    ) -> None:
         self.id = conversation_id
         self.folder = folder
         self.events_dir = folder / "events"
@@ -136,13 +162,19 @@ class Conversation:
         public_llm = {k: v for k, v in llm.items() if k != "api_key"}
         self.state: dict[str, Any] = {
             "id": str(conversation_id),
-            "agent": {"kind": "Agent", "llm": {**public_llm, "api_key": MASKED if llm.get("api_key") else None,
-                                               "usage_id": "agent"},
-                      "tools": [{"name": "terminal", "params": {}}, {"name": "file_editor", "params": {}},
-                                {"name": "task_tracker", "params": {}}],
-                      "condenser": {"kind": "LLMSummarizingCondenser",
-                                    "llm": {**public_llm, "api_key": MASKED if llm.get("api_key") else None,
-                                            "usage_id": "condenser"}}},
+            "agent": {
+                "kind": "Agent",
+                "llm": {**public_llm, "api_key": MASKED if llm.get("api_key") else None, "usage_id": "agent"},
+                "tools": [
+                    {"name": "terminal", "params": {}},
+                    {"name": "file_editor", "params": {}},
+                    {"name": "task_tracker", "params": {}},
+                ],
+                "condenser": {
+                    "kind": "LLMSummarizingCondenser",
+                    "llm": {**public_llm, "api_key": MASKED if llm.get("api_key") else None, "usage_id": "condenser"},
+                },
+            },
             "workspace": {"kind": "LocalWorkspace", "working_dir": str(workdir)},
             "persistence_dir": str(folder),
             "max_iterations": 500,
@@ -201,21 +233,47 @@ class Terminal:
         self.env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
         user = os.environ.get("USER") or "None"
         self.session = f"openhands-pool-{user}-{uuid.uuid4().hex}"
-        pass_env = [a for k, v in self.env.items() if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)
-                    for a in ("-e", f"{k}={v}")]
-        self.tmux("new-session", "-d", "-s", self.session, "-x", "250", "-y", "50", "-c", str(workdir),
-                  *pass_env, "bash", "--norc", "--noprofile", check=True)
+        pass_env = [
+            a for k, v in self.env.items() if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for a in ("-e", f"{k}={v}")
+        ]
+        self.tmux(
+            "new-session",
+            "-d",
+            "-s",
+            self.session,
+            "-x",
+            "250",
+            "-y",
+            "50",
+            "-c",
+            str(workdir),
+            *pass_env,
+            "bash",
+            "--norc",
+            "--noprofile",
+            check=True,
+        )
         self.tmux("set-option", "-t", self.session, "history-limit", "100000")
         self.server_pid = int(self.tmux("display-message", "-p", "-t", self.session, "#{pid}").stdout.strip())
         self.pane_pid = int(self.tmux("display-message", "-p", "-t", self.session, "#{pane_pid}").stdout.strip())
-        recorder.update(tmux_session=self.session, tmux_server_pid=self.server_pid, pane_pid=self.pane_pid,
-                        tmux_tmpdir=os.environ.get("TMUX_TMPDIR"))
+        recorder.update(
+            tmux_session=self.session,
+            tmux_server_pid=self.server_pid,
+            pane_pid=self.pane_pid,
+            tmux_tmpdir=os.environ.get("TMUX_TMPDIR"),
+        )
         self.recorder = recorder
 
     def tmux(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         # Own session: a Ctrl-C sent to this process' group must not kill a tmux client mid-call.
-        done = subprocess.run(["tmux", "-L", TMUX_SOCKET, *args], env=self.env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
+        done = subprocess.run(
+            ["tmux", "-L", TMUX_SOCKET, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         if check and done.returncode != 0:
             raise RuntimeError(f"tmux {args[0]} failed: {done.stderr.strip()}")
         return done
@@ -234,10 +292,10 @@ class Terminal:
                 return None, ""
             found = done.search(shown.stdout)
             if found:
-                lines = shown.stdout[:found.start()].splitlines()
+                lines = shown.stdout[: found.start()].splitlines()
                 start = max((i for i, line in enumerate(lines) if f"__STANDIN_RC_{token}=$?" in line), default=-1)
                 self.recorder.update(pane_shell_alive_at_command_end=pid_alive(self.pane_pid))
-                return int(found.group(1)), "\n".join(lines[start + 1:])
+                return int(found.group(1)), "\n".join(lines[start + 1 :])
             time.sleep(0.1)
 
     def close(self) -> None:
@@ -249,7 +307,7 @@ def pid_alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return False
-    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] not in (b"Z", b"X")
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -314,16 +372,23 @@ def main() -> int:
     recorder.update()
     args = parse_args(sys.argv[1:])
     if not sys.stdout.isatty():
-        say("OpenHands CLI terminal UI may not work correctly in this environment: Rich detected a "
-            "non-interactive or unsupported terminal; interactive UI may not render correctly")
+        say(
+            "OpenHands CLI terminal UI may not work correctly in this environment: Rich detected a "
+            "non-interactive or unsupported terminal; interactive UI may not render correctly"
+        )
 
     persistence = Path(os.path.expanduser(os.environ.get("OPENHANDS_PERSISTENCE_DIR") or "~/.openhands"))
-    conversations = Path(os.path.expanduser(os.environ.get("OPENHANDS_CONVERSATIONS_DIR")
-                                            or persistence / "conversations"))
+    conversations = Path(
+        os.path.expanduser(os.environ.get("OPENHANDS_CONVERSATIONS_DIR") or persistence / "conversations")
+    )
     workdir = Path(os.environ.get("OPENHANDS_WORK_DIR") or os.getcwd())
     conversation_id = uuid.uuid4()
-    recorder.update(conversation_id=conversation_id.hex, persistence_dir=str(persistence),
-                    conversations_dir=str(conversations), workdir=str(workdir))
+    recorder.update(
+        conversation_id=conversation_id.hex,
+        persistence_dir=str(persistence),
+        conversations_dir=str(conversations),
+        workdir=str(workdir),
+    )
 
     llm, source = load_settings(args, persistence)
     recorder.update(settings_source=source)
@@ -337,8 +402,10 @@ def main() -> int:
         path = Path(args.file).resolve()
         content = path.read_text(encoding="utf-8")
         dashes = "-" * 40
-        message = (f"Starting this session with file context.\n\nFile path: {path}\n\nFile contents:\n"
-                   f"{dashes}\n{content}\n{dashes}\n")
+        message = (
+            f"Starting this session with file context.\n\nFile path: {path}\n\nFile contents:\n"
+            f"{dashes}\n{content}\n{dashes}\n"
+        )
     else:
         content = message = args.task
     directives = set(re.findall(r"^STANDIN:[ \t]*([\w-]+)", content, re.M))
@@ -347,13 +414,28 @@ def main() -> int:
 
     say("Initializing agent...")
     terminal = Terminal(workdir, recorder)
-    conv = Conversation(conversations / conversation_id.hex, conversation_id, llm, workdir,
-                        price(llm, "input_cost_per_token", "STANDIN_COST_IN"),
-                        price(llm, "output_cost_per_token", "STANDIN_COST_OUT"), args.json)
-    conv.add("SystemPromptEvent", "agent", system_prompt={"type": "text", "text": "You are OpenHands agent..."},
-             tools=[{"name": "terminal"}, {"name": "file_editor"}, {"name": "finish"}])
-    conv.add("MessageEvent", "user", llm_message={"role": "user", "content": [{"type": "text", "text": message}]},
-             activated_skills=[], extended_content=[])
+    conv = Conversation(
+        conversations / conversation_id.hex,
+        conversation_id,
+        llm,
+        workdir,
+        price(llm, "input_cost_per_token", "STANDIN_COST_IN"),
+        price(llm, "output_cost_per_token", "STANDIN_COST_OUT"),
+        args.json,
+    )
+    conv.add(
+        "SystemPromptEvent",
+        "agent",
+        system_prompt={"type": "text", "text": "You are OpenHands agent..."},
+        tools=[{"name": "terminal"}, {"name": "file_editor"}, {"name": "finish"}],
+    )
+    conv.add(
+        "MessageEvent",
+        "user",
+        llm_message={"role": "user", "content": [{"type": "text", "text": message}]},
+        activated_skills=[],
+        extended_content=[],
+    )
     conv.set_status("running")
     say("Agent is working")
 
@@ -379,20 +461,40 @@ def main() -> int:
         Ctrl-C arrived meanwhile (the step's observation is then never written)."""
         conv.llm_call("agent")
         call_id = f"call_{uuid.uuid4().hex[:24]}"
-        action = conv.add("ActionEvent", "agent", tool_name="terminal", tool_call_id=call_id,
-                          thought=[{"type": "text", "text": "Running the command."}],
-                          action={"kind": "TerminalAction", "command": tool_command, "is_input": False,
-                                  "timeout": None, "reset": False},
-                          llm_response_id=f"chatcmpl-{uuid.uuid4().hex[:16]}")
+        action = conv.add(
+            "ActionEvent",
+            "agent",
+            tool_name="terminal",
+            tool_call_id=call_id,
+            thought=[{"type": "text", "text": "Running the command."}],
+            action={
+                "kind": "TerminalAction",
+                "command": tool_command,
+                "is_input": False,
+                "timeout": None,
+                "reset": False,
+            },
+            llm_response_id=f"chatcmpl-{uuid.uuid4().hex[:16]}",
+        )
         if stopping:
             return False
         code, output = terminal.run(tool_command)
         if stopping:
             return False
-        conv.add("ObservationEvent", "environment", tool_name="terminal", tool_call_id=call_id,
-                 action_id=action["id"],
-                 observation={"kind": "TerminalObservation", "content": [{"type": "text", "text": output}],
-                              "command": tool_command, "exit_code": code, "timeout": False})
+        conv.add(
+            "ObservationEvent",
+            "environment",
+            tool_name="terminal",
+            tool_call_id=call_id,
+            action_id=action["id"],
+            observation={
+                "kind": "TerminalObservation",
+                "content": [{"type": "text", "text": output}],
+                "command": tool_command,
+                "exit_code": code,
+                "timeout": False,
+            },
+        )
         return True
 
     if not step(command):
@@ -407,11 +509,23 @@ def main() -> int:
         return end("stuck")
     conv.llm_call("agent")
     call_id = f"call_{uuid.uuid4().hex[:24]}"
-    finish = conv.add("ActionEvent", "agent", tool_name="finish", tool_call_id=call_id,
-                      thought=[], action={"kind": "FinishAction", "message": "Done."},
-                      llm_response_id=f"chatcmpl-{uuid.uuid4().hex[:16]}")
-    conv.add("ObservationEvent", "environment", tool_name="finish", tool_call_id=call_id, action_id=finish["id"],
-             observation={"kind": "FinishObservation", "content": [{"type": "text", "text": "Done."}]})
+    finish = conv.add(
+        "ActionEvent",
+        "agent",
+        tool_name="finish",
+        tool_call_id=call_id,
+        thought=[],
+        action={"kind": "FinishAction", "message": "Done."},
+        llm_response_id=f"chatcmpl-{uuid.uuid4().hex[:16]}",
+    )
+    conv.add(
+        "ObservationEvent",
+        "environment",
+        tool_name="finish",
+        tool_call_id=call_id,
+        action_id=finish["id"],
+        observation={"kind": "FinishObservation", "content": [{"type": "text", "text": "Done."}]},
+    )
     return end("finished")
 
 

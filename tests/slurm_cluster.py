@@ -42,8 +42,17 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 # Daemons live in sbin, which is not on every PATH (e.g. a non-login root shell).
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/local/sbin", "/usr/sbin", "/sbin"])
-FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
-            "BOOT_FAIL", "DEADLINE"}
+FINISHED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 INSTALL_HINT = "install with: bash .ci/install-slurm.sh"
 
 
@@ -71,8 +80,7 @@ def command_line(pid: int) -> str:
 class SlurmCluster:
     """One node (`localhost`), one partition (`batch`), state and logs all in `folder`."""
 
-    def __init__(self, folder: Path, cpus: int | None = None, kill_wait: int = 5,
-                 min_job_age: int = 300) -> None:
+    def __init__(self, folder: Path, cpus: int | None = None, kill_wait: int = 5, min_job_age: int = 300) -> None:
         self.folder = Path(folder).resolve()
         # Slots for jobs, not real cores: the tests' jobs mostly sleep, and array tasks should run
         # at the same time even on a 2-core machine (config_overrides: the node is not drained
@@ -158,8 +166,9 @@ PartitionName=batch Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         env = self.client_env()
         env[self.marker.split("=", 1)[0]] = str(self.folder)
         with open(self.folder / "logs" / f"{name}.out", "ab") as log:
-            self.daemons[name] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                                  stderr=subprocess.STDOUT, start_new_session=True)
+            self.daemons[name] = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def _exe(self, name: str) -> str:
         path = shutil.which(name, path=SEARCH_PATH)
@@ -184,13 +193,26 @@ PartitionName=batch Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         key.chmod(0o400)
         try:
             m = self.munge_dir
-            self._spawn("munged", [self._exe("munged"), "--foreground", "--force", f"--key-file={key}",
-                                   f"--socket={self.socket}", f"--pid-file={m / 'munged.pid'}",
-                                   f"--log-file={m / 'munged.log'}", f"--seed-file={m / 'munged.seed'}"])
+            self._spawn(
+                "munged",
+                [
+                    self._exe("munged"),
+                    "--foreground",
+                    "--force",
+                    f"--key-file={key}",
+                    f"--socket={self.socket}",
+                    f"--pid-file={m / 'munged.pid'}",
+                    f"--log-file={m / 'munged.log'}",
+                    f"--seed-file={m / 'munged.seed'}",
+                ],
+            )
             self._wait(lambda: self.socket.exists(), 10, "munged did not create its socket")
             self._spawn("slurmctld", [self._exe("slurmctld"), "-D", "-i", "-f", str(self.conf)])
-            self._wait(lambda: "UP" in self.call("scontrol", "ping").stdout, timeout,
-                       "slurmctld did not answer `scontrol ping`")
+            self._wait(
+                lambda: "UP" in self.call("scontrol", "ping").stdout,
+                timeout,
+                "slurmctld did not answer `scontrol ping`",
+            )
             self._spawn("slurmd", [self._exe("slurmd"), "-D", "-f", str(self.conf), "-N", "localhost"])
             self._wait(self._node_idle, timeout - (time.monotonic() - t0), "the node did not become idle")
         except BaseException:
@@ -218,8 +240,11 @@ PartitionName=batch Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         names = [name] if name else list(self.daemons)
         found = []
         for n in names:
-            for path in (self.folder / "logs" / f"{n}.out", self.folder / "logs" / f"{n}.log",
-                         self.munge_dir / "munged.log"):
+            for path in (
+                self.folder / "logs" / f"{n}.out",
+                self.folder / "logs" / f"{n}.log",
+                self.munge_dir / "munged.log",
+            ):
                 text = path.read_text(errors="replace").strip() if path.exists() and n in path.name else ""
                 if text:
                     found.append(f"[{path.name}] " + " | ".join(text.splitlines()[-lines:]))
@@ -227,10 +252,18 @@ PartitionName=batch Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 
     # ------------------------------------------------------------------ clients
 
-    def call(self, *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-             timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self._exe(argv[0]), *argv[1:]], env=self.client_env(env), cwd=cwd,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    def call(
+        self, *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self._exe(argv[0]), *argv[1:]],
+            env=self.client_env(env),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def sbatch(self, args: Iterable[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
         """Submit; return the job id (for an array, the array's id)."""
@@ -332,7 +365,7 @@ def descendants(pid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_bytes()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(entry))
     found, todo = [], [pid]
     while todo:
@@ -349,8 +382,10 @@ if __name__ == "__main__":
         took = cluster.start()
     except SlurmUnavailable as exc:
         sys.exit(f"slurm_cluster: {exc}")
-    print(f"single-node Slurm up in {took:.1f}s; to use it:\n  export SLURM_CONF={cluster.conf}\n"
-          "Ctrl-C stops it.", flush=True)
+    print(
+        f"single-node Slurm up in {took:.1f}s; to use it:\n  export SLURM_CONF={cluster.conf}\nCtrl-C stops it.",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         signal.pause()

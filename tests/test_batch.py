@@ -12,17 +12,39 @@ import pytest
 from conftest import ENV_SECRET, SECRET, Workspace, alive, processes_with, read_jsonl
 
 RECORD_FIELDS = {
-    "task_name", "prompt_file", "status", "return_code", "elapsed_time_seconds", "stdout", "stderr",
-    "total_cost", "total_input_tokens", "total_output_tokens", "cache_read_tokens",
-    "cache_write_tokens", "metrics_source", "agent_state", "error", "trajectory_path", "attempt",
-    "started_at", "finished_at", "session_name", "session_id", "stdout_log", "stderr_log", "command",
-    "prompt_sha256", "run_id",
+    "task_name",
+    "prompt_file",
+    "status",
+    "return_code",
+    "elapsed_time_seconds",
+    "stdout",
+    "stderr",
+    "total_cost",
+    "total_input_tokens",
+    "total_output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "metrics_source",
+    "agent_state",
+    "error",
+    "trajectory_path",
+    "attempt",
+    "started_at",
+    "finished_at",
+    "session_name",
+    "session_id",
+    "stdout_log",
+    "stderr_log",
+    "command",
+    "prompt_sha256",
+    "run_id",
 }
 
 pytestmark = pytest.mark.e2e  # the runner as a process, against the OpenHands stand-in
 
 
 # --- 1. discovery ---------------------------------------------------------------------------------
+
 
 def test_discovers_md_prompts_in_sorted_order_and_ignores_other_files(ws: Workspace) -> None:
     for name in ("zeta", "alpha", "Mid"):
@@ -48,12 +70,23 @@ def test_empty_prompt_is_an_error_record_and_never_launched(ws: Workspace) -> No
 
 # --- 2. configuration -----------------------------------------------------------------------------
 
+
 def test_task_config_keeps_base_settings_adds_trajectory_and_wins_over_environment(ws: Workspace) -> None:
     ws.prompt("one")
     ws.env["SAVE_TRAJECTORY_PATH"] = str(ws.root / "elsewhere.json")
     ws.env["RUNTIME"] = "docker"
-    done = ws.run("--runtime", "cli", "--max-iterations", "7", "--max-budget-per-task", "1.5",
-                  "--llm-config", "cheap", "--agent-cls", "CodeActAgent")
+    done = ws.run(
+        "--runtime",
+        "cli",
+        "--max-iterations",
+        "7",
+        "--max-budget-per-task",
+        "1.5",
+        "--llm-config",
+        "cheap",
+        "--agent-cls",
+        "CodeActAgent",
+    )
     launch = ws.launches()[0]
     expected = str(ws.output / "trajectories" / "one.json")
     assert launch["config"]["core"]["save_trajectory_path"] == expected
@@ -102,6 +135,7 @@ def test_broken_base_config_is_reported_before_anything_starts(ws: Workspace) ->
 
 # --- 3. launch ------------------------------------------------------------------------------------
 
+
 def test_launch_argv_working_directory_stdin_and_own_session(ws: Workspace) -> None:
     prompt = ws.prompt("one")
     ws.run("--", "--selected-repo", "me/repo")
@@ -123,8 +157,9 @@ def test_every_attempt_gets_a_fresh_session_name(ws: Workspace) -> None:
     ws.run("--rerun")
     names = [r["session_name"] for r in ws.records_of("one")]
     assert len(names) == 2 and names[0] != names[1]
-    assert [l["sid"] for l in ws.launches()] == sorted(r["session_id"] for r in ws.records_of("one")) or \
-        {l["sid"] for l in ws.launches()} == {r["session_id"] for r in ws.records_of("one")}
+    assert [l["sid"] for l in ws.launches()] == sorted(r["session_id"] for r in ws.records_of("one")) or {
+        l["sid"] for l in ws.launches()
+    } == {r["session_id"] for r in ws.records_of("one")}
 
 
 def test_whole_output_goes_to_log_files(ws: Workspace) -> None:
@@ -137,6 +172,7 @@ def test_whole_output_goes_to_log_files(ws: Workspace) -> None:
 
 
 # --- 4. timeout -----------------------------------------------------------------------------------
+
 
 def test_timeout_stops_openhands_gracefully_and_leaves_nothing_alive(ws: Workspace) -> None:
     ws.prompt("sleepy", "RUN: sleep 300\n")
@@ -169,16 +205,21 @@ def test_processes_left_behind_by_a_finished_task_are_killed(ws: Workspace) -> N
 
 # --- 5. outcome -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("prompt, status, state, error", [
-    ("Say hi.\n", "success", "FINISHED", None),
-    ("STANDIN: llm-error\n", "failed", "ERROR", "STATUS$ERROR_LLM_INTERNAL_SERVER_ERROR"),
-    ("STANDIN: max-iterations\n", "failed", "ERROR", "Agent reached maximum iteration"),
-    ("STANDIN: stuck\n", "failed", "ERROR", "Agent got stuck in a loop"),
-    ("STANDIN: crash\n", "failed", None, "RuntimeError: Failed to start runtime"),
-    ("STANDIN: no-state\n", "success", "FINISHED", None),  # state read from the event files
-])
+
+@pytest.mark.parametrize(
+    "prompt, status, state, error",
+    [
+        ("Say hi.\n", "success", "FINISHED", None),
+        ("STANDIN: llm-error\n", "failed", "ERROR", "STATUS$ERROR_LLM_INTERNAL_SERVER_ERROR"),
+        ("STANDIN: max-iterations\n", "failed", "ERROR", "Agent reached maximum iteration"),
+        ("STANDIN: stuck\n", "failed", "ERROR", "Agent got stuck in a loop"),
+        ("STANDIN: crash\n", "failed", None, "RuntimeError: Failed to start runtime"),
+        ("STANDIN: no-state\n", "success", "FINISHED", None),  # state read from the event files
+    ],
+)
 def test_status_comes_from_the_final_agent_state_not_the_exit_code(
-        ws: Workspace, prompt: str, status: str, state: str | None, error: str | None) -> None:
+    ws: Workspace, prompt: str, status: str, state: str | None, error: str | None
+) -> None:
     ws.prompt("task", prompt)
     done = ws.run()
     record = ws.records_of("task")[0]
@@ -196,15 +237,29 @@ def test_command_that_fails_to_start_is_an_error_record(ws: Workspace, tmp_path:
     script = tmp_path / "oh"
     script.write_text("#!/nonexistent/interpreter\n")
     script.chmod(0o755)
-    done = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "run_batch.py"),
-                           "--prompt-dir", str(ws.prompts), "--project-dir", str(ws.project),
-                           "--command", str(script)], env=ws.env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent.parent / "run_batch.py"),
+            "--prompt-dir",
+            str(ws.prompts),
+            "--project-dir",
+            str(ws.project),
+            "--command",
+            str(script),
+        ],
+        env=ws.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     record = ws.records_of("one")[0]
     assert record["status"] == "error" and "could not start" in record["error"]
     assert done.returncode == 1
 
 
 # --- 6. cost and tokens ---------------------------------------------------------------------------
+
 
 def test_cost_and_tokens_from_the_trajectory(ws: Workspace) -> None:
     ws.prompt("one")
@@ -232,6 +287,7 @@ def test_unknown_cost_stays_null(ws: Workspace) -> None:
 
 
 # --- 7, 8. results, log, console ------------------------------------------------------------------
+
 
 def test_record_fields_log_and_console(ws: Workspace) -> None:
     ws.prompt("a")
@@ -261,14 +317,18 @@ def test_results_are_appended_never_rewritten(ws: Workspace) -> None:
 
 # --- 9. exit status and usage errors ---------------------------------------------------------------
 
-@pytest.mark.parametrize("args, words", [
-    (["--max-workers", "0"], "--max-workers"),
-    (["--timeout", "0"], "--timeout"),
-    (["--timeout", "-5"], "--timeout"),
-    (["--command", "no-such-openhands-binary -m x"], "not found"),
-    (["--prompt-dir", "/nonexistent/prompts"], "--prompt-dir"),
-    (["--base-config", "/nonexistent/config.toml"], "--base-config"),
-])
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--max-workers", "0"], "--max-workers"),
+        (["--timeout", "0"], "--timeout"),
+        (["--timeout", "-5"], "--timeout"),
+        (["--command", "no-such-openhands-binary -m x"], "not found"),
+        (["--prompt-dir", "/nonexistent/prompts"], "--prompt-dir"),
+        (["--base-config", "/nonexistent/config.toml"], "--base-config"),
+    ],
+)
 def test_usage_errors_exit_2_with_one_line_and_write_nothing(ws: Workspace, args: list[str], words: str) -> None:
     ws.prompt("a")
     cmd = ws.command()
@@ -283,8 +343,9 @@ def test_usage_errors_exit_2_with_one_line_and_write_nothing(ws: Workspace, args
 def test_prompt_dir_that_is_a_file_is_a_usage_error(ws: Workspace) -> None:
     not_a_dir = ws.root / "prompts.md"
     not_a_dir.write_text("x")
-    done = subprocess.run(ws.command("--prompt-dir", str(not_a_dir)), env=ws.env, capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        ws.command("--prompt-dir", str(not_a_dir)), env=ws.env, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 2 and "not a folder" in done.stderr
 
 
@@ -296,6 +357,7 @@ def test_exit_status_zero_only_when_every_task_succeeded(ws: Workspace) -> None:
 
 
 # --- 10. secrets ----------------------------------------------------------------------------------
+
 
 def test_api_keys_never_reach_output_console_or_command_line(ws: Workspace) -> None:
     ws.prompt("leak", "STANDIN: print-secret\n")

@@ -28,14 +28,20 @@ CALL = 1000 * COST_IN + 50 * COST_OUT  # 0.0011
 
 def expected(agent_calls: int, condenser_calls: int) -> dict[str, Any]:
     calls = agent_calls + condenser_calls
-    return {"total_cost": pytest.approx(calls * CALL, rel=1e-9, abs=1e-12), "total_input_tokens": 1000 * calls,
-            "total_output_tokens": 50 * calls, "cache_read_tokens": 100 * agent_calls,
-            "cache_write_tokens": 10 * condenser_calls}
+    return {
+        "total_cost": pytest.approx(calls * CALL, rel=1e-9, abs=1e-12),
+        "total_input_tokens": 1000 * calls,
+        "total_output_tokens": 50 * calls,
+        "cache_read_tokens": 100 * agent_calls,
+        "cache_write_tokens": 10 * condenser_calls,
+    }
 
 
 def money(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: record[k] for k in ("total_cost", "total_input_tokens", "total_output_tokens",
-                                   "cache_read_tokens", "cache_write_tokens")}
+    return {
+        k: record[k]
+        for k in ("total_cost", "total_input_tokens", "total_output_tokens", "cache_read_tokens", "cache_write_tokens")
+    }
 
 
 @pytest.fixture
@@ -63,11 +69,22 @@ def cws(ws: Workspace) -> Any:
 def write_settings(folder: Path, key: str = SECRET) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "agent_settings.json"
-    path.write_text(json.dumps({
-        "llm": {"model": "openai/scripted", "api_key": key, "base_url": "http://127.0.0.1:9/v1",
-                "num_retries": 0, "input_cost_per_token": COST_IN, "output_cost_per_token": COST_OUT},
-        "tools": [{"name": "terminal"}], "condenser": None,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "llm": {
+                    "model": "openai/scripted",
+                    "api_key": key,
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "num_retries": 0,
+                    "input_cost_per_token": COST_IN,
+                    "output_cost_per_token": COST_OUT,
+                },
+                "tools": [{"name": "terminal"}],
+                "condenser": None,
+            }
+        )
+    )
     return path
 
 
@@ -76,13 +93,20 @@ def cli_command(ws: Workspace, *args: str) -> list[str]:
 
 
 def run(ws: Workspace, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cli_command(ws, *args), env=ws.env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cli_command(ws, *args), env=ws.env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def start(ws: Workspace, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(cli_command(ws, *args), env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        cli_command(ws, *args),
+        env=ws.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def launch_of(ws: Workspace, task: str) -> dict[str, Any]:
@@ -136,6 +160,7 @@ def wait_for_command(ws: Workspace, task: str) -> tuple[dict[str, Any], int]:
 
 # --- argv, environment, settings ----------------------------------------------------------------
 
+
 def test_argv_environment_and_working_directory(cws: Workspace) -> None:
     prompt = cws.prompt("hello", "Say hello.\nRUN: echo greetings\n")
     done = run(cws, "--", "--json")
@@ -146,7 +171,7 @@ def test_argv_environment_and_working_directory(cws: Workspace) -> None:
     f = argv.index("-f")
     assert argv[f + 1] == str(prompt.absolute()) and Path(argv[f + 1]).is_absolute()
     assert argv[-1] == "--json"  # the words after `--`, last
-    rest = argv[1:f] + argv[f + 2:-1]
+    rest = argv[1:f] + argv[f + 2 : -1]
     assert sorted(rest) == ["--always-approve", "--headless"]  # no --override-with-envs: no LLM_MODEL
     assert launch["cwd"] == str(cws.project)
     env = launch["env"]
@@ -164,8 +189,14 @@ def test_argv_environment_and_working_directory(cws: Workspace) -> None:
 def test_override_with_envs_only_when_llm_model_is_set(cws: Workspace) -> None:
     (Path(cws.env["HOME"]) / ".openhands" / "agent_settings.json").unlink()  # the environment alone
     cws.prompt("envonly")
-    cws.env.update({"LLM_MODEL": "openai/from-env", "LLM_API_KEY": ENV_KEY,
-                    "STANDIN_COST_IN": str(COST_IN), "STANDIN_COST_OUT": str(COST_OUT)})
+    cws.env.update(
+        {
+            "LLM_MODEL": "openai/from-env",
+            "LLM_API_KEY": ENV_KEY,
+            "STANDIN_COST_IN": str(COST_IN),
+            "STANDIN_COST_OUT": str(COST_OUT),
+        }
+    )
     done = run(cws)
     assert done.returncode == 0, done.stderr
     launch = launch_of(cws, "envonly")
@@ -230,6 +261,7 @@ def test_no_settings_key_in_the_output_folder_argv_or_console(cws: Workspace) ->
 
 # --- outcome: state, cost, tokens, session id, trajectory -----------------------------------------
 
+
 def test_finished_task_has_exact_cost_summed_over_usage_ids_and_the_conversation(cws: Workspace) -> None:
     cws.prompt("done", "RUN: echo the-output\n")
     done = run(cws)
@@ -245,8 +277,14 @@ def test_finished_task_has_exact_cost_summed_over_usage_ids_and_the_conversation
     assert (saved if saved.is_absolute() else cws.output / saved).parent == cws.output / "trajectories"
     events = trajectory(cws, record)
     assert events == conversation_events(launch)  # every event, in order
-    assert [e["kind"] for e in events] == ["SystemPromptEvent", "MessageEvent", "ActionEvent",
-                                           "ObservationEvent", "ActionEvent", "ObservationEvent"]
+    assert [e["kind"] for e in events] == [
+        "SystemPromptEvent",
+        "MessageEvent",
+        "ActionEvent",
+        "ObservationEvent",
+        "ActionEvent",
+        "ObservationEvent",
+    ]
     assert [e.get("tool_name") for e in events if e["kind"] == "ActionEvent"] == ["terminal", "finish"]
     assert "the-output" in json.dumps(events[3])
 
@@ -288,6 +326,7 @@ def test_no_settings_is_an_error_in_openhands_own_words(cws: Workspace) -> None:
 
 
 # --- stopping ------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_timeout_during_a_command_stops_fast_saves_the_state_and_leaves_no_tmux(cws: Workspace) -> None:
@@ -364,14 +403,18 @@ def test_two_tasks_in_parallel_keep_their_own_commands_and_cost(cws: Workspace) 
 
 # --- choosing the entrypoint, usage errors, dry run ----------------------------------------------
 
-@pytest.mark.parametrize("args", [
-    ["--max-iterations", "5"],
-    ["--agent-cls", "CodeActAgent"],
-    ["--llm-config", "cheap"],
-    ["--runtime", "docker"],
-    ["--max-budget-per-task", "1.5"],
-    ["--base-config", "config.toml"],
-])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-iterations", "5"],
+        ["--agent-cls", "CodeActAgent"],
+        ["--llm-config", "cheap"],
+        ["--runtime", "docker"],
+        ["--max-budget-per-task", "1.5"],
+        ["--base-config", "config.toml"],
+    ],
+)
 def test_options_the_cli_cannot_honour_are_usage_errors(cws: Workspace, args: list[str]) -> None:
     cws.prompt("a")
     if args[0] == "--base-config":
@@ -396,17 +439,18 @@ def test_dry_run_json_reports_the_cli_entrypoint(cws: Workspace) -> None:
 def test_a_program_named_openhands_is_the_cli_without_being_told(cws: Workspace) -> None:
     program = cws.root / "bin" / "openhands"
     program.parent.mkdir()
-    program.write_text(f"#!{sys.executable}\nimport os, sys\n"
-                       f"os.execv(sys.executable, [sys.executable, {str(CLI)!r}, *sys.argv[1:]])\n")
+    program.write_text(
+        f"#!{sys.executable}\nimport os, sys\nos.execv(sys.executable, [sys.executable, {str(CLI)!r}, *sys.argv[1:]])\n"
+    )
     program.chmod(0o755)
     cws.prompt("auto")
     command = cws.command("--command", str(program), standin=CLI)  # the later --command wins
-    plan = subprocess.run([*command, "--dry-run", "--format", "json"], env=cws.env, capture_output=True,
-                          text=True, timeout=60)
+    plan = subprocess.run(
+        [*command, "--dry-run", "--format", "json"], env=cws.env, capture_output=True, text=True, timeout=60
+    )
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["openhands"]["entrypoint"] == "cli"
-    done = subprocess.run(command, env=cws.env, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(command, env=cws.env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     [record] = read_jsonl(cws.results)
     assert record["status"] == "success" and record["metrics_source"] == "state"

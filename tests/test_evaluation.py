@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e  # the runner as a process, against the OpenHands s
 #   secret                        prints the config's key and the environment's token, and puts
 #                                 them in its JSON details
 #   file WORKSPACE NAME CONTENT   passed when WORKSPACE/NAME holds CONTENT (one line)
-GRADER = r'''
+GRADER = r"""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
@@ -70,7 +70,7 @@ if mode == "file":
     print(json.dumps({"score": 1 if text == content + "\n" else 0, "details": {"found": text}}))
     sys.exit(0 if text == content + "\n" else 1)
 sys.exit(99)
-'''.replace("SECRET_VALUE", repr(SECRET))
+""".replace("SECRET_VALUE", repr(SECRET))
 
 
 def grader(ws: Workspace) -> Path:
@@ -102,6 +102,7 @@ def report_json(ws: Workspace) -> dict[str, Any]:
 
 
 # --- verdicts -------------------------------------------------------------------------------------
+
 
 def test_verdict_comes_from_the_exit_code_and_score_and_details_from_the_last_line(ws: Workspace) -> None:
     for name in ("pass-one", "fail-one", "exit3-one", "crash-one"):
@@ -176,17 +177,34 @@ def test_each_placeholder_arrives_as_one_argv_word_exactly(ws: Workspace) -> Non
     for name in ODD_NAMES:
         ws.prompt(name)
     ws.prompt("agent-fails", "STANDIN: stuck\n")
-    done = ws.run("--workspace-per-task", "--max-workers", "3", "--evaluate",
-                  evaluate(ws, "pass {task} --name={task} {prompt} {output_dir} {trajectory} {workspace} {status} "
-                               "'{task} and {status}' literal{{task}}"))
+    done = ws.run(
+        "--workspace-per-task",
+        "--max-workers",
+        "3",
+        "--evaluate",
+        evaluate(
+            ws,
+            "pass {task} --name={task} {prompt} {output_dir} {trajectory} {workspace} {status} "
+            "'{task} and {status}' literal{{task}}",
+        ),
+    )
     assert done.returncode == 1, done.stderr  # agent-fails failed
     records = latest(ws)
     assert set(records) == {*ODD_NAMES, "agent-fails"}
     by_task = {g["args"][0]: g["args"] for g in gradings(ws)}
     assert set(by_task) == set(records)
     for name, r in records.items():
-        expected = [name, f"--name={name}", str(ws.prompts / f"{name}.md"), str(ws.output),
-                    r["trajectory_path"], r["workspace"], r["status"], f"{name} and {r['status']}", "literal{task}"]
+        expected = [
+            name,
+            f"--name={name}",
+            str(ws.prompts / f"{name}.md"),
+            str(ws.output),
+            r["trajectory_path"],
+            r["workspace"],
+            r["status"],
+            f"{name} and {r['status']}",
+            "literal{task}",
+        ]
         assert by_task[name] == expected, name
         assert r["evaluation"]["verdict"] == "passed"
         assert r["evaluation"]["details"]["args"] == expected
@@ -213,6 +231,7 @@ def test_evaluate_only_and_fail_on_evaluation_need_an_evaluator(ws: Workspace) -
 
 
 # --- --evaluate-only ------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_evaluate_only_grades_an_existing_folder_without_running_an_agent_and_resumes(ws: Workspace) -> None:
@@ -244,7 +263,10 @@ def test_evaluate_only_grades_an_existing_folder_without_running_an_agent_and_re
     assert other.returncode == 0, other.stderr  # without --fail-on-evaluation verdicts do not fail it
     assert len(read_jsonl(verdicts)) == 4
     assert {t["task_name"]: (t["evaluation"] or {}).get("verdict") for t in report_json(ws)["tasks"]} == {
-        "works": "failed", "agent-fails": "failed", "blank": None}
+        "works": "failed",
+        "agent-fails": "failed",
+        "blank": None,
+    }
 
     rerun = ws.run("--evaluate-only", "--rerun", "--evaluate", evaluate(ws, "fail {task}"))
     assert rerun.returncode == 0 and len(read_jsonl(verdicts)) == 6
@@ -252,12 +274,18 @@ def test_evaluate_only_grades_an_existing_folder_without_running_an_agent_and_re
     assert back.returncode == 0 and len(read_jsonl(verdicts)) == 8  # another command than the latest one's
     report = report_json(ws)
     assert {t["task_name"]: (t["evaluation"] or {}).get("verdict") for t in report["tasks"]} == {
-        "works": "passed", "agent-fails": "passed", "blank": None}
+        "works": "passed",
+        "agent-fails": "passed",
+        "blank": None,
+    }
     assert report["totals"]["evaluation"]["passed"] == 2
     table = ws.run("--report").stdout
     assert "verdict" in table.splitlines()[0]
-    assert [line.split()[0:2] for line in table.splitlines()[1:4]] == [["agent-fails", "failed"], ["blank", "error"],
-                                                                       ["works", "success"]]
+    assert [line.split()[0:2] for line in table.splitlines()[1:4]] == [
+        ["agent-fails", "failed"],
+        ["blank", "error"],
+        ["works", "success"],
+    ]
     assert ws.results.read_bytes() == before and len(ws.launches()) == launched
 
 
@@ -268,12 +296,20 @@ def test_evaluate_only_with_fail_on_evaluation_exits_1_when_a_verdict_is_not_pas
     done = ws.run("--evaluate-only", "--fail-on-evaluation", "--evaluate", evaluate(ws, "by-task {task}"))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Evaluation: 1 passed of 2 evaluated" in done.stdout
-    only = ws.run("--evaluate-only", "--fail-on-evaluation", "--tasks", "pass-a", "--rerun",
-                  "--evaluate", evaluate(ws, "by-task {task}"))
+    only = ws.run(
+        "--evaluate-only",
+        "--fail-on-evaluation",
+        "--tasks",
+        "pass-a",
+        "--rerun",
+        "--evaluate",
+        evaluate(ws, "by-task {task}"),
+    )
     assert only.returncode == 0, only.stdout + only.stderr
 
 
 # --- pass rates and the exit status ---------------------------------------------------------------
+
 
 def test_pass_rate_in_the_summary_summary_json_and_report(ws: Workspace) -> None:
     for name in ("pass-a", "pass-b", "fail-c"):
@@ -291,7 +327,11 @@ def test_pass_rate_in_the_summary_summary_json_and_report(ws: Workspace) -> None
     report = report_json(ws)
     assert report["totals"]["evaluation"]["passed"] == 2
     assert {t["task_name"]: (t["evaluation"] or {}).get("verdict") for t in report["tasks"]} == {
-        "pass-a": "passed", "pass-b": "passed", "fail-c": "failed", "blank": None}
+        "pass-a": "passed",
+        "pass-b": "passed",
+        "fail-c": "failed",
+        "blank": None,
+    }
     table = ws.run("--report").stdout.splitlines()
     assert table[0].split()[-2:] == ["verdict", "why"]
     rows = {line.split()[0]: line.split() for line in table[1:5]}
@@ -315,6 +355,7 @@ def test_fail_on_evaluation_changes_the_exit_status(ws: Workspace) -> None:
 
 
 # --- secrets and what is not evaluated ------------------------------------------------------------
+
 
 def test_a_secret_the_evaluator_prints_is_masked_in_its_log_and_the_record(ws: Workspace) -> None:
     ws.prompt("one")
@@ -341,8 +382,11 @@ def test_a_secret_in_the_evaluate_command_is_masked_in_the_record(ws: Workspace)
     again = ws.run("--evaluate-only", "--rerun", "--evaluate", evaluate(ws, f"pass {{task}} --token {ENV_SECRET}"))
     assert again.returncode == 0, again.stderr
     assert ENV_SECRET not in again.stdout + again.stderr
-    leaks = sorted(str(p.relative_to(ws.output)) for p in ws.output.rglob("*")
-                   if p.is_file() and ENV_SECRET.encode() in p.read_bytes())
+    leaks = sorted(
+        str(p.relative_to(ws.output))
+        for p in ws.output.rglob("*")
+        if p.is_file() and ENV_SECRET.encode() in p.read_bytes()
+    )
     assert leaks == []
 
 
@@ -360,15 +404,18 @@ def test_an_error_attempt_is_not_evaluated(ws: Workspace) -> None:
 
 # --- workspaces -----------------------------------------------------------------------------------
 
+
 def test_parallel_tasks_each_write_in_their_own_workspace(ws: Workspace) -> None:
     for name in ("alpha", "beta"):  # both write same.txt, wait, then read it back
         ws.prompt(name, f"RUN: echo {name} > same.txt; sleep 1.5; cat same.txt > seen.txt\n")
-    done = ws.run("--workspace-per-task", "--max-workers", "2",
-                  "--evaluate", evaluate(ws, "file {workspace} same.txt {task}"))
+    done = ws.run(
+        "--workspace-per-task", "--max-workers", "2", "--evaluate", evaluate(ws, "file {workspace} same.txt {task}")
+    )
     assert done.returncode == 0, done.stderr
     records = latest(ws)
-    spans = sorted((datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
-                   for r in records.values())
+    spans = sorted(
+        (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"])) for r in records.values()
+    )
     assert spans[1][0] < spans[0][1]  # they ran at the same time
     launches = {Path(launch["argv"][launch["argv"].index("-f") + 1]).stem: launch for launch in ws.launches()}
     for name, r in records.items():
@@ -391,8 +438,19 @@ LOOK_AND_LEAVE = "ls -A | grep -vx seen.txt > seen.txt; echo left > left.txt"
 def test_a_retry_gets_a_fresh_workspace(ws: Workspace) -> None:
     flag = ws.root / "stalled-once"
     ws.prompt("flaky", f"RUN: {LOOK_AND_LEAVE}; test -e {flag} || {{ touch {flag}; sleep 300; }}\n")
-    done = ws.run("--workspace-per-task", "--stall-timeout", "2", "--retries", "1", "--retry-backoff", "0.05",
-                  "--grace-period", "10", "--evaluate", evaluate(ws, "file {workspace} left.txt left"))
+    done = ws.run(
+        "--workspace-per-task",
+        "--stall-timeout",
+        "2",
+        "--retries",
+        "1",
+        "--retry-backoff",
+        "0.05",
+        "--grace-period",
+        "10",
+        "--evaluate",
+        evaluate(ws, "file {workspace} left.txt left"),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     first, second = ws.records_of("flaky")
     assert (first["status"], second["status"]) == ("stalled", "success")
@@ -419,8 +477,9 @@ def test_workspace_template_folder_is_copied_and_the_copy_is_independent(ws: Wor
     (template / "sub" / "b.txt").write_text("nested\n")
     (template / ".hidden").write_text("hidden\n")
     ws.prompt("edits", "RUN: cat a.txt > before.txt; echo changed >> a.txt; rm sub/b.txt\n")
-    done = ws.run("--workspace-template", str(template),
-                  "--evaluate", evaluate(ws, "file {workspace} before.txt original"))
+    done = ws.run(
+        "--workspace-template", str(template), "--evaluate", evaluate(ws, "file {workspace} before.txt original")
+    )
     assert done.returncode == 0, done.stderr
     [record] = read_jsonl(ws.results)
     workspace = Path(record["workspace"])
@@ -436,8 +495,13 @@ def test_workspace_template_folder_is_copied_and_the_copy_is_independent(ws: Wor
 
 
 def git(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -449,10 +513,19 @@ def test_workspace_template_git_repository_is_cloned(ws: Workspace) -> None:
     git("add", "f.txt", cwd=template)
     git("commit", "-qm", "first", cwd=template)
     head = git("rev-parse", "HEAD", cwd=template)
-    ws.prompt("edits", "RUN: cat f.txt > before.txt; echo agent >> f.txt; git add -A; "
-                       "git -c user.name=a -c user.email=a@example.com commit -qm agent\n")
-    done = ws.run("--workspace-template", str(template), "--max-workers", "2",
-                  "--evaluate", evaluate(ws, "file {workspace} before.txt committed"))
+    ws.prompt(
+        "edits",
+        "RUN: cat f.txt > before.txt; echo agent >> f.txt; git add -A; "
+        "git -c user.name=a -c user.email=a@example.com commit -qm agent\n",
+    )
+    done = ws.run(
+        "--workspace-template",
+        str(template),
+        "--max-workers",
+        "2",
+        "--evaluate",
+        evaluate(ws, "file {workspace} before.txt committed"),
+    )
     assert done.returncode == 0, done.stderr
     [record] = read_jsonl(ws.results)
     workspace = Path(record["workspace"])
@@ -531,8 +604,10 @@ def run_example_evaluator(*args: str) -> tuple[int, dict[str, Any]]:
 
 def trajectory_with(path: Path, *outputs: str, start: str = "2030-01-01T10:00:00+00:00") -> str:
     events = [{"id": 0, "timestamp": start, "source": "user", "action": "message", "message": "task", "args": {}}]
-    events += [{"id": n, "timestamp": start, "source": "agent", "observation": "run", "content": out, "extras": {}}
-               for n, out in enumerate(outputs, 1)]
+    events += [
+        {"id": n, "timestamp": start, "source": "agent", "observation": "run", "content": out, "extras": {}}
+        for n, out in enumerate(outputs, 1)
+    ]
     path.write_text(json.dumps(events))
     return str(path)
 
@@ -552,12 +627,22 @@ def test_example_evaluator_checks_what_each_example_prompt_asks_for(tmp_path: Pa
     assert run_example_evaluator("count-files", str(workspace), trajectory_with(tmp_path / "t1", "1\n"))[0] == 0
     assert run_example_evaluator("count-files", str(workspace), trajectory_with(tmp_path / "t2", "7\n"))[0] == 1
     assert run_example_evaluator("count-files", str(workspace), "")[0] == 1  # no trajectory: nothing reported
-    assert run_example_evaluator("slow-task", str(workspace),
-                                 trajectory_with(tmp_path / "t3", "2030-01-01T10:00:06Z\n"))[0] == 0
-    assert run_example_evaluator("slow-task", str(workspace),
-                                 trajectory_with(tmp_path / "t4", "2030-01-01T10:00:01Z\n"))[0] == 1  # did not wait
-    assert run_example_evaluator("python-version", str(workspace),
-                                 trajectory_with(tmp_path / "t5", "Python 0.0.1\n"))[0] == 1
+    assert (
+        run_example_evaluator("slow-task", str(workspace), trajectory_with(tmp_path / "t3", "2030-01-01T10:00:06Z\n"))[
+            0
+        ]
+        == 0
+    )
+    assert (
+        run_example_evaluator("slow-task", str(workspace), trajectory_with(tmp_path / "t4", "2030-01-01T10:00:01Z\n"))[
+            0
+        ]
+        == 1
+    )  # did not wait
+    assert (
+        run_example_evaluator("python-version", str(workspace), trajectory_with(tmp_path / "t5", "Python 0.0.1\n"))[0]
+        == 1
+    )
     assert run_example_evaluator("no-such-task", str(workspace))[0] == 2
     assert run_example_evaluator("hello-file", "")[0] == 2  # no --workspace-per-task
     assert prompts <= {"hello-file", "count-files", "python-version", "slow-task"}  # a check for every prompt
@@ -566,13 +651,28 @@ def test_example_evaluator_checks_what_each_example_prompt_asks_for(tmp_path: Pa
 def v1_trajectory_with(path: Path, *outputs: str, start: str = "2030-01-01T10:00:00") -> str:
     """The shape of a V1 CLI trajectory (its conversation's events, as run_batch writes them)."""
     text = [{"type": "text", "text": "task"}]
-    events: list[dict[str, Any]] = [{"kind": "MessageEvent", "source": "user", "timestamp": start,
-                                     "llm_message": {"role": "user", "content": text}}]
-    events += [{"kind": "ObservationEvent", "source": "environment", "tool_name": "terminal", "timestamp": start,
-                "observation": {"kind": "TerminalObservation", "content": [{"type": "text", "text": out}]}}
-               for out in outputs]
-    events.append({"kind": "ActionEvent", "source": "agent", "timestamp": start, "tool_name": "finish",
-                   "action": {"kind": "FinishAction", "message": "Done."}})
+    events: list[dict[str, Any]] = [
+        {"kind": "MessageEvent", "source": "user", "timestamp": start, "llm_message": {"role": "user", "content": text}}
+    ]
+    events += [
+        {
+            "kind": "ObservationEvent",
+            "source": "environment",
+            "tool_name": "terminal",
+            "timestamp": start,
+            "observation": {"kind": "TerminalObservation", "content": [{"type": "text", "text": out}]},
+        }
+        for out in outputs
+    ]
+    events.append(
+        {
+            "kind": "ActionEvent",
+            "source": "agent",
+            "timestamp": start,
+            "tool_name": "finish",
+            "action": {"kind": "FinishAction", "message": "Done."},
+        }
+    )
     path.write_text(json.dumps(events))
     return str(path)
 

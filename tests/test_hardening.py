@@ -38,6 +38,7 @@ STATUS_WORDS = "success|failed|timeout|error|interrupted"
 
 # --- helpers --------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def hws(ws: Workspace) -> Iterator[Workspace]:
     """The usual workspace with a TMPDIR of its own (the runner's private folder goes there, so a
@@ -156,15 +157,27 @@ def test_everything_derived_from_a_task_name_is_distinct(hws: Workspace) -> None
     """Session name, sid, process markers, container name and labels, log and trajectory names:
     one per task, for names equal but for case, slugging alike, sharing a long prefix, non-ASCII,
     or spelled like another task's file stem."""
-    names = ["repository_analysis_task_001", "repository_analysis_task_002", "a b", "a-b", "a_b",
-             "名前", "タスク", "ü", "task", "Task", "x!", "x?",
-             f"Task~{hashlib.sha256(b'Task').hexdigest()[:8]}"]  # the old case-collision stem of "Task"
+    names = [
+        "repository_analysis_task_001",
+        "repository_analysis_task_002",
+        "a b",
+        "a-b",
+        "a_b",
+        "名前",
+        "タスク",
+        "ü",
+        "task",
+        "Task",
+        "x!",
+        "x?",
+        f"Task~{hashlib.sha256(b'Task').hexdigest()[:8]}",
+    ]  # the old case-collision stem of "Task"
     for name in names:
         hws.prompt(name)
     bin_dir = hws.root / "bin"
     bin_dir.mkdir()
     calls = hws.root / "docker-calls.txt"
-    (bin_dir / "docker").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "docker").chmod(0o755)
     hws.env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
     done = run(hws, "--runtime", "docker", "--max-workers", "4")
@@ -191,14 +204,20 @@ def test_everything_derived_from_a_task_name_is_distinct(hws: Workspace) -> None
 
 # === 2. Files of other runs are never overwritten =================================================
 
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("first, second", [
-    (["--results-name", "monday.jsonl"], ["--results-name", "tuesday.jsonl", "--rerun"]),
-    (["--shard", "1/1"], ["--shard", "1/2"]),  # a changed shard count: another results file
-    ([], ["--results-name", "other.jsonl"]),
-], ids=["monday-tuesday", "shard-count", "default-then-named"])
-def test_runs_on_other_results_files_never_overwrite_earlier_files(hws: Workspace, first: list[str],
-                                                                    second: list[str]) -> None:
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (["--results-name", "monday.jsonl"], ["--results-name", "tuesday.jsonl", "--rerun"]),
+        (["--shard", "1/1"], ["--shard", "1/2"]),  # a changed shard count: another results file
+        ([], ["--results-name", "other.jsonl"]),
+    ],
+    ids=["monday-tuesday", "shard-count", "default-then-named"],
+)
+def test_runs_on_other_results_files_never_overwrite_earlier_files(
+    hws: Workspace, first: list[str], second: list[str]
+) -> None:
     hws.prompt("a", "RUN: date +%s%N\n")  # every attempt's files differ
     assert run(hws, *first).returncode == 0
     [earlier] = all_records(hws)
@@ -234,8 +253,11 @@ def test_symlinked_log_and_trajectory_files_are_not_written_through(hws: Workspa
     for sub in ("logs", "trajectories"):
         (hws.output / sub).mkdir(parents=True)
     planted = {}
-    for name, link in (("stdout", "logs/a.stdout.log"), ("stderr", "logs/a.stderr.log"),
-                       ("trajectory", "trajectories/a.json")):
+    for name, link in (
+        ("stdout", "logs/a.stdout.log"),
+        ("stderr", "logs/a.stderr.log"),
+        ("trajectory", "trajectories/a.json"),
+    ):
         target = outside / f"{name}.txt"
         target.write_text(f"someone else's {name}\n")
         (hws.output / link).symlink_to(target)
@@ -261,8 +283,7 @@ def test_symlinked_log_and_trajectory_files_are_not_written_through(hws: Workspa
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", ["batch_results.jsonl", "batch_run.log", ".batch_results.jsonl.lock",
-                                  "summary.json"])
+@pytest.mark.parametrize("name", ["batch_results.jsonl", "batch_run.log", ".batch_results.jsonl.lock", "summary.json"])
 def test_symlinked_results_lock_log_and_summary_are_not_written_through(hws: Workspace, name: str) -> None:
     """Either a usage error naming the link (exit 2, one line), or a run that never writes through it."""
     hws.output.mkdir()
@@ -296,6 +317,7 @@ def test_symlinked_logs_or_trajectories_folder_is_a_usage_error(hws: Workspace, 
 
 
 # === 3. Every way a run ends is handled ===========================================================
+
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT], ids=["SIGHUP", "SIGQUIT"])
@@ -343,8 +365,14 @@ def test_dry_run_into_a_pipe_closed_early_is_quiet(hws: Workspace) -> None:
     for n in range(1000):
         (hws.prompts / f"{'p' * 90}{n:04d}.md").write_text("hi\n")
     read_end, write_end = os.pipe()
-    runner = subprocess.Popen(hws.command("--dry-run"), env=hws.env, stdout=write_end,
-                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    runner = subprocess.Popen(
+        hws.command("--dry-run"),
+        env=hws.env,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     os.close(write_end)
     try:
         first = read_first_line_then_close(read_end)
@@ -365,8 +393,14 @@ def test_a_run_that_loses_its_console_stops_cleanly(hws: Workspace) -> None:
     for n in range(3):
         hws.prompt(f"t{n}", "RUN: sleep 1\n")
     read_end, write_end = os.pipe()
-    runner = subprocess.Popen(hws.command("--max-workers", "1", "--grace-period", "10"), env=hws.env,
-                              stdout=write_end, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    runner = subprocess.Popen(
+        hws.command("--max-workers", "1", "--grace-period", "10"),
+        env=hws.env,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     os.close(write_end)
     try:
         first = read_first_line_then_close(read_end)
@@ -388,7 +422,8 @@ def test_a_run_that_loses_its_console_stops_cleanly(hws: Workspace) -> None:
 
 
 def test_an_exception_in_a_worker_neither_escapes_nor_leaves_anything_behind(
-        hws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    hws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bug in the per-task console path (after the record is written) must not end the batch
     with a traceback, lose another task, or leave the private folder or the lock behind."""
     hws.prompt("a")
@@ -416,14 +451,19 @@ def test_an_exception_in_a_worker_neither_escapes_nor_leaves_anything_behind(
 
 # === 4. Memory stays bounded whatever a task prints or saves ======================================
 
+
 @pytest.mark.e2e
 @pytest.mark.slow  # 2 s here, but each writes and reads 100-200 MiB: slower on a slow disk
-@pytest.mark.parametrize("prompt, source", [
-    ("STANDIN: long-line-mb 200\n", "trajectory"),  # one 200 MiB stderr line, no newline
-    ("STANDIN: no-state\nSTANDIN: long-line-mb 100 stdout\n", "trajectory"),  # stdout is read too
-    ("STANDIN: big-trajectory-mb 150\n", "trajectory"),  # only its last llm_metrics is needed
-    ("STANDIN: big-event-mb 150\nSTANDIN: no-trajectory\n", "events"),  # a huge event file
-], ids=["stderr-line", "stdout-line", "trajectory", "event-file"])
+@pytest.mark.parametrize(
+    "prompt, source",
+    [
+        ("STANDIN: long-line-mb 200\n", "trajectory"),  # one 200 MiB stderr line, no newline
+        ("STANDIN: no-state\nSTANDIN: long-line-mb 100 stdout\n", "trajectory"),  # stdout is read too
+        ("STANDIN: big-trajectory-mb 150\n", "trajectory"),  # only its last llm_metrics is needed
+        ("STANDIN: big-event-mb 150\nSTANDIN: no-trajectory\n", "events"),  # a huge event file
+    ],
+    ids=["stderr-line", "stdout-line", "trajectory", "event-file"],
+)
 def test_memory_stays_bounded_whatever_a_task_prints_or_saves(hws: Workspace, prompt: str, source: str) -> None:
     hws.prompt("big", prompt)
     done = run(hws, timeout=120)
@@ -475,6 +515,7 @@ def test_a_huge_line_in_the_results_file_costs_no_memory(hws: Workspace) -> None
 
 # === 5. The results folder is data from outside ===================================================
 
+
 def plant_bad_records(ws: Workspace) -> tuple[dict[int, str], dict[int, str]]:
     """A real success record for `good`, then records with wrong types, and a foreign `other.jsonl`.
     Returns the bad line numbers of each file (number -> what is wrong)."""
@@ -505,8 +546,9 @@ def plant_bad_records(ws: Workspace) -> tuple[dict[int, str], dict[int, str]]:
         for number in sorted(bad):
             f.write(bad[number] + "\n")
     assert len(ws.results.read_text().splitlines()) == max(bad)
-    (ws.output / "other.jsonl").write_text('{"event": "deploy", "ok": true}\n'
-                                           '{"task_name": "good", "comment": "no status here"}\n')
+    (ws.output / "other.jsonl").write_text(
+        '{"event": "deploy", "ok": true}\n{"task_name": "good", "comment": "no status here"}\n'
+    )
     return bad, {1: "no status", 2: "no status"}
 
 
@@ -520,7 +562,7 @@ def reported_lines(stderr: str, file_name: str, number: int) -> int:
         rest = line.split(file_name, 1)[1]
         numbers = re.findall(r"^:(\d+)\b", rest)
         if m := re.search(r"\blines?\b", rest):
-            segment = rest[m.start():].split(":", 1)[0]
+            segment = rest[m.start() :].split(":", 1)[0]
             for first, last in re.findall(r"\b(\d+)(?:-(\d+))?\b(?! more)", segment):
                 numbers += [str(n) for n in range(int(first), int(last or first) + 1)]
         named += numbers.count(str(number))
@@ -584,13 +626,16 @@ def test_report_survives_bad_records_and_names_them(hws: Workspace, fmt: str) ->
 
 # === 6. Names and files the OS allows are handled =================================================
 
+
 @pytest.mark.e2e
 def test_long_prompt_names_run_and_rerun_with_short_unique_file_names(hws: Workspace) -> None:
-    names = ["a" * 247,  # 250 bytes with .md: too long for "<name>.stdout.log"
-             "a" * 246 + "b",  # differs from the one before only at the end
-             "名" * 82,  # 249 bytes of UTF-8
-             "名" * 81 + "x",
-             "b" * 237]  # 240 bytes: attempt 1 fitted, "<name>.attempt-2.stdout.log" did not
+    names = [
+        "a" * 247,  # 250 bytes with .md: too long for "<name>.stdout.log"
+        "a" * 246 + "b",  # differs from the one before only at the end
+        "名" * 82,  # 249 bytes of UTF-8
+        "名" * 81 + "x",
+        "b" * 237,
+    ]  # 240 bytes: attempt 1 fitted, "<name>.attempt-2.stdout.log" did not
     for name in names:
         hws.prompt(name)
     first = run(hws, "--max-workers", "5")
@@ -709,8 +754,9 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("a full disk is simulated with a small tmpfs, which needs root to mount")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -918,14 +964,25 @@ def test_symlinked_workspaces_or_conversations_folder_is_a_usage_error(hws: Work
     else:
         home = Path(hws.env["HOME"]) / ".openhands"
         home.mkdir(parents=True)
-        (home / "agent_settings.json").write_text(json.dumps({
-            "llm": {"model": "openai/scripted", "api_key": SECRET,
-                    "base_url": "http://127.0.0.1:9/v1", "num_retries": 0},
-            "tools": [{"name": "terminal"}], "condenser": None}))
+        (home / "agent_settings.json").write_text(
+            json.dumps(
+                {
+                    "llm": {
+                        "model": "openai/scripted",
+                        "api_key": SECRET,
+                        "base_url": "http://127.0.0.1:9/v1",
+                        "num_retries": 0,
+                    },
+                    "tools": [{"name": "terminal"}],
+                    "condenser": None,
+                }
+            )
+        )
         command = hws.command("--entrypoint", "cli", standin=CLI_STANDIN)
         try:
-            done = subprocess.run(command, env=hws.env, capture_output=True, text=True, timeout=30,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                command, env=hws.env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             pytest.fail("run-batch --entrypoint cli hung")
     assert_clean(done)
@@ -1026,8 +1083,14 @@ def test_a_log_full_of_near_miss_cost_lines_is_scanned_in_seconds(hws: Workspace
     hws.prompt("a")
     started = time.monotonic()
     try:
-        done = subprocess.run(hws.command(standin=wrapper), env=hws.env, capture_output=True, text=True,
-                              timeout=60, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            hws.command(standin=wrapper),
+            env=hws.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("the runner hung on a log of near-miss cost lines")
     wall = time.monotonic() - started
@@ -1049,8 +1112,7 @@ for d in glob.glob({events!r}):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("state", ["x" * 900_000, ENV_SECRET],
-                         ids=["900k-characters", "a-secret"])
+@pytest.mark.parametrize("state", ["x" * 900_000, ENV_SECRET], ids=["900k-characters", "a-secret"])
 def test_agent_state_from_an_event_file_is_a_short_name_or_nothing(hws: Workspace, state: str) -> None:
     """No state line in the log (an old OpenHands), so the state comes from the event files; the
     agent's command adds one whose agent_state is a megabyte of text, or a key."""
@@ -1061,8 +1123,9 @@ def test_agent_state_from_an_event_file_is_a_short_name_or_nothing(hws: Workspac
     assert_clean(done)
     assert list(hws.file_store.glob("sessions/*/events/99.json"))  # the planted event is there
     [record] = read_jsonl(hws.results)
-    assert record["agent_state"] is None or re.fullmatch(r"[A-Z_]{1,32}", record["agent_state"]), \
-        record["agent_state"][:100]
+    assert record["agent_state"] is None or re.fullmatch(r"[A-Z_]{1,32}", record["agent_state"]), record["agent_state"][
+        :100
+    ]
     for text in (hws.results.read_text(), (hws.output / "summary.json").read_text(), done.stdout, done.stderr):
         assert state[:64] not in text and state.upper()[:64] not in text
     assert len(hws.results.read_bytes()) < 64 * 1024
@@ -1135,7 +1198,8 @@ def plant_not_regular(output: Path, kind: str) -> list[str]:
 @pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["foreign-jsonl", "evaluations.jsonl", "run.other.json"])
 def test_fifos_and_devices_in_the_output_folder_never_hang_a_report_a_dry_run_or_a_run(
-        hws: Workspace, kind: str) -> None:
+    hws: Workspace, kind: str
+) -> None:
     hws.prompt("a")
     assert run(hws, "--tasks", "a").returncode == 0
     names = plant_not_regular(hws.output, kind)
@@ -1181,8 +1245,9 @@ def test_html_report_never_shows_a_trajectory_from_outside_the_output_folder(hws
         target.write_text(json.dumps(events))
     with open(hws.results, "a") as f:
         f.write(json.dumps({**good, "trajectory_path": str(target), "finished_at": "2999-01-01T00:00:00+00:00"}) + "\n")
-    done = run(hws, "--report", "--output-dir", str(hws.output), "--format", "html", timeout=30,
-               preexec_fn=limited_memory)
+    done = run(
+        hws, "--report", "--output-dir", str(hws.output), "--format", "html", timeout=30, preexec_fn=limited_memory
+    )
     assert_clean(done)
     assert done.returncode == 0, done.stderr
     page = (hws.output / "report.html").read_text()
@@ -1252,14 +1317,20 @@ def test_a_key_inside_a_long_error_line_is_masked_before_the_line_is_cut(hws: Wo
     crash = hws.root / "crash.py"
     crash.write_text(CRASH_WITH_KEY.format(secret=SECRET))
     hws.prompt("a")
-    done = subprocess.run(hws.command("--retries", "0", standin=crash), env=hws.env, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        hws.command("--retries", "0", standin=crash),
+        env=hws.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert_clean(done)
     [record] = read_jsonl(hws.results)
     assert record["status"] == "failed" and "RuntimeError: ppp" in (record["error"] or ""), record["error"]
     for text in (hws.results.read_text(), (hws.output / "summary.json").read_text(), done.stdout, done.stderr):
         for i in range(len(SECRET) - 11):
-            assert SECRET[i:i + 12] not in text, SECRET[i:i + 12]
+            assert SECRET[i : i + 12] not in text, SECRET[i : i + 12]
 
 
 @pytest.mark.e2e

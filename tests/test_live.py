@@ -186,14 +186,21 @@ def test_two_shards_at_once_share_one_folder_budget(ws: Workspace) -> None:
     ws.prompt("s2", "STANDIN: tick 60\n")  # shard 2/2
     budget = 0.08  # each alone would reach it after ~36 s; the two together after ~18 s
     procs = [
-        subprocess.Popen(ws.command("--shard", shard, "--max-total-cost", str(budget), "--grace-period", "5"),
-                         env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         stdin=subprocess.DEVNULL)
+        subprocess.Popen(
+            ws.command("--shard", shard, "--max-total-cost", str(budget), "--grace-period", "5"),
+            env=ws.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         for shard in ("1/2", "2/2")
     ]
     outputs = [p.communicate(timeout=150) for p in procs]
-    records = [*read_jsonl(ws.output / "batch_results.shard-1-of-2.jsonl"),
-               *read_jsonl(ws.output / "batch_results.shard-2-of-2.jsonl")]
+    records = [
+        *read_jsonl(ws.output / "batch_results.shard-1-of-2.jsonl"),
+        *read_jsonl(ws.output / "batch_results.shard-2-of-2.jsonl"),
+    ]
     assert sorted(r["task_name"] for r in records) == ["s1", "s2"], outputs
     for r in records:
         assert r["status"] == "interrupted" and "batch budget of $0.08 reached" in (r["error"] or ""), r
@@ -206,8 +213,7 @@ def test_two_shards_at_once_share_one_folder_budget(ws: Workspace) -> None:
 @pytest.mark.slow
 def test_max_budget_per_task_is_held_by_the_runner(ws: Workspace) -> None:
     ws.prompt("spender", "STANDIN: tick 40\n")  # the stand-in ignores -b, like a budget OpenHands misses
-    done = ws.run("--max-budget-per-task", "0.005", "--grace-period", "5", "--retries", "1",
-                  "--retry-backoff", "0")
+    done = ws.run("--max-budget-per-task", "0.005", "--grace-period", "5", "--retries", "1", "--retry-backoff", "0")
     assert done.returncode == 1
     [launch] = ws.launches()
     assert "-b" in launch["argv"] and launch["argv"][launch["argv"].index("-b") + 1] == "0.005"

@@ -83,8 +83,8 @@ def make_project(root: Path, server: ScriptedLLM) -> tuple[Path, Path, dict[str,
     (project / "config.toml").write_text(f"""
 [core]
 runtime = "cli"
-workspace_base = "{root / 'workspace'}"
-file_store_path = "{root / 'file_store'}"
+workspace_base = "{root / "workspace"}"
+file_store_path = "{root / "file_store"}"
 [agent]
 enable_browsing = false
 enable_jupyter = false
@@ -107,8 +107,18 @@ num_retries = 0
     env = {**os.environ, "HOME": str(root / "home"), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("LLM_API_KEY", None)
     command = f"{shlex.quote(OPENHANDS_PYTHON)} -m openhands.core.main"
-    base = [sys.executable, str(SCRIPT), "--prompt-dir", str(prompts), "--project-dir", str(project),
-            "--command", command, "--grace-period", "60"]
+    base = [
+        sys.executable,
+        str(SCRIPT),
+        "--prompt-dir",
+        str(prompts),
+        "--project-dir",
+        str(project),
+        "--command",
+        command,
+        "--grace-period",
+        "60",
+    ]
     return project, prompts, env, base
 
 
@@ -119,10 +129,20 @@ def batch(tmp_path_factory: pytest.TempPathFactory, server: ScriptedLLM) -> dict
     (prompts / "llm-fails.md").write_text("This one breaks.\nLLM: fail\n")
     (prompts / "sleeps.md").write_text("Wait a long time.\nRUN: sleep 300\n")
     (prompts / "unreachable.md").write_text("Nobody answers.\n")
-    first = subprocess.run([*base, "--max-workers", "3", "--timeout", "30", "--exclude", "unreachable"],
-                           env=env, capture_output=True, text=True, timeout=400)
-    second = subprocess.run([*base, "--tasks", "unreachable", "--llm-config", "unreachable", "--timeout", "120"],
-                            env=env, capture_output=True, text=True, timeout=400)
+    first = subprocess.run(
+        [*base, "--max-workers", "3", "--timeout", "30", "--exclude", "unreachable"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    second = subprocess.run(
+        [*base, "--tasks", "unreachable", "--llm-config", "unreachable", "--timeout", "120"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     records = {r["task_name"]: r for r in read_jsonl(project / "batch_output" / "batch_results.jsonl")}
     return {"first": first, "second": second, "records": records, "output": project / "batch_output"}
 
@@ -210,8 +230,9 @@ def test_the_next_run_cleans_up_after_a_killed_runner(tmp_path: Path, server: Sc
     project, prompts, env, base = make_project(tmp_path, server)
     (prompts / "sleeps.md").write_text("Wait a long time.\nRUN: sleep 300\n")
     (prompts / "quick.md").write_text("Say hello.\n")
-    runner = subprocess.Popen([*base, "--tasks", "sleeps"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    runner = subprocess.Popen(
+        [*base, "--tasks", "sleeps"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     output = project / "batch_output"
     assert wait_until(lambda: (output / ".batch_results.jsonl.lock").exists(), 30)
     marker = run_marker_of(output)
@@ -230,8 +251,9 @@ def test_the_next_run_cleans_up_after_a_killed_runner(tmp_path: Path, server: Sc
 def test_an_llm_that_stops_answering_is_stalled_with_its_spend_so_far(tmp_path: Path, server: ScriptedLLM) -> None:
     project, prompts, env, base = make_project(tmp_path, server)
     (prompts / "hangs.md").write_text("Run one command, then wait on the model.\nRUN: echo step one\nLLM: hang\n")
-    done = subprocess.run([*base, "--stall-timeout", "45", "--grace-period", "10"], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [*base, "--stall-timeout", "45", "--grace-period", "10"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 1, done.stderr
     [record] = read_jsonl(project / "batch_output" / "batch_results.jsonl")
     assert record["status"] == "stalled", record

@@ -186,9 +186,16 @@ class Project:
             (persistence / "agent_settings.json").write_text(json.dumps(settings))
         inherited = ("LLM_", "OPENHANDS_", "RUN_BATCH", "TMUX", "LITELLM_")
         env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
-        env.update({"HOME": str(root / "home"), "OPENHANDS_PERSISTENCE_DIR": str(persistence),
-                    "LLM_MODEL": MODEL, "LLM_API_KEY": KEY, "LLM_BASE_URL": server.base_url,
-                    "GITHUB_TOKEN": TOKEN})
+        env.update(
+            {
+                "HOME": str(root / "home"),
+                "OPENHANDS_PERSISTENCE_DIR": str(persistence),
+                "LLM_MODEL": MODEL,
+                "LLM_API_KEY": KEY,
+                "LLM_BASE_URL": server.base_url,
+                "GITHUB_TOKEN": TOKEN,
+            }
+        )
         self.env = env
 
     @property
@@ -199,13 +206,25 @@ class Project:
         (self.prompts / f"{name}.md").write_text(text)
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, str(SCRIPT), "--prompt-dir", str(self.prompts), "--project-dir", str(self.project),
-                "--command", str(CLI), "--grace-period", str(GRACE), *args]
+        return [
+            sys.executable,
+            str(SCRIPT),
+            "--prompt-dir",
+            str(self.prompts),
+            "--project-dir",
+            str(self.project),
+            "--command",
+            str(CLI),
+            "--grace-period",
+            str(GRACE),
+            *args,
+        ]
 
     def start(self, *args: str, quiet: bool = False) -> subprocess.Popen[str]:
         out = subprocess.DEVNULL if quiet else subprocess.PIPE
-        return subprocess.Popen(self.command(*args), env=self.env, stdout=out, stderr=out, text=True,
-                                stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            self.command(*args), env=self.env, stdout=out, stderr=out, text=True, stdin=subprocess.DEVNULL
+        )
 
 
 def finished(proc: subprocess.Popen[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -283,8 +302,9 @@ def signals(tmp_path_factory: pytest.TempPathFactory, server: ScriptedLLM, runs:
 
     # the next run starts while the interrupted one still stops
     killed_id = markers["killed"].split("=", 1)[1]
-    next_run, _ = runs.start(killed, "--tasks", "para-a,para-b", "--max-workers", "2", "--timeout", "150",
-                             after=killed_id)
+    next_run, _ = runs.start(
+        killed, "--tasks", "para-a,para-b", "--max-workers", "2", "--timeout", "150", after=killed_id
+    )
     result["ctrl_c"] = finished(ctrl_c, timeout=GRACE + 120)
     result["ctrl_c_records"] = read_jsonl(interrupted.output / "batch_results.jsonl")
     result["next"] = finished(next_run)
@@ -318,7 +338,8 @@ def test_stuck_agent_is_failed(batch: dict[str, Any]) -> None:
     assert (r["status"], r["agent_state"], r["return_code"]) == ("failed", "STUCK", 0), r["stderr"]
     assert r["error"].startswith("agent got stuck")
     assert r["total_input_tokens"] >= 2 * PROMPT_TOKENS and r["total_cost"] == pytest.approx(
-        r["total_input_tokens"] // PROMPT_TOKENS * CALL_COST)
+        r["total_input_tokens"] // PROMPT_TOKENS * CALL_COST
+    )
 
 
 def test_llm_that_fails_is_failed_with_its_reason(batch: dict[str, Any]) -> None:

@@ -22,11 +22,14 @@ from conftest import processes_with, read_jsonl
 from llm_server import ScriptedLLM
 from test_real_openhands import REQUIRED, SKIP, make_project
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow,
-              pytest.mark.skipif(SKIP is not None and not REQUIRED, reason=SKIP or "")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(SKIP is not None and not REQUIRED, reason=SKIP or ""),
+]
 
 # The evaluator: passed when <workspace>/result.txt holds `made-by-agent`; says what it found.
-CHECK = r'''
+CHECK = r"""
 import json, sys
 from pathlib import Path
 task, workspace = sys.argv[1], sys.argv[2]
@@ -35,7 +38,7 @@ listing = sorted(p.name for p in Path(workspace).iterdir()) if workspace and Pat
 ok = found == "made-by-agent\n"
 print(json.dumps({"score": 1 if ok else 0, "details": {"task": task, "found": found, "listing": listing}}))
 sys.exit(0 if ok else 1)
-'''
+"""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,9 +61,23 @@ def test_each_task_works_in_its_own_workspace_and_the_evaluator_sees_it(tmp_path
     check = tmp_path / "check.py"
     check.write_text(CHECK)
     evaluate = f"{shlex.quote(sys.executable)} {shlex.quote(str(check))} {{task}} {{workspace}}"
-    done = subprocess.run([*base, "--workspace-per-task", "--max-workers", "2", "--timeout", "240",
-                           "--evaluate", evaluate, "--fail-on-evaluation"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            *base,
+            "--workspace-per-task",
+            "--max-workers",
+            "2",
+            "--timeout",
+            "240",
+            "--evaluate",
+            evaluate,
+            "--fail-on-evaluation",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = project / "batch_output"
     records = {r["task_name"]: r for r in read_jsonl(output / "batch_results.jsonl")}
     assert set(records) == {"first", "second"}, done.stdout + done.stderr
@@ -74,8 +91,9 @@ def test_each_task_works_in_its_own_workspace_and_the_evaluator_sees_it(tmp_path
         assert ev["details"]["task"] == name and ev["details"]["found"] == "made-by-agent\n"
     assert done.returncode == 0, done.stdout + done.stderr
     assert records["first"]["workspace"] != records["second"]["workspace"]
-    spans = sorted((datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
-                   for r in records.values())
+    spans = sorted(
+        (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"])) for r in records.values()
+    )
     assert spans[1][0] < spans[0][1]  # the two ran at the same time
     assert not (tmp_path / "workspace" / "result.txt").exists()  # not in the config's shared workspace
     assert not (project / "result.txt").exists()

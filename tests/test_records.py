@@ -39,9 +39,24 @@ def test_appending_after_a_torn_line_starts_a_new_line(tmp_path: Path) -> None:
 def cli_conversation(root: Path, status: str, cost: float, error: dict[str, str] | None = None) -> Path:
     conversation = root / "0123456789abcdef0123456789abcdef"
     (conversation / "events").mkdir(parents=True)
-    (conversation / "base_state.json").write_text(json.dumps({"execution_status": status, "stats": {
-        "usage_to_metrics": {"agent": {"accumulated_cost": cost, "accumulated_token_usage": {
-            "prompt_tokens": 1000 if cost else 0, "completion_tokens": 50 if cost else 0}}}}}))
+    (conversation / "base_state.json").write_text(
+        json.dumps(
+            {
+                "execution_status": status,
+                "stats": {
+                    "usage_to_metrics": {
+                        "agent": {
+                            "accumulated_cost": cost,
+                            "accumulated_token_usage": {
+                                "prompt_tokens": 1000 if cost else 0,
+                                "completion_tokens": 50 if cost else 0,
+                            },
+                        }
+                    }
+                },
+            }
+        )
+    )
     events = [{"kind": "SystemPromptEvent"}, {"kind": "MessageEvent"}]
     if error:
         events.append({"kind": "ConversationErrorEvent", **error})
@@ -65,7 +80,10 @@ def test_cli_outcome_from_base_state_and_events(tmp_path: Path) -> None:
     assert outcome.facts.reason == "LLMServiceUnavailableError: down"
     assert outcome.metrics.total_cost == 0.003 and outcome.metrics.source == "state"
     assert [e["kind"] for e in json.loads(files.trajectory.read_text())] == [
-        "SystemPromptEvent", "MessageEvent", "ConversationErrorEvent"]
+        "SystemPromptEvent",
+        "MessageEvent",
+        "ConversationErrorEvent",
+    ]
 
 
 def test_cli_state_saved_before_its_calls_were_counted_is_unknown_not_zero(tmp_path: Path) -> None:
@@ -77,8 +95,9 @@ def test_cli_state_saved_before_its_calls_were_counted_is_unknown_not_zero(tmp_p
 
 def test_cli_without_a_conversation_is_an_error_in_its_own_words(tmp_path: Path) -> None:
     files = attempt_files(tmp_path)
-    files.stdout_log.write_text("Headless mode requires existing settings. Run openhands first.\n"
-                                "Conversation ID: abc\n")
+    files.stdout_log.write_text(
+        "Headless mode requires existing settings. Run openhands first.\nConversation ID: abc\n"
+    )
     (tmp_path / "conv").mkdir()
     outcome = rb.read_cli_outcome(files, tmp_path / "conv")
     assert outcome.problem is not None and "requires existing settings" in outcome.problem

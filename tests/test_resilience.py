@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e  # the runner as a process, against the OpenHands s
 
 # --- 1. resume ------------------------------------------------------------------------------------
 
+
 def test_same_command_skips_succeeded_tasks_and_reruns_the_rest(ws: Workspace) -> None:
     ws.prompt("good")
     ws.prompt("bad", "STANDIN: llm-error\n")
@@ -63,6 +64,7 @@ def read_jsonl_tolerant(path: Path) -> list[dict]:
 
 # --- 2. retries -----------------------------------------------------------------------------------
 
+
 def test_infrastructure_failures_are_retried_with_fresh_sessions(ws: Workspace) -> None:
     ws.prompt("flaky", "STANDIN: crash-times 2\n")
     done = ws.run("--retries", "3", "--retry-backoff", "0.05")
@@ -92,6 +94,7 @@ def test_agent_outcomes_are_not_retried(ws: Workspace, prompt: str) -> None:
 
 
 # --- 3. Ctrl-C and SIGTERM on the runner ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_running_tasks_records_them_and_starts_no_new_one(ws: Workspace, sig: int, code: int) -> None:
@@ -137,6 +140,7 @@ def test_second_ctrl_c_kills_at_once(ws: Workspace) -> None:
 
 # --- 4. the runner itself killed ------------------------------------------------------------------
 
+
 def test_next_run_cleans_up_after_a_killed_runner_and_completes(ws: Workspace) -> None:
     flag = ws.root / "go-fast"
     ws.prompt("a-done")
@@ -165,6 +169,7 @@ def test_next_run_cleans_up_after_a_killed_runner_and_completes(ws: Workspace) -
 
 # --- 5. one writer per results file ---------------------------------------------------------------
 
+
 def test_second_run_on_the_same_results_file_is_refused(ws: Workspace) -> None:
     ws.prompt("slow", "RUN: sleep 2\n")
     first = ws.start()
@@ -182,12 +187,13 @@ def test_second_run_on_the_same_results_file_is_refused(ws: Workspace) -> None:
 
 # --- 6. Docker sandboxes --------------------------------------------------------------------------
 
+
 def fake_docker(ws: Workspace) -> Path:
     bin_dir = ws.root / "bin"
     bin_dir.mkdir(exist_ok=True)
     calls = ws.root / "docker-calls.txt"
     docker = bin_dir / "docker"
-    docker.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    docker.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     docker.chmod(0o755)
     ws.env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
     return calls
@@ -236,6 +242,7 @@ def test_a_dead_runs_containers_are_found_by_label(ws: Workspace) -> None:
 
 
 # --- 7. hostile input -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["with space", "quote'\"s", "new\nline", "ünïcødé 名前", "-rf", "--help"])
 def test_odd_prompt_names_run_and_are_recorded_by_name(ws: Workspace, name: str) -> None:
@@ -305,11 +312,14 @@ def test_unwritable_output_and_results_folder_are_usage_errors(ws: Workspace) ->
     assert ws.results.read_bytes() == before
 
 
-@pytest.mark.parametrize("text, words", [
-    ("this is not toml", "not valid TOML"),
-    ("core = 5\n", "[core] must be a table"),
-    ("[core]\nruntime = 5\n", "runtime must be a string"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("this is not toml", "not valid TOML"),
+        ("core = 5\n", "[core] must be a table"),
+        ("[core]\nruntime = 5\n", "runtime must be a string"),
+    ],
+)
 def test_bad_base_config_is_a_usage_error(ws: Workspace, text: str, words: str) -> None:
     ws.prompt("a")
     ws.run()
@@ -322,6 +332,7 @@ def test_bad_base_config_is_a_usage_error(ws: Workspace, text: str, words: str) 
 
 
 # --- 8. secrets everywhere ------------------------------------------------------------------------
+
 
 def test_secret_never_on_a_command_line_while_tasks_run(ws: Workspace) -> None:
     ws.prompt("slow", "RUN: sleep 2\n")
@@ -348,8 +359,9 @@ def test_prompt_whose_file_name_is_not_utf8_is_an_error_record(ws: Workspace) ->
     assert json.loads((ws.output / "summary.json").read_text())["totals"]["tasks"] == 2
 
 
-def test_an_internal_error_still_leaves_a_record(ws: Workspace, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_internal_error_still_leaves_a_record(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     ws.prompt("a")
     ws.prompt("b")
 
@@ -372,8 +384,9 @@ def test_an_internal_error_still_leaves_a_record(ws: Workspace, monkeypatch: pyt
 def test_a_dead_run_on_another_host_is_reported_not_touched(ws: Workspace) -> None:
     ws.prompt("a")
     ws.output.mkdir()
-    (ws.output / ".batch_results.jsonl.lock").write_text(json.dumps(
-        {"pid": 4242, "host": "some-other-node", "run_id": "deadbeef", "private_dir": "/tmp/x"}))
+    (ws.output / ".batch_results.jsonl.lock").write_text(
+        json.dumps({"pid": 4242, "host": "some-other-node", "run_id": "deadbeef", "private_dir": "/tmp/x"})
+    )
     done = ws.run()
     assert done.returncode == 0
     assert "pid 4242 on some-other-node" in done.stderr and "not touched" in done.stderr
@@ -383,8 +396,10 @@ def test_docker_without_a_daemon_is_one_warning_not_a_failure(ws: Workspace) -> 
     bin_dir = ws.root / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"
-    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
-                      "Is the docker daemon running?' >&2\nexit 1\n")
+    docker.write_text(
+        "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+        "Is the docker daemon running?' >&2\nexit 1\n"
+    )
     docker.chmod(0o755)
     ws.env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
     for n in range(3):
@@ -406,8 +421,7 @@ def test_results_file_that_cannot_be_written_stops_the_batch(ws: Workspace) -> N
     def small_files() -> None:  # appends past this size fail with EFBIG, as on a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (size * 2 + 1000, size * 2 + 1000))
 
-    done = subprocess.run(ws.command(), env=ws.env, capture_output=True, text=True, timeout=120,
-                          preexec_fn=small_files)
+    done = subprocess.run(ws.command(), env=ws.env, capture_output=True, text=True, timeout=120, preexec_fn=small_files)
     assert done.returncode == 1
     assert "cannot write" in done.stderr and "Traceback" not in done.stderr
     assert len(ws.launches()) < 6  # it stopped starting tasks it could not record

@@ -71,16 +71,29 @@ class ArrayBatch:
     @property
     def env(self) -> dict[str, str]:
         # The example's own knobs: where things are, and how run_batch starts.
-        return {**self.ws.env, "PROJECT_DIR": str(self.ws.project), "PROMPT_DIR": str(self.ws.prompts),
-                "OUTPUT_DIR": str(self.ws.output), "RUN_BATCH": f"{sys.executable} {SCRIPT}"}
+        return {
+            **self.ws.env,
+            "PROJECT_DIR": str(self.ws.project),
+            "PROMPT_DIR": str(self.ws.prompts),
+            "OUTPUT_DIR": str(self.ws.output),
+            "RUN_BATCH": f"{sys.executable} {SCRIPT}",
+        }
 
     def submit(self, array: str, *sbatch: str, run_batch: tuple[str, ...] = ()) -> str:
         # Arguments after the script go to run_batch (they win over the example's): the stand-in
         # instead of OpenHands, with the CLI runtime (no Docker here), no retries, and run_batch.
-        runner = ["--runtime", "cli", "--retries", "0",
-                  "--command", f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))}", *run_batch]
-        job = self.cluster.sbatch([f"--array={array}", *SMALL, *sbatch, str(EXAMPLE), *runner],
-                                  env=self.env, cwd=self.submit_dir)
+        runner = [
+            "--runtime",
+            "cli",
+            "--retries",
+            "0",
+            "--command",
+            f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))}",
+            *run_batch,
+        ]
+        job = self.cluster.sbatch(
+            [f"--array={array}", *SMALL, *sbatch, str(EXAMPLE), *runner], env=self.env, cwd=self.submit_dir
+        )
         self.submitted.append(job)
         return job
 
@@ -97,14 +110,21 @@ class ArrayBatch:
         return counts
 
     def report(self) -> dict[str, Any]:
-        done = subprocess.run([sys.executable, str(SCRIPT), "--report", "--format", "json", "--output-dir",
-                               str(self.ws.output)], env=self.ws.env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), "--report", "--format", "json", "--output-dir", str(self.ws.output)],
+            env=self.ws.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         report: dict[str, Any] = json.loads(done.stdout)
         return report
 
     def job_logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-                         for p in sorted((self.submit_dir / "logs").glob("*.out")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted((self.submit_dir / "logs").glob("*.out"))
+        )
 
     def left_running(self) -> list[str]:
         """Processes of this batch's tasks still alive: the stand-in, its agent's commands."""
@@ -114,8 +134,9 @@ class ArrayBatch:
 
     def agent_commands_running(self) -> int:
         """Agent commands (the `sleep` of a held task) running now."""
-        return sum(1 for p in processes_with(f"STANDIN_RECORD_DIR={self.ws.records}")
-                   if command_line(p).startswith("sleep "))
+        return sum(
+            1 for p in processes_with(f"STANDIN_RECORD_DIR={self.ws.records}") if command_line(p).startswith("sleep ")
+        )
 
 
 @pytest.fixture
@@ -170,7 +191,7 @@ def test_array_of_four_shards_runs_every_prompt_once_into_one_folder(batch: Arra
     assert batch.launches() == dict.fromkeys(names, 1)  # every prompt ran, exactly once
     for k in range(1, 5):
         records = batch.shard(k, 4)
-        assert sorted(r["task_name"] for r in records) == names[k - 1::4]  # shard K: every 4th from K
+        assert sorted(r["task_name"] for r in records) == names[k - 1 :: 4]  # shard K: every 4th from K
         assert {r["status"] for r in records} == {"success"}
     assert not (batch.ws.output / "batch_results.jsonl").exists()
     report = batch.report()
@@ -184,8 +205,10 @@ def stop_mid_run(batch: ArrayBatch, quick: list[str], held: list[str], running: 
     agent commands run (their LLM call, and so their cost, is then in their event files)."""
     release = held_prompts(batch.ws, quick, held)
     job = batch.submit("0-1")
-    ok = wait_until(lambda: batch.agent_commands_running() == running
-                    and sum(len(batch.shard(k, 2)) for k in (1, 2)) == len(quick), timeout=60)
+    ok = wait_until(
+        lambda: batch.agent_commands_running() == running and sum(len(batch.shard(k, 2)) for k in (1, 2)) == len(quick),
+        timeout=60,
+    )
     assert ok, (batch.cluster.states(job), batch.launches(), batch.job_logs())
     return job, release
 
@@ -198,7 +221,8 @@ def check_stopped(batch: ArrayBatch, running: list[str], not_started: list[str],
         assert r is not None, f"{name} has no record: {batch.job_logs()}"
         assert r["status"] == "interrupted", (
             f"{name}: {r['status']} ({r['error']}), return code {r['return_code']}, agent "
-            f"{r['agent_state']}, cost {r['total_cost']} from {r['metrics_source']}")
+            f"{r['agent_state']}, cost {r['total_cost']} from {r['metrics_source']}"
+        )
         if graceful:  # stopped by run_batch's SIGINT: OpenHands saved its trajectory
             assert r["error"] == "runner stopped: SIGTERM received", r["error"]
             assert r["agent_state"] == "STOPPED" and r["trajectory_path"], r
@@ -244,7 +268,8 @@ def test_time_limit_stops_running_tasks_gracefully_and_resubmitting_resumes(batc
     jobs = batch.cluster.jobs(job)
     # run_batch stopped by itself before the limit: exit 143, which Slurm calls FAILED.
     assert {n: (j["JobState"], j["ExitCode"]) for n, j in jobs.items()} == {
-        f"{job}_{i}": ("FAILED", "143:0") for i in (0, 1)}, (states, batch.job_logs())
+        f"{job}_{i}": ("FAILED", "143:0") for i in (0, 1)
+    }, (states, batch.job_logs())
     check_stopped(batch, RUNNING, NOT_STARTED, graceful=True)
     resubmit_finishes_the_rest(batch, release, QUICK, HELD)
 
@@ -268,8 +293,10 @@ def test_scancel_of_one_array_task(batch: ArrayBatch, how: str) -> None:
     held = ["t4", "t6", "t8"]
     release = held_prompts(batch.ws, quick, held)
     job = batch.submit("0-1")
-    ok = wait_until(lambda: batch.agent_commands_running() == 2 and len(batch.shard(1, 2)) == 4
-                    and len(batch.shard(2, 2)) == 1, timeout=60)
+    ok = wait_until(
+        lambda: batch.agent_commands_running() == 2 and len(batch.shard(1, 2)) == 4 and len(batch.shard(2, 2)) == 1,
+        timeout=60,
+    )
     assert ok, (batch.cluster.states(job), batch.launches(), batch.job_logs())
     done = batch.cluster.call(*how.split(), f"{job}_1")
     assert done.returncode == 0, done.stderr
@@ -311,7 +338,8 @@ def test_shards_share_one_budget_and_stop_together_near_it(batch: ArrayBatch) ->
     jobs = batch.cluster.jobs(job)
     # Stopped by the budget, not by a signal: exit 1 (tasks left unfinished), which Slurm calls FAILED.
     assert {n: (j["JobState"], j["ExitCode"]) for n, j in jobs.items()} == {
-        f"{job}_{i}": ("FAILED", "1:0") for i in range(4)}, (states, batch.job_logs())
+        f"{job}_{i}": ("FAILED", "1:0") for i in range(4)
+    }, (states, batch.job_logs())
 
     records = [r for k in range(1, 5) for r in batch.shard(k, 4)]
     assert sorted(r["task_name"] for r in records) == TICKING, batch.job_logs()  # each started once

@@ -94,7 +94,9 @@ def test_report_merges_every_results_file_and_runs_nothing(ws: Workspace, fmt: s
     ws.run("--shard", "1/2")
     ws.run("--shard", "2/2")
     assert sorted(p.name for p in ws.output.glob("*.jsonl")) == [
-        "batch_results.shard-1-of-2.jsonl", "batch_results.shard-2-of-2.jsonl"]
+        "batch_results.shard-1-of-2.jsonl",
+        "batch_results.shard-2-of-2.jsonl",
+    ]
     launches = len(ws.launches())
     done = ws.run("--report", "--output-dir", str(ws.output), "--format", fmt)
     assert done.returncode == 1  # one task failed
@@ -164,11 +166,19 @@ def test_shards_share_one_folder_at_the_same_time(ws: Workspace) -> None:
     env_slurm = [{"SLURM_ARRAY_TASK_ID": str(k), "SLURM_ARRAY_TASK_COUNT": "3"} for k in range(3)]
     procs = []
     for extra in env_slurm:
-        procs.append(subprocess.Popen(ws.command("--shard", "auto"), env={**ws.env, **extra},
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                ws.command("--shard", "auto"),
+                env={**ws.env, **extra},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     assert [p.wait(60) for p in procs] == [0, 0, 0]
-    per_shard = [sorted(r["task_name"] for r in read_jsonl(ws.output / f"batch_results.shard-{k}-of-3.jsonl"))
-                 for k in (1, 2, 3)]
+    per_shard = [
+        sorted(r["task_name"] for r in read_jsonl(ws.output / f"batch_results.shard-{k}-of-3.jsonl")) for k in (1, 2, 3)
+    ]
     assert per_shard == [["t0", "t3"], ["t1", "t4"], ["t2", "t5"]]
 
 
