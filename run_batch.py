@@ -3357,8 +3357,39 @@ def line_ranges(numbers: list[int], most: int = 40) -> str:
     return f"line {text}" if len(numbers) == 1 else f"lines {text}"
 
 
+# The folders of an output folder whose files a record names by absolute path.
+OWN_FOLDERS = ("logs", "trajectories", "workspaces")
+
+
+def relocated(record: AttemptRecord, output_dir: Path) -> AttemptRecord:
+    """A record read from an output folder that has been moved or copied (say, rsynced from a
+    cluster): the files the runner wrote into its own folders, named where they are now, so the
+    report shows and links them and --evaluate-only grades them there. A path that is inside the
+    folder already, or whose file is not in the folder, is kept as recorded."""
+    here = output_dir.resolve()
+
+    def moved(path: str | None) -> str | None:
+        if not path or Path(path).is_relative_to(here):
+            return path
+        recorded = Path(path)
+        candidate = here / recorded.parent.name / recorded.name
+        if recorded.parent.name in OWN_FOLDERS and os.path.lexists(candidate):
+            return str(candidate)
+        return path
+
+    now = dataclasses.replace(
+        record,
+        stdout_log=moved(record.stdout_log),
+        stderr_log=moved(record.stderr_log),
+        trajectory_path=moved(record.trajectory_path),
+        workspace=moved(record.workspace),
+    )
+    return record if now == record else now
+
+
 def read_folder_records(output_dir: Path, skip: Path | None = None) -> tuple[list[AttemptRecord], list[str]]:
-    """The records of every results file (*.jsonl) in an output folder, oldest first."""
+    """The records of every results file (*.jsonl) in an output folder, oldest first, with the
+    paths of a moved or copied folder's files where they are now (`relocated`)."""
     records: list[AttemptRecord] = []
     warnings: list[str] = []
     try:
@@ -3369,7 +3400,7 @@ def read_folder_records(output_dir: Path, skip: Path | None = None) -> tuple[lis
         if path == skip or path.name == EVALUATIONS_FILE or path.is_dir():
             continue
         found, said = read_records(path)
-        records += found
+        records += (relocated(r, output_dir) for r in found)
         warnings += said
     records.sort(key=lambda r: r.finished_at)
     return records, warnings

@@ -636,6 +636,36 @@ def test_report_format_html_output_file(ws: Workspace) -> None:
         assert not href.startswith("/") and (target.parent / urllib.parse.unquote(href)).is_file(), href
 
 
+def test_a_report_made_in_a_copied_folder_shows_and_links_the_copy(ws: Workspace, tmp_path: Path) -> None:
+    """Results rsynced from a cluster: the records name the files where they were written, the
+    report made in the copy shows the copy's trajectories and workspaces, and links to them."""
+    ws.prompt("one", "RUN: echo from-the-agent-$((6*7))\n")
+    assert ws.run("--workspace-per-task").returncode == 0
+    copy = tmp_path / "laptop" / "results"
+    shutil.copytree(ws.output, copy, symlinks=True)
+    moved = ws.output.with_name("batch_output.gone")
+    ws.output.rename(moved)  # nothing left where the records say
+    try:
+        done = ws.run("--report", "--format", "html", "--output-dir", str(copy))
+        table = ws.run("--report", "--output-dir", str(copy))
+        as_json = json.loads(ws.run("--report", "--format", "json", "--output-dir", str(copy)).stdout)
+    finally:
+        moved.rename(ws.output)
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = (copy / "report.html").read_text()
+    assert "from-the-agent-42" in page  # the trajectory, rendered from the copy
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert len(hrefs) == 4, hrefs  # stdout, stderr, trajectory, workspace
+    for href in hrefs:
+        assert (copy / urllib.parse.unquote(href)).exists() and ".." not in href, href
+    assert "Workspaces: 1 task" in table.stdout, table.stdout
+    [row] = as_json["tasks"]
+    assert Path(row["trajectory_path"]).is_relative_to(copy)
+    assert str(ws.output) not in json.dumps(as_json["tasks"][0]["workspace"])
+    # the results file itself is never rewritten
+    assert str(ws.output) in (copy / "batch_results.jsonl").read_text()
+
+
 def test_the_page_stays_bounded(ws: Workspace) -> None:
     ws.prompt("huge-trajectory", "STANDIN: big-trajectory-mb 60\n")
     write = "import sys; sys.stdout.write('Q' * (1 << 20))"

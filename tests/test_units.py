@@ -909,3 +909,26 @@ def test_sdk_driver_argv_carries_the_step_limit_and_the_budget() -> None:
 def test_sdk_driver_refuses_what_it_cannot_honour(args: tuple[str, ...]) -> None:
     with pytest.raises(rb.UsageError):
         sdk_entrypoint(*args)
+
+
+# --- relocated: a moved or copied output folder -----------------------------------------------------
+
+
+def test_relocated_names_the_runners_own_files_where_they_are_now(tmp_path: Path) -> None:
+    here = tmp_path / "copy"
+    (here / "logs").mkdir(parents=True)
+    (here / "logs" / "a.stdout.log").write_text("x")
+    (here / "workspaces" / "a").mkdir(parents=True)
+    r = record(
+        "a",
+        stdout_log="/cluster/out/logs/a.stdout.log",
+        stderr_log="/cluster/out/logs/a.stderr.log",  # not copied: kept as recorded
+        trajectory_path="/elsewhere/a.json",  # not one of the runner's folders: kept
+        workspace="/cluster/out/workspaces/a",
+    )
+    now = rb.relocated(r, here)
+    assert now.stdout_log == str(here / "logs" / "a.stdout.log")
+    assert now.workspace == str(here / "workspaces" / "a")
+    assert (now.stderr_log, now.trajectory_path) == (r.stderr_log, r.trajectory_path)
+    inside = record("a", stdout_log=str(here / "logs" / "a.stdout.log"))
+    assert rb.relocated(inside, here) is inside
