@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import platform
 import queue
 import random
 import re
@@ -5292,8 +5293,6 @@ def driver_agent(args: DriverArgs, persistence: Path, work_dir: str) -> Any:
     """The agent as the V1 CLI builds it (AgentStore.load_or_create, critic off): the user's
     agent_settings.json, LLM_* over it with --override-with-envs (or alone, when there is no
     file), the CLI's tools, the project's skills, no critic."""
-    import platform
-
     from openhands.sdk import LLM, Agent, AgentContext, LLMSummarizingCondenser
     from openhands.sdk.context import load_project_skills
     from openhands.tools.preset.default import get_default_condenser
@@ -5365,89 +5364,92 @@ def driver_interrupt_commands(conversation: Any) -> None:
                 pane.interrupt()
 
 
-def run_sdk_driver(argv: list[str]) -> int:
-    """One task through the SDK: conversation folder, work dir and settings where the V1 CLI finds
-    them ($OPENHANDS_CONVERSATIONS_DIR, $OPENHANDS_WORK_DIR, $OPENHANDS_PERSISTENCE_DIR). Exit 0
-    finished, 1 any other end (error, stuck, step limit, budget, no settings), 128+N after a
-    graceful stop on signal N with the state saved."""
-    args = parse_driver_args(argv)
-    signals: list[int] = []
-    stop = threading.Event()
-    why: list[str] = []
+class DriverStop:
+    """Whether, and why, the driver has been asked to stop: a signal (the runner's timeout or
+    Ctrl-C, passed on) or the budget. Set from a signal handler or the conversation's thread."""
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        signals.append(signum)
-        if not why:
-            why.append(signal.Signals(signum).name)
-        stop.set()
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self.why: list[str] = []  # the first reason only
+        self.requested = threading.Event()
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # before the slow imports
-        signal.signal(sig, on_signal)
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self.on_signal)
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        self.signals.append(signum)
+        self.request(signal.Signals(signum).name)
+
+    def request(self, why: str) -> None:
+        if not self.why:
+            self.why.append(why)
+        self.requested.set()
+
+    @property
+    def reason(self) -> str:
+        return self.why[0] if self.why else ""
+
+
+def driver_prompt(path: Path) -> str | None:
     try:
-        with open_regular(args.prompt) as f:
-            text = f.read(PROMPT_LIMIT).decode("utf-8")
+        with open_regular(path) as f:
+            return f.read(PROMPT_LIMIT).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"run_batch driver: cannot read the prompt {args.prompt}: {exc}", file=sys.stderr)
-        return 1
-    persistence = Path(os.environ.get("OPENHANDS_PERSISTENCE_DIR") or Path.home() / ".openhands")
-    conversations = Path(os.environ.get("OPENHANDS_CONVERSATIONS_DIR") or persistence / "conversations")
-    work_dir = os.environ.get("OPENHANDS_WORK_DIR") or os.getcwd()
+        print(f"run_batch driver: cannot read the prompt {path}: {exc}", file=sys.stderr)
+        return None
 
-    from openhands.sdk import Conversation, ConversationExecutionStatus
-    from openhands.sdk.event import ActionEvent
-    from openhands.sdk.event.conversation_error import ConversationErrorEvent
-    from openhands.sdk.security.confirmation_policy import NeverConfirm
-    from openhands.tools.preset.default import register_builtins_agents
 
-    if stop.is_set():
-        return 128 + signals[0]
-    try:
-        agent = driver_agent(args, persistence, work_dir)
-    except (UsageError, OSError, ValueError) as exc:
-        print(f"run_batch driver: {exc}", file=sys.stderr)
-        return 1
-    register_builtins_agents(enable_browser=False)  # the sub-agents the task tool may start
-    held: dict[str, Any] = {"conversation": None, "saved": None}
+class SpendFollower:
+    """The conversation's callback: after every LLM call, base_state.json saved and the spend
+    printed (the runner reads both); over the budget, a stop requested; once a stop is requested,
+    no further action run and the conversation paused."""
 
-    def on_event(event: Any) -> None:
+    def __init__(self, max_budget: float | None, stop: DriverStop) -> None:
+        self.max_budget = max_budget
+        self.stop = stop
+        self.conversation: Any = None  # set once the conversation exists
+        self.saved: float | None = None
+
+    def __call__(self, event: Any) -> None:
         """Runs in the conversation's thread, holding its state lock, before the event is stored."""
-        conversation = held["conversation"]
+        from openhands.sdk import ConversationExecutionStatus
+        from openhands.sdk.event import ActionEvent
+
+        conversation = self.conversation
         if conversation is None:
             return
         spent = driver_spend(conversation)
-        if spent != held["saved"]:  # an LLM call since the last save
-            held["saved"] = spent
+        if spent != self.saved:  # an LLM call since the last save
+            self.saved = spent
             driver_save_state(conversation)
             print(json.dumps({"spend": spent, "event": type(event).__name__}), flush=True)
-        if args.max_budget is not None and spent > args.max_budget and not why:
-            why.append(f"budget: spent ${spent:.4f}, over --max-budget-per-task {args.max_budget:g}")
-            stop.set()
-        if stop.is_set():
-            if isinstance(event, ActionEvent) and event.tool_name != "finish":
-                with contextlib.suppress(Exception):  # not run: the agent sees it rejected
-                    conversation.state.block_action(event.id, f"{SDK_STOP} ({why[0]})")
-            if conversation.state.execution_status == ConversationExecutionStatus.RUNNING:
-                # Set here, under the state lock: pause() from another thread can lose the race
-                # to a fast loop (seen: four more LLM calls).
-                conversation.state.execution_status = ConversationExecutionStatus.PAUSED
+        if self.max_budget is not None and spent > self.max_budget:
+            self.stop.request(f"budget: spent ${spent:.4f}, over --max-budget-per-task {self.max_budget:g}")
+        if not self.stop.requested.is_set():
+            return
+        if isinstance(event, ActionEvent) and event.tool_name != "finish":
+            with contextlib.suppress(Exception):  # not run: the agent sees it rejected
+                conversation.state.block_action(event.id, f"{SDK_STOP} ({self.stop.reason})")
+        if conversation.state.execution_status == ConversationExecutionStatus.RUNNING:
+            # Set here, under the state lock: pause() from another thread can lose the race to a
+            # fast loop (seen: four more LLM calls).
+            conversation.state.execution_status = ConversationExecutionStatus.PAUSED
 
-    conversation = Conversation(
-        agent=agent,
-        workspace=work_dir,
-        persistence_dir=str(conversations),  # the SDK adds /<conversation id>
-        max_iteration_per_run=args.max_iterations,
-        visualizer=None,
-        callbacks=[on_event],
-    )
-    held["conversation"] = conversation
-    conversation.set_confirmation_policy(NeverConfirm())
+
+def drive_conversation(conversation: Any, text: str, stop: DriverStop, grace: float) -> list[str]:
+    """Send the task and run the conversation in a thread; once a stop is requested, pause it and
+    press Ctrl-C in its terminals every second until it ends or `grace` runs out (a call or tool
+    that will not end: then it is left as it is). Returns the failure, if the run raised one."""
+    from openhands.sdk import ConversationExecutionStatus
+
     failure: list[str] = []
 
     def work() -> None:
         try:
-            if not stop.is_set():
+            if not stop.requested.is_set():
                 conversation.send_message(text)
-            if not stop.is_set():
+            if not stop.requested.is_set():
                 conversation.run()
         except Exception as exc:
             failure.append(one_line(f"{type(exc).__name__}: {exc}"))
@@ -5458,36 +5460,90 @@ def run_sdk_driver(argv: list[str]) -> int:
     last_interrupt = 0.0
     while worker.is_alive():
         worker.join(0.2)
-        if not stop.is_set():
+        if not stop.requested.is_set():
             continue
         now = time.monotonic()
         if deadline is None:
-            deadline = now + args.grace
+            deadline = now + grace
             threading.Thread(target=conversation.pause, name="pause", daemon=True).start()
         if now - last_interrupt >= 1.0:  # again each second: the step in flight may start a command
             last_interrupt = now
             driver_interrupt_commands(conversation)
-        if now > deadline or len(signals) > 1:  # a call or tool that will not end: save as it is
+        if now > deadline or len(stop.signals) > 1:  # save as it is
             with contextlib.suppress(Exception):
                 conversation.state.execution_status = ConversationExecutionStatus.PAUSED
             break
-    state = conversation.state
-    if why and why[0].startswith("budget") and state.execution_status != ConversationExecutionStatus.FINISHED:
-        with contextlib.suppress(Exception):
-            state.execution_status = ConversationExecutionStatus.ERROR
-            state.events.append(ConversationErrorEvent(source="environment", code="BudgetExceeded", detail=why[0]))
-    if failure and state.execution_status == ConversationExecutionStatus.RUNNING:
-        with contextlib.suppress(Exception):
-            state.execution_status = ConversationExecutionStatus.ERROR
-            state.events.append(ConversationErrorEvent(source="environment", code="DriverError", detail=failure[0]))
     driver_save_state(conversation, lock_timeout=0.2 if worker.is_alive() else 2.0)
+    return failure
+
+
+def settle_state(conversation: Any, stop: DriverStop, failure: list[str]) -> None:
+    """The end state says why a run that did not finish ended: over budget, or the driver's error
+    (saved with a ConversationErrorEvent, as the SDK records its own errors)."""
+    from openhands.sdk import ConversationExecutionStatus
+    from openhands.sdk.event.conversation_error import ConversationErrorEvent
+
+    state = conversation.state
+    ending = None
+    if stop.reason.startswith("budget") and state.execution_status != ConversationExecutionStatus.FINISHED:
+        ending = ("BudgetExceeded", stop.reason)
+    elif failure and state.execution_status == ConversationExecutionStatus.RUNNING:
+        ending = ("DriverError", failure[0])
+    if ending:
+        with contextlib.suppress(Exception):
+            state.execution_status = ConversationExecutionStatus.ERROR
+            state.events.append(ConversationErrorEvent(source="environment", code=ending[0], detail=ending[1]))
+        driver_save_state(conversation, lock_timeout=0.2)
+
+
+def run_sdk_driver(argv: list[str]) -> int:
+    """One task through the SDK: conversation folder, work dir and settings where the V1 CLI finds
+    them ($OPENHANDS_CONVERSATIONS_DIR, $OPENHANDS_WORK_DIR, $OPENHANDS_PERSISTENCE_DIR). Exit 0
+    finished, 1 any other end (error, stuck, step limit, budget, no settings), 128+N after a
+    graceful stop on signal N with the state saved."""
+    args = parse_driver_args(argv)
+    stop = DriverStop()
+    stop.install()  # before the slow imports
+    text = driver_prompt(args.prompt)
+    if text is None:
+        return 1
+    persistence = Path(os.environ.get("OPENHANDS_PERSISTENCE_DIR") or Path.home() / ".openhands")
+    conversations = Path(os.environ.get("OPENHANDS_CONVERSATIONS_DIR") or persistence / "conversations")
+    work_dir = os.environ.get("OPENHANDS_WORK_DIR") or os.getcwd()
+
+    from openhands.sdk import Conversation, ConversationExecutionStatus
+    from openhands.sdk.security.confirmation_policy import NeverConfirm
+    from openhands.tools.preset.default import register_builtins_agents
+
+    if stop.requested.is_set():
+        return 128 + stop.signals[0]
+    try:
+        agent = driver_agent(args, persistence, work_dir)
+    except (UsageError, OSError, ValueError) as exc:
+        print(f"run_batch driver: {exc}", file=sys.stderr)
+        return 1
+    register_builtins_agents(enable_browser=False)  # the sub-agents the task tool may start
+    follower = SpendFollower(args.max_budget, stop)
+    conversation = Conversation(
+        agent=agent,
+        workspace=work_dir,
+        persistence_dir=str(conversations),  # the SDK adds /<conversation id>
+        max_iteration_per_run=args.max_iterations,
+        visualizer=None,
+        callbacks=[follower],
+    )
+    follower.conversation = conversation
+    conversation.set_confirmation_policy(NeverConfirm())
+    failure = drive_conversation(conversation, text, stop, args.grace)
+    settle_state(conversation, stop, failure)
     print(f"Conversation ID: {conversation.id.hex}", flush=True)
     closing = threading.Thread(target=conversation.close, name="close", daemon=True)  # ends its tmux session
     closing.start()
     closing.join(10)
-    if signals:
-        return 128 + signals[0]
-    return 0 if state.execution_status == ConversationExecutionStatus.FINISHED and not failure else 1
+    if stop.signals:
+        return 128 + stop.signals[0]
+    finished = conversation.state.execution_status == ConversationExecutionStatus.FINISHED
+    return 0 if finished and not failure else 1
 
 
 def main(argv: list[str] | None = None) -> int:
