@@ -4154,6 +4154,106 @@ document.querySelectorAll('.filters input').forEach(c=>c.addEventListener('chang
 """
 
 
+HTML_TABLE_HEADS = (  # (heading, sorted as a number)
+    ("task", 0),
+    ("status", 0),
+    ("state", 0),
+    ("verdict", 0),
+    ("secs", 1),
+    ("cost", 1),
+    ("in tok", 1),
+    ("out tok", 1),
+    ("attempts", 1),
+    ("why", 0),
+    ("files", 0),
+    ("workspace disk", 1),
+)
+
+
+def html_totals(totals: Totals, records: list[AttemptRecord], output_dir: Path, disk: dict[str, int]) -> str:
+    """The totals block: counts and spend, pass rate, disk, and which runs and files it covers."""
+    runs = sorted({r.run_id for r in records if r.run_id})
+    starts = [t for t in (_seconds(r.started_at) for r in records) if t is not None]
+    ends = [t for t in (_seconds(r.finished_at) for r in records) if t is not None]
+    wall = format_duration(max(ends) - min(starts)) if starts and ends else UNKNOWN
+    try:
+        files = sorted(p.name for p in output_dir.glob("*.jsonl") if p.name != EVALUATIONS_FILE)
+    except OSError:
+        files = []
+    covers = (
+        f"{len(runs)} run(s): {', '.join(runs)}; results files (one per shard): {', '.join(files) or '-'}; "
+        f"wall time from the first start to the last end {wall}"
+    )
+    return (
+        f"<div class=totals><p>{_e(totals_line(totals))}</p><p>{_e(pass_rate_line(totals.evaluation) or '')}</p>"
+        f"<p>{_e(workspace_line(disk) or '')}</p>\n"
+        f"<p>{_e(covers)}; generated {_e(utc_now())} by run_batch {__version__}</p></div>"
+    )
+
+
+def html_task_table(
+    latest: list[AttemptRecord], records: list[AttemptRecord], report_dir: Path, disk: dict[str, int]
+) -> str:
+    """The status filters and the task table, each row linking its files relative to the page."""
+    attempts = Counter(r.task_name for r in records)
+    outliers = {r.task_name for r in cost_outliers(latest)}
+
+    def link(path: str | None, label: str) -> str:
+        if not path:
+            return ""
+        return f'<a href="{_e(urllib.parse.quote(os.path.relpath(path, report_dir)))}">{_e(label)}</a>'
+
+    rows = []
+    for r in latest:
+        verdict = (r.evaluation or {}).get("verdict", "-")
+        files = (
+            link(r.stdout_log, "stdout"),
+            link(r.stderr_log, "stderr"),
+            link(r.trajectory_path, "trajectory"),
+            link(r.workspace, "workspace"),
+        )
+        colour = STATUS_COLOUR.get(r.status, "#777")
+        cost = "" if r.total_cost is None else r.total_cost
+        rows.append(
+            f'<tr data-status="{_e(r.status)}"><td>{_e(r.task_name)}</td>'
+            f'<td><span class=status style="background:{colour}">{_e(r.status)}</span></td>'
+            f"<td>{_e(r.agent_state or UNKNOWN)}</td><td>{_e(verdict)}</td>"
+            f'<td class=num data-v="{r.elapsed_time_seconds}">{r.elapsed_time_seconds:.1f}</td>'
+            f'<td class=num data-v="{cost}">{_e(format_money(r.total_cost))}'
+            f"{' ⚑' if r.task_name in outliers else ''}</td>"
+            f'<td class=num data-v="{r.total_input_tokens or ""}">{_e(format_count(r.total_input_tokens))}</td>'
+            f'<td class=num data-v="{r.total_output_tokens or ""}">{_e(format_count(r.total_output_tokens))}</td>'
+            f"<td class=num>{attempts[r.task_name]}</td><td>{_e(r.error or '')}</td>"
+            f"<td>{' '.join(filter(None, files))}</td>"
+            f'<td class=num data-v="{disk.get(r.task_name, "")}">'
+            f"{_e(format_bytes(disk[r.task_name]) if r.task_name in disk else '')}</td></tr>"
+        )
+    present = sorted({r.status for r in latest}, key=lambda st: STATUSES.index(st) if st in STATUSES else 99)
+    filters = "".join(f'<label><input type=checkbox value="{_e(st)}" checked> {_e(st)}</label>' for st in present)
+    head = "".join(f'<th data-num="{n}">{_e(h)}</th>' for h, n in HTML_TABLE_HEADS)
+    return (
+        f"<div class=filters>{filters}</div>\n"
+        f"<table id=tasks><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def html_trajectories(latest: list[AttemptRecord], output_dir: Path) -> str:
+    """Every task's trajectory, folded, until the page's cap; the rest say where the file is."""
+    shown: list[str] = []
+    budget = HTML_PAGE_TRAJECTORIES_CAP
+    for i, r in enumerate(latest):
+        body = (
+            trajectory_html(r, output_dir)
+            if budget > 0
+            else ("<p>Not shown: the page holds at most 20 million characters of trajectories; open the file.</p>")
+        )
+        budget -= len(body)
+        shown.append(
+            f'<details class=traj id="t-{i}"><summary>{_e(r.task_name)} · {_e(r.status)}</summary>{body}</details>'
+        )
+    return "".join(shown)
+
+
 def render_html(
     latest: list[AttemptRecord],
     records: list[AttemptRecord],
@@ -4168,89 +4268,9 @@ def render_html(
     escaped: task names, reasons and outputs are data from outside."""
     output_dir = output_dir or report_dir
     disk = disk or {}
-    attempts = Counter(r.task_name for r in records)
     outliers = {r.task_name for r in cost_outliers(latest)}
     durations = sorted(r.elapsed_time_seconds for r in latest)
     median = durations[len(durations) // 2] if durations else 0.0
-
-    def link(path: str | None, label: str) -> str:
-        if not path:
-            return ""
-        return f'<a href="{_e(urllib.parse.quote(os.path.relpath(path, report_dir)))}">{_e(label)}</a>'
-
-    rows = []
-    for r in latest:
-        verdict = (r.evaluation or {}).get("verdict", "-")
-        links = " ".join(
-            filter(
-                None,
-                [
-                    link(r.stdout_log, "stdout"),
-                    link(r.stderr_log, "stderr"),
-                    link(r.trajectory_path, "trajectory"),
-                    link(r.workspace, "workspace"),
-                ],
-            )
-        )
-        colour = STATUS_COLOUR.get(r.status, "#777")
-        cost = "" if r.total_cost is None else r.total_cost
-        rows.append(
-            f'<tr data-status="{_e(r.status)}"><td>{_e(r.task_name)}</td>'
-            f'<td><span class=status style="background:{colour}">{_e(r.status)}</span></td>'
-            f"<td>{_e(r.agent_state or UNKNOWN)}</td><td>{_e(verdict)}</td>"
-            f'<td class=num data-v="{r.elapsed_time_seconds}">{r.elapsed_time_seconds:.1f}</td>'
-            f'<td class=num data-v="{cost}">{_e(format_money(r.total_cost))}'
-            f"{' ⚑' if r.task_name in outliers else ''}</td>"
-            f'<td class=num data-v="{r.total_input_tokens or ""}">{_e(format_count(r.total_input_tokens))}</td>'
-            f'<td class=num data-v="{r.total_output_tokens or ""}">{_e(format_count(r.total_output_tokens))}</td>'
-            f"<td class=num>{attempts[r.task_name]}</td><td>{_e(r.error or '')}</td><td>{links}</td>"
-            f'<td class=num data-v="{disk.get(r.task_name, "")}">'
-            f"{_e(format_bytes(disk[r.task_name]) if r.task_name in disk else '')}</td></tr>"
-        )
-    present = sorted({r.status for r in latest}, key=lambda st: STATUSES.index(st) if st in STATUSES else 99)
-    filters = "".join(f'<label><input type=checkbox value="{_e(st)}" checked> {_e(st)}</label>' for st in present)
-    heads = [
-        ("task", 0),
-        ("status", 0),
-        ("state", 0),
-        ("verdict", 0),
-        ("secs", 1),
-        ("cost", 1),
-        ("in tok", 1),
-        ("out tok", 1),
-        ("attempts", 1),
-        ("why", 0),
-        ("files", 0),
-        ("workspace disk", 1),
-    ]
-    head = "".join(f'<th data-num="{n}">{_e(h)}</th>' for h, n in heads)
-    shown: list[str] = []
-    budget = HTML_PAGE_TRAJECTORIES_CAP
-    for i, r in enumerate(latest):
-        body = (
-            trajectory_html(r, output_dir)
-            if budget > 0
-            else ("<p>Not shown: the page holds at most 20 million characters of trajectories; open the file.</p>")
-        )
-        budget -= len(body)
-        shown.append(
-            f'<details class=traj id="t-{i}"><summary>{_e(r.task_name)} · {_e(r.status)}</summary>{body}</details>'
-        )
-    trajectories = "".join(shown)
-    runs = sorted({r.run_id for r in records if r.run_id})
-    rates = pass_rate_line(totals.evaluation) or ""
-    starts = [t for t in (_seconds(r.started_at) for r in records) if t is not None]
-    ends = [t for t in (_seconds(r.finished_at) for r in records) if t is not None]
-    wall = format_duration(max(ends) - min(starts)) if starts and ends else UNKNOWN
-    try:
-        files = sorted(p.name for p in output_dir.glob("*.jsonl") if p.name != EVALUATIONS_FILE)
-    except OSError:
-        files = []
-    covers = (
-        f"{len(runs)} run(s): {', '.join(runs)}; results files (one per shard): {', '.join(files) or '-'}; "
-        f"wall time from the first start to the last end {wall}"
-    )
-    disk_text = workspace_line(disk) or ""
     cost_items = [(r.task_name, r.total_cost, r.task_name in outliers) for r in latest if r.total_cost is not None]
     time_items = [
         (r.task_name, r.elapsed_time_seconds, median > 0 and r.elapsed_time_seconds > 3 * median) for r in latest
@@ -4259,15 +4279,13 @@ def render_html(
 <meta http-equiv="Content-Security-Policy" content="{HTML_POLICY}">
 <title>{_e(title)}</title><style>{HTML_STYLE}</style></head><body>
 <h1>{_e(title)}</h1>
-<div class=totals><p>{_e(totals_line(totals))}</p><p>{_e(rates)}</p><p>{_e(disk_text)}</p>
-<p>{_e(covers)}; generated {_e(utc_now())} by run_batch {__version__}</p></div>
+{html_totals(totals, records, output_dir, disk)}
 <h2>Timeline</h2><p>One lane per worker slot of each run; hover a bar for its task.</p>{svg_timeline(records)}
 <h2>Cost per task</h2><p>Red: more than 3× the median.</p>{svg_bars(cost_items, "$")}
 <h2>Time per task</h2>{svg_bars(time_items, "s")}
 <h2>Durations</h2>{svg_histogram(durations)}
-<h2>Tasks</h2><div class=filters>{filters}</div>
-<table id=tasks><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>
-<h2>Trajectories</h2>{trajectories}
+<h2>Tasks</h2>{html_task_table(latest, records, report_dir, disk)}
+<h2>Trajectories</h2>{html_trajectories(latest, output_dir)}
 <script>{HTML_SCRIPT}</script></body></html>
 """
     return mask(page, secrets)
