@@ -5181,6 +5181,41 @@ def begin(batch: Batch, plan: Plan, warnings: list[str]) -> None:
     )
 
 
+def attempts_to_grade(
+    latest: dict[str, AttemptRecord], selected: list[Task], command: str, rerun: bool
+) -> list[AttemptRecord]:
+    """The latest attempt of each selected task that ran and is not yet graded by this command
+    (all of them with --rerun) (pure)."""
+    return [
+        latest[t.name]
+        for t in selected
+        if latest[t.name].status != "error"
+        and latest[t.name].stdout_log
+        and (rerun or latest[t.name].evaluate_command != command)
+    ]
+
+
+def verdict_entry(record: AttemptRecord, evaluation: Evaluation, command: str, run_id: str) -> dict[str, Any]:
+    """A line of evaluations.jsonl: which attempt, graded by which run and command, the verdict."""
+    return {
+        "task_name": record.task_name,
+        "session_name": record.session_name,
+        "attempt": record.attempt,
+        "run_id": record.run_id,
+        "evaluated_by": run_id,
+        "evaluated_at": utc_now(),
+        "evaluate_command": command,
+        "evaluation": evaluation.as_json(),
+    }
+
+
+def graded_line(i: int, total: int, graded: AttemptRecord) -> str:
+    verdict = graded.evaluation or {}
+    score = "" if verdict.get("score") is None else f"  score {verdict['score']:g}"
+    why = f"  - {verdict['reason']}" if verdict.get("reason") else ""
+    return f"[{i}/{total}] {verdict.get('verdict', '?'):<7} {printable(graded.task_name)}{score}{why}"
+
+
 def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
     """--evaluate-only: grade the latest attempt of every selected task in an existing output folder,
     running no agent; verdicts are appended to evaluations.jsonl (records are never rewritten)."""
@@ -5193,18 +5228,9 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     latest = {r.task_name: r for r in apply_verdicts(list(latest_by_task(records).values()), read_verdicts(folder))}
-    selected = [
-        t
-        for t in select_tasks(discover_tasks(settings.prompt_dir), settings.selection, settings.prompt_dir)
-        if t.name in latest
-    ]
-    to_grade = [
-        latest[t.name]
-        for t in selected
-        if latest[t.name].status != "error"
-        and latest[t.name].stdout_log
-        and (settings.rerun or latest[t.name].evaluate_command != command)
-    ]
+    tasks = select_tasks(discover_tasks(settings.prompt_dir), settings.selection, settings.prompt_dir)
+    selected = [t for t in tasks if t.name in latest]
+    to_grade = attempts_to_grade(latest, selected, command, settings.rerun)
     run_id = uuid.uuid4().hex[:8]
     stop = StopSignal()
     verdicts_file = ResultsFile(folder / EVALUATIONS_FILE)
@@ -5221,34 +5247,13 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
         )
         if evaluation.reason and evaluation.reason.startswith("stopped with the batch"):
             return record
-        verdicts_file.append_json(
-            {
-                "task_name": record.task_name,
-                "session_name": record.session_name,
-                "attempt": record.attempt,
-                "run_id": record.run_id,
-                "evaluated_by": run_id,
-                "evaluated_at": utc_now(),
-                "evaluate_command": command,
-                "evaluation": evaluation.as_json(),
-            }
-        )
+        verdicts_file.append_json(verdict_entry(record, evaluation, command, run_id))
         return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=command)
 
     try:
         with signal_handlers(stop), ThreadPoolExecutor(settings.max_workers, thread_name_prefix="evaluate") as pool:
             for i, graded in enumerate(pool.map(one, to_grade), 1):
-                verdict = graded.evaluation or {}
-                score = "" if verdict.get("score") is None else f"  score {verdict['score']:g}"
-                why = f"  - {verdict['reason']}" if verdict.get("reason") else ""
-                print(
-                    mask(
-                        f"[{i}/{len(to_grade)}] {verdict.get('verdict', '?'):<7} {printable(graded.task_name)}"
-                        f"{score}{why}",
-                        secrets,
-                    ),
-                    flush=True,
-                )
+                print(mask(graded_line(i, len(to_grade), graded), secrets), flush=True)
                 latest[graded.task_name] = graded
     finally:
         verdicts_file.release()

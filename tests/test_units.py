@@ -932,3 +932,20 @@ def test_relocated_names_the_runners_own_files_where_they_are_now(tmp_path: Path
     assert (now.stderr_log, now.trajectory_path) == (r.stderr_log, r.trajectory_path)
     inside = record("a", stdout_log=str(here / "logs" / "a.stdout.log"))
     assert rb.relocated(inside, here) is inside
+
+
+def test_attempts_to_grade_skips_errors_the_never_run_and_the_already_graded() -> None:
+    latest = {
+        "new": record("new", stdout_log="/o/logs/new.stdout.log"),
+        "graded": record("graded", stdout_log="/o/logs/graded.stdout.log", evaluate_command="ev"),
+        "other-cmd": record("other-cmd", stdout_log="/o/logs/o.stdout.log", evaluate_command="old"),
+        "broken": record("broken", "error", stdout_log="/o/logs/b.stdout.log"),
+        "no-log": record("no-log", stdout_log=None),
+    }
+    selected = [task(n) for n in latest]
+    assert [r.task_name for r in rb.attempts_to_grade(latest, selected, "ev", rerun=False)] == ["new", "other-cmd"]
+    assert [r.task_name for r in rb.attempts_to_grade(latest, selected, "ev", rerun=True)] == [
+        "new",
+        "graded",
+        "other-cmd",
+    ]
