@@ -614,17 +614,7 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
     output_dir = Path(args.output_dir).expanduser() if args.output_dir else Path("batch_output")
     if not output_dir.is_absolute():
         output_dir = project_dir / output_dir
-    for option, name in (("--results-name", args.results_name), ("--config-name", args.config_name)):
-        if "/" in name or "\0" in name or name in ("", ".", ".."):
-            raise UsageError(f"{option} {name!r}: give a file name, not a path")
-    if args.dry_run and args.output_format in ("markdown", "html"):
-        raise UsageError(f"--dry-run --format {args.output_format}: the plan is shown as table or json")
-    if args.report_output:
-        if not (args.html or (args.report and args.output_format == "html")):
-            raise UsageError("--output FILE is where the HTML report goes: with --html, or --report --format html")
-        where = Path(args.report_output).expanduser().absolute().parent
-        if not where.is_dir():
-            raise UsageError(f"--output {args.report_output}: there is no folder {where}; create it or pick another")
+    check_output_options(args)
     evaluator = parse_evaluator(args.evaluate) if args.evaluate is not None else ()
     for option, given in (("--evaluate-only", args.evaluate_only), ("--fail-on-evaluation", args.fail_on_evaluation)):
         if given and not evaluator:
@@ -647,25 +637,8 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         if not prompt_dir.is_dir():
             raise UsageError(f"--prompt-dir {args.prompt_dir}: not a folder of *.md prompts")
 
-    try:
-        command = tuple(shlex.split(args.command))
-    except ValueError as exc:
-        raise UsageError(f"--command {args.command!r}: {exc}; check the quotes") from None
-    if not command:
-        raise UsageError("--command is empty; give the OpenHands entrypoint")
-    if not args.report and not args.evaluate_only:
-        command = (resolve_program(command[0], project_dir, environ), *command[1:])
-
-    base_config: Path | None
-    if args.base_config:
-        base_config = Path(args.base_config).expanduser().absolute()
-        if not base_config.is_file():
-            what = "not a regular file" if base_config.exists() else "no such file"
-            raise UsageError(f"--base-config {args.base_config}: {what}; give an OpenHands config.toml")
-    else:
-        default = project_dir / "config.toml"
-        base_config = default if default.is_file() else None
-
+    command = command_from(args, project_dir, environ)
+    base_config = base_config_from(args, project_dir)
     names = tuple(n.strip() for group in args.tasks for n in group.split(",") if n.strip())
     return from_args(
         Settings,
@@ -685,6 +658,46 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         openhands=from_args(OpenHandsOptions, args, extra_args=tuple(extra)),
         selection=from_args(Selection, args, tasks=names, shard=shard),
     )
+
+
+def check_output_options(args: argparse.Namespace) -> None:
+    """File names that are names, and --format and --output where they mean something."""
+    for option, name in (("--results-name", args.results_name), ("--config-name", args.config_name)):
+        if "/" in name or "\0" in name or name in ("", ".", ".."):
+            raise UsageError(f"{option} {name!r}: give a file name, not a path")
+    if args.dry_run and args.output_format in ("markdown", "html"):
+        raise UsageError(f"--dry-run --format {args.output_format}: the plan is shown as table or json")
+    if args.report_output:
+        if not (args.html or (args.report and args.output_format == "html")):
+            raise UsageError("--output FILE is where the HTML report goes: with --html, or --report --format html")
+        where = Path(args.report_output).expanduser().absolute().parent
+        if not where.is_dir():
+            raise UsageError(f"--output {args.report_output}: there is no folder {where}; create it or pick another")
+
+
+def command_from(args: argparse.Namespace, project_dir: Path, environ: dict[str, str]) -> tuple[str, ...]:
+    """--command as argv, its program found now (not for --report or --evaluate-only, which run none)."""
+    try:
+        command = tuple(shlex.split(args.command))
+    except ValueError as exc:
+        raise UsageError(f"--command {args.command!r}: {exc}; check the quotes") from None
+    if not command:
+        raise UsageError("--command is empty; give the OpenHands entrypoint")
+    if not args.report and not args.evaluate_only:
+        command = (resolve_program(command[0], project_dir, environ), *command[1:])
+    return command
+
+
+def base_config_from(args: argparse.Namespace, project_dir: Path) -> Path | None:
+    """--base-config, else the checkout's config.toml when there is one."""
+    if args.base_config:
+        base_config = Path(args.base_config).expanduser().absolute()
+        if not base_config.is_file():
+            what = "not a regular file" if base_config.exists() else "no such file"
+            raise UsageError(f"--base-config {args.base_config}: {what}; give an OpenHands config.toml")
+        return base_config
+    default = project_dir / "config.toml"
+    return default if default.is_file() else None
 
 
 def resolve_program(program: str, project_dir: Path, environ: dict[str, str]) -> str:
