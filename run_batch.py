@@ -1615,9 +1615,10 @@ class Marker:
     def processes(self) -> list[int]:
         """Live processes (zombies count as gone) whose environment carries this marker; Linux
         only (/proc), elsewhere none are found and only the process group is killed."""
-        wanted = [f"{MARKER_RUN}={self.run_id}".encode()]
+        # Whole entries only: NUL-delimited, the environment read with a NUL in front.
+        wanted = [f"\0{MARKER_RUN}={self.run_id}\0".encode()]
         if self.session is not None:
-            wanted.append(f"{MARKER_SESSION}={self.session}".encode())
+            wanted.append(f"\0{MARKER_SESSION}={self.session}\0".encode())
         me = os.getpid()
         found = []
         try:
@@ -1628,12 +1629,12 @@ class Marker:
             if pid == me:
                 continue
             try:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    entries = f.read().split(b"\0")
+                with open(f"/proc/{pid}/environ", "rb", buffering=0) as f:
+                    environ = b"\0" + f.read() + b"\0"
             except OSError:  # gone, or not ours
                 continue
-            if all(w in entries for w in wanted) and not is_zombie(pid):
-                if self.orphans_only and _runner_alive(entries):
+            if all(w in environ for w in wanted) and not is_zombie(pid):
+                if self.orphans_only and _runner_alive(environ.split(b"\0")):
                     continue
                 found.append(pid)
         return found
@@ -3102,6 +3103,9 @@ def open_for_writing(path: Path, flags: int, mode: int = 0o644) -> int:
     folder nobody may redirect our writes), and only to a regular file (opening a FIFO someone put
     in our place would block until a reader came: O_NONBLOCK makes it fail at once instead)."""
     fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    if flags & os.O_CREAT and flags & os.O_EXCL:
+        os.set_blocking(fd, True)  # created just now by this call: a regular file
+        return fd
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
@@ -3138,7 +3142,7 @@ def claim_attempt_files(output_dir: Path, task: Task, attempt: int, run_id: str)
         created: list[Path] = []
         try:
             for path in (files.stdout_log, files.stderr_log, files.trajectory):
-                open_new(path).close()
+                os.close(open_for_writing(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
                 created.append(path)
         except BaseException as exc:
             for path in created:  # no empty files left for a claim that failed (a full disk)

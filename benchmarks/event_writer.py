@@ -65,23 +65,53 @@ def main() -> int:
         if n % 2 == 0:
             calls += 1
             tokens_in, tokens_out = PROMPT_TOKENS * calls, COMPLETION_TOKENS * calls
-            write({"source": "agent", "action": "run", "message": f"step {calls}", "args": {"command": f"step {calls}"},
-                   "llm_metrics": {"accumulated_cost": tokens_in * PRICE_IN, "max_budget_per_task": None,
-                                   "accumulated_token_usage": {"model": "default", "prompt_tokens": tokens_in,
-                                                               "completion_tokens": tokens_out,
-                                                               "cache_read_tokens": 0, "cache_write_tokens": 0}}})
+            write(
+                {
+                    "source": "agent",
+                    "action": "run",
+                    "message": f"step {calls}",
+                    "args": {"command": f"step {calls}"},
+                    "llm_metrics": {
+                        "accumulated_cost": tokens_in * PRICE_IN,
+                        "max_budget_per_task": None,
+                        "accumulated_token_usage": {
+                            "model": "default",
+                            "prompt_tokens": tokens_in,
+                            "completion_tokens": tokens_out,
+                            "cache_read_tokens": 0,
+                            "cache_write_tokens": 0,
+                        },
+                    },
+                }
+            )
         else:
-            write({"source": "environment", "observation": "run", "content": FILLER,
-                   "extras": {"command": f"step {calls}", "exit_code": 0}, "message": ""})
+            write(
+                {
+                    "source": "environment",
+                    "observation": "run",
+                    "content": FILLER,
+                    "extras": {"command": f"step {calls}", "exit_code": 0},
+                    "message": "",
+                }
+            )
         pause = t0 + (n + 1) * seconds / count - time.monotonic()
         if pause > 0:
             time.sleep(pause)
     n = count
-    write({"source": "environment", "observation": "agent_state_changed", "content": "",
-           "extras": {"agent_state": "finished", "reason": ""}, "message": ""})
-    sys.stderr.write(f"\x1b[92m{time.strftime('%H:%M:%S')} - openhands:INFO\x1b[0m: agent_controller.py:679 - "
-                     f"[Agent Controller {sid}] Setting agent(CodeActAgent) state from AgentState.RUNNING to "
-                     "AgentState.FINISHED\n")
+    write(
+        {
+            "source": "environment",
+            "observation": "agent_state_changed",
+            "content": "",
+            "extras": {"agent_state": "finished", "reason": ""},
+            "message": "",
+        }
+    )
+    sys.stderr.write(
+        f"\x1b[92m{time.strftime('%H:%M:%S')} - openhands:INFO\x1b[0m: agent_controller.py:679 - "
+        f"[Agent Controller {sid}] Setting agent(CodeActAgent) state from AgentState.RUNNING to "
+        "AgentState.FINISHED\n"
+    )
     trajectory = os.environ.get("SAVE_TRAJECTORY_PATH") or core.get("save_trajectory_path")
     if trajectory:
         target = Path(trajectory)
