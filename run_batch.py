@@ -20,6 +20,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime as dt
+import difflib
 import errno
 import fcntl
 import fnmatch
@@ -55,7 +56,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
 __version__ = "0.4.0"
 
@@ -85,6 +86,20 @@ SIGNALS_THAT_STOP = (
     signal.SIGVTALRM,
     signal.SIGXCPU,
 )
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, racing other threads)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)  # no /proc: at import time, before any thread exists
+    os.umask(old)
+    return old
+
+
+UMASK = current_umask()
 
 
 class UsageError(Exception):
@@ -139,13 +154,16 @@ class OpenHandsOptions:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which of the discovered tasks run: --tasks, --include, --exclude, --shard, --limit."""
+    """Which of the discovered tasks run: --tasks, --include, --exclude, --tag, --exclude-tag,
+    --shard, --limit."""
 
     tasks: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None
     limit: int | None = None
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,6 +206,14 @@ class Settings:
     dry_run: bool = False
     report: bool = False
     output_format: str = "table"
+    label: str | None = None
+    samples: int = 1
+    compare: tuple[str, ...] = ()
+    evaluate_cwd: Path | None = None
+    before_attempt: str | None = None
+    before_hook: tuple[str, ...] = ()  # --before-attempt, split and checked
+    before_attempt_timeout: float = 600.0
+    prompt_placeholders: bool = False
     venv: Path | None = None  # set when `poetry run` was resolved to the environment's python
 
     @property
@@ -196,11 +222,11 @@ class Settings:
 
     @property
     def grader(self) -> Grader:
-        return Grader(self.evaluator, self.project_dir, self.output_dir, self.evaluate_timeout)
+        return Grader(self.evaluator, self.evaluate_cwd or self.project_dir, self.output_dir, self.evaluate_timeout)
 
 
-def _number(minimum: float, inclusive: bool) -> Callable[[str], float]:
-    """argparse type: a finite number above (or at least) minimum."""
+def _number(minimum: float, inclusive: bool, maximum: float | None = None) -> Callable[[str], float]:
+    """argparse type: a finite number above (or at least) minimum, and at most maximum."""
 
     def parse(text: str) -> float:
         try:
@@ -210,13 +236,19 @@ def _number(minimum: float, inclusive: bool) -> Callable[[str], float]:
         if value != value or value == float("inf") or value < minimum or (value == minimum and not inclusive):
             bound = "zero or more" if inclusive else "greater than zero"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:.0f} seconds (30 days), got {text!r}")
         return value
 
     return parse
 
 
+# Seconds beyond this are a typo, and past what the OS's waits take (an OverflowError mid-batch).
+MAX_SECONDS = 30 * 86400.0
 _positive_float = _number(0.0, inclusive=False)
 _non_negative_float = _number(0.0, inclusive=True)
+_positive_seconds = _number(0.0, inclusive=False, maximum=MAX_SECONDS)
+_non_negative_seconds = _number(0.0, inclusive=True, maximum=MAX_SECONDS)
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -249,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _where_options(p.add_argument_group("where things are"))
     _running_options(p.add_argument_group("how tasks run"))
+    _experiment_options(p.add_argument_group("the experiment"))
     _evaluation_options(p.add_argument_group("did the agent do the task"))
     _openhands_options(p.add_argument_group("OpenHands settings for every task"))
     _selection_options(p.add_argument_group("which tasks"))
@@ -341,14 +374,14 @@ def _running_options(run: argparse._ArgumentGroup) -> None:
     run.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=_positive_float,
+        type=_positive_seconds,
         default=None,
         help="per task wall-clock limit (default: none), e.g. --timeout 1800",
     )
     run.add_argument(
         "--grace-period",
         metavar="SECONDS",
-        type=_non_negative_float,
+        type=_non_negative_seconds,
         default=DEFAULT_GRACE_PERIOD,
         help="after a timeout or Ctrl-C, how long OpenHands gets to stop by itself after "
         "SIGINT (it then saves its trajectory) before every process of the task is "
@@ -366,7 +399,7 @@ def _running_options(run: argparse._ArgumentGroup) -> None:
     run.add_argument(
         "--retry-backoff",
         metavar="SECONDS",
-        type=_non_negative_float,
+        type=_non_negative_seconds,
         default=10.0,
         help="first retry delay; doubles each time, with jitter (default: 10), e.g. --retry-backoff 30",
     )
@@ -381,7 +414,7 @@ def _running_options(run: argparse._ArgumentGroup) -> None:
     run.add_argument(
         "--start-delay",
         metavar="SECONDS",
-        type=_non_negative_float,
+        type=_non_negative_seconds,
         default=0.0,
         help="at least this long between two task starts (rate limits, container start "
         "storms; default: 0), e.g. --start-delay 5",
@@ -405,7 +438,7 @@ def _running_options(run: argparse._ArgumentGroup) -> None:
     run.add_argument(
         "--stall-timeout",
         metavar="SECONDS",
-        type=_positive_float,
+        type=_positive_seconds,
         default=None,
         help="stop a task whose agent has produced no new event and no new output for this long, like a "
         "timeout, and record it `stalled` (retried by --retries, rerun by resume; default: off), "
@@ -414,10 +447,27 @@ def _running_options(run: argparse._ArgumentGroup) -> None:
     run.add_argument(
         "--heartbeat",
         metavar="SECONDS",
-        type=_non_negative_float,
+        type=_non_negative_seconds,
         default=None,
         help="off a terminal, a progress line this often: done/total, running, spend so far, ETA "
         "(default: 60, and none with --quiet; 0 turns it off), e.g. --heartbeat 300",
+    )
+
+
+def _experiment_options(ex: argparse._ArgumentGroup) -> None:
+    ex.add_argument(
+        "--label",
+        metavar="TEXT",
+        help="a name for this experiment, part of its identity: with a new label the same output folder holds a "
+        "second experiment, whose tasks all run and which reports keep apart, e.g. --label gpt-4o-try2",
+    )
+    ex.add_argument(
+        "--samples",
+        metavar="K",
+        type=_int_at_least(1),
+        default=1,
+        help="run every selected task K times as independent samples, for pass@k and an honest interval "
+        "(default: 1); raising K later runs only the missing samples, e.g. --samples 3",
     )
 
 
@@ -426,16 +476,45 @@ def _evaluation_options(ev: argparse._ArgumentGroup) -> None:
         "--evaluate",
         metavar="CMD",
         help="grade each attempt that ran the agent with CMD, split like a shell would (never run through one), "
-        "with placeholders {task} {prompt} {output_dir} {trajectory} {workspace} {status}; exit 0 passed, 1 "
-        "failed, else error; a JSON object on its last line adds score and details, "
-        "e.g. --evaluate 'gittaskbench grade --taskid {task}'",
+        "with placeholders {task} {prompt} {output_dir} {trajectory} {workspace} {status} {attempt} {sample} "
+        "{session} {log} {stderr_log} {experiment}; exit 0 passed, 1 failed, else error; a JSON object on its last "
+        "stdout line adds a score and details, whose true/false and number values are reported as named rates "
+        "(e.g. process, result), e.g. --evaluate 'python grade.py --task {task} --dir {workspace}'",
     )
     ev.add_argument(
         "--evaluate-timeout",
         metavar="SECONDS",
-        type=_positive_float,
+        type=_positive_seconds,
         default=600.0,
         help="the evaluator's time limit (default: 600), e.g. --evaluate-timeout 120",
+    )
+    ev.add_argument(
+        "--evaluate-cwd",
+        metavar="DIR",
+        help="the folder the evaluator and the --before-attempt hook run in (default: --project-dir), "
+        "e.g. --evaluate-cwd ~/GitTaskBench",
+    )
+    ev.add_argument(
+        "--before-attempt",
+        metavar="CMD",
+        help="run CMD before each attempt's agent starts (e.g. to clear the output folder a prompt names, or copy "
+        "inputs in), with the evaluator's placeholders but {trajectory} and {status}; it gets the evaluator's "
+        "masking, log and process sweep; a non-zero exit makes the attempt an `error` record before any LLM "
+        "spend, with the hook's reason, e.g. --before-attempt 'python prepare.py --task {task}'",
+    )
+    ev.add_argument(
+        "--before-attempt-timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        default=600.0,
+        help="the --before-attempt command's time limit (default: 600)",
+    )
+    ev.add_argument(
+        "--prompt-placeholders",
+        action="store_true",
+        help="fill {task} {workspace} {output_dir} {attempt} {sample} {session} {experiment} in each prompt's "
+        "text before OpenHands reads it (only those names; {{task}} stays a literal {task}); the filled prompt is "
+        "kept as logs/<attempt>.prompt.md. Off by default: prompts with literal braces stay untouched",
     )
     ev.add_argument(
         "--evaluate-only",
@@ -503,6 +582,22 @@ def _selection_options(sel: argparse._ArgumentGroup) -> None:
         help="only these task names, comma separated, e.g. --tasks Trans_01,Trans_07",
     )
     sel.add_argument(
+        "--tag",
+        dest="tags",
+        metavar="TAG",
+        action="append",
+        default=[],
+        help="only tasks whose front matter lists TAG in `tags` (repeatable: any of them), e.g. --tag vision",
+    )
+    sel.add_argument(
+        "--exclude-tag",
+        dest="exclude_tags",
+        metavar="TAG",
+        action="append",
+        default=[],
+        help="leave out tasks whose front matter lists TAG (repeatable), e.g. --exclude-tag gpu",
+    )
+    sel.add_argument(
         "--limit",
         metavar="N",
         type=_int_at_least(1),
@@ -528,6 +623,14 @@ def _output_options(out: argparse._ArgumentGroup) -> None:
         "--report",
         action="store_true",
         help="summarise an existing --output-dir (latest attempt per task, every results file in it) and run nothing",
+    )
+    out.add_argument(
+        "--compare",
+        metavar="DIR",
+        nargs="+",
+        help="with --report: compare two or more output folders task by task (flips, pass rates with intervals, "
+        "the paired difference and whether it is more than noise, cost and time); DIR@LABEL picks one "
+        "experiment of a folder that holds several, e.g. --report --compare runs/gpt-4o runs/claude",
     )
     out.add_argument(
         "--format",
@@ -621,9 +724,19 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
             raise UsageError(f"{option} needs --evaluate CMD: the command that grades a task")
     template = None
     if args.workspace_template:
-        template = Path(args.workspace_template).expanduser().absolute()
+        template = Path(args.workspace_template).expanduser().resolve()  # real: compared with real paths
         if not template.is_dir():
             raise UsageError(f"--workspace-template {args.workspace_template}: not a folder")
+    workspaces = args.workspace_per_task or template is not None
+    evaluate_cwd = Path(args.evaluate_cwd).expanduser().absolute() if args.evaluate_cwd else None
+    if evaluate_cwd is not None and not evaluate_cwd.is_dir():
+        raise UsageError(f"--evaluate-cwd {args.evaluate_cwd}: not a folder")
+    hook = parse_evaluator(args.before_attempt, "--before-attempt", HOOK_PLACEHOLDERS) if args.before_attempt else ()
+    if not args.report:
+        for option, words in (("--evaluate", evaluator), ("--before-attempt", hook)):
+            if words:  # --evaluate-only grades what the records name: their workspaces, if any
+                cwd = evaluate_cwd or project_dir
+                check_grader_command(option, words, cwd, workspaces or args.evaluate_only, environ)
 
     shard = parse_shard(args.shard, environ)
     results_name = args.results_name
@@ -640,6 +753,8 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
     command = command_from(args, project_dir, environ)
     base_config = base_config_from(args, project_dir)
     names = tuple(n.strip() for group in args.tasks for n in group.split(",") if n.strip())
+    if args.tasks and not names:  # a script's `--tasks "$FAILED"` with nothing in it: not "every task"
+        raise UsageError("--tasks is empty: give task names, comma separated, or leave --tasks out to run every task")
     return from_args(
         Settings,
         args,
@@ -652,7 +767,9 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         evaluator=evaluator,
         report_output=Path(args.report_output).expanduser().absolute() if args.report_output else None,
         workspace_template=template,
-        workspace_per_task=args.workspace_per_task or template is not None,
+        workspace_per_task=workspaces,
+        evaluate_cwd=evaluate_cwd,
+        before_hook=hook,
         heartbeat=args.heartbeat if args.heartbeat is not None else (0.0 if args.quiet else 60.0),
         command=command,
         openhands=from_args(OpenHandsOptions, args, extra_args=tuple(extra)),
@@ -665,14 +782,45 @@ def check_output_options(args: argparse.Namespace) -> None:
     for option, name in (("--results-name", args.results_name), ("--config-name", args.config_name)):
         if "/" in name or "\0" in name or name in ("", ".", ".."):
             raise UsageError(f"{option} {name!r}: give a file name, not a path")
+    check_results_name(args.results_name)
+    if args.compare and not args.report:
+        raise UsageError("--compare goes with --report: run-batch --report --compare DIR_A DIR_B")
+    if args.compare and len(args.compare) < 2:
+        raise UsageError("--compare needs two output folders or more: --report --compare DIR_A DIR_B")
+    if args.label is not None and (not args.label.strip() or not args.label.isprintable() or len(args.label) > 200):
+        raise UsageError(f"--label {args.label!r}: give a short printable name, e.g. --label gpt-4o-try2")
     if args.dry_run and args.output_format in ("markdown", "html"):
         raise UsageError(f"--dry-run --format {args.output_format}: the plan is shown as table or json")
     if args.report_output:
         if not (args.html or (args.report and args.output_format == "html")):
             raise UsageError("--output FILE is where the HTML report goes: with --html, or --report --format html")
+        if not args.report_output.lower().endswith((".html", ".htm")):
+            raise UsageError(
+                f"--output {args.report_output}: the HTML report's file name ends in .html (it replaces "
+                "whatever file has that name), e.g. --output report.html"
+            )
         where = Path(args.report_output).expanduser().absolute().parent
         if not where.is_dir():
             raise UsageError(f"--output {args.report_output}: there is no folder {where}; create it or pick another")
+
+
+# The files the runner itself keeps in an output folder: no results file may take their names.
+OWN_FILE_NAMES = ("summary.json", "evaluations.jsonl", "batch_run.log", "report.html", "run.json")
+
+
+def check_results_name(name: str) -> None:
+    """A results file is a `*.jsonl` (every report, budget and resume reads those) that is none of
+    the runner's own files, which would replace it or be replaced by it."""
+    if name in OWN_FILE_NAMES or name.startswith(".") or re.fullmatch(r"run\..*\.json", name):
+        raise UsageError(
+            f"--results-name {name}: that name is run_batch's own ({', '.join(OWN_FILE_NAMES)}, run.*.json, "
+            "hidden files); pick another, e.g. --results-name nightly.jsonl"
+        )
+    if not name.endswith(".jsonl"):
+        raise UsageError(
+            f"--results-name {name}: a results file's name ends in .jsonl (reports, budgets and resume read "
+            "every *.jsonl in the folder), e.g. --results-name nightly.jsonl"
+        )
 
 
 def command_from(args: argparse.Namespace, project_dir: Path, environ: dict[str, str]) -> tuple[str, ...]:
@@ -742,8 +890,200 @@ def resolve_poetry(settings: Settings, environ: dict[str, str]) -> Settings:
 
 
 # ================================================================================================
+# Experiments: what produced a result, and the statistics of its samples (pure; the formulas and
+# their sources are in docs/statistics.md)
+# ================================================================================================
+
+# What must be equal for two records to belong to one experiment: what changes the agent's work.
+# The evaluator is recorded beside them, but a changed one only grades again; a key is never in it.
+IDENTITY_FIELDS = (
+    "label",
+    "model",
+    "llm_base_url_host",
+    "entrypoint",
+    "openhands_package",
+    "openhands_version",
+    "config_sha256",
+)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Which model, release and configuration made a result (every record carries it)."""
+
+    entrypoint: str  # core-main | cli | sdk
+    openhands_package: str
+    openhands_version: str | None
+    model: str | None  # as the agent will use it; None: run_batch cannot know (said in model_source)
+    model_source: str
+    llm_base_url_host: str | None
+    config_sha256: str  # the effective configuration, secrets removed
+    label: str | None = None
+    evaluator: str | None = None  # --evaluate, masked
+    evaluator_sha256: str | None = None
+    run_batch_version: str = __version__
+
+    @property
+    def id(self) -> str:
+        key = json.dumps([getattr(self, f) for f in IDENTITY_FIELDS], ensure_ascii=True)
+        return "e-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Experiment | None:
+        """An experiment as a record holds it; None when it is not one (pure)."""
+        if not isinstance(data, dict):
+            return None
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = data.get(f.name)
+            if value is not None and not isinstance(value, str):
+                return None
+            values[f.name] = value
+        if values["entrypoint"] is None or values["config_sha256"] is None:
+            return None
+        values["openhands_package"] = values["openhands_package"] or ""
+        values["model_source"] = values["model_source"] or ""
+        values["run_batch_version"] = values["run_batch_version"] or ""
+        return cls(**values)
+
+    def differences(self, other: Experiment) -> list[str]:
+        """`field: old -> new` for each identity field that differs (pure)."""
+        return [
+            f"{f.replace('_', ' ')}: {getattr(self, f) or UNKNOWN} -> {getattr(other, f) or UNKNOWN}"
+            for f in IDENTITY_FIELDS
+            if getattr(self, f) != getattr(other, f)
+        ]
+
+    def describe(self) -> str:
+        """One line: the model, where it is served, which OpenHands, the configuration, the label."""
+        where = f" at {self.llm_base_url_host}" if self.llm_base_url_host else ""
+        label = f", label {self.label!r}" if self.label else ""
+        return (
+            f"{self.id}: model {self.model or UNKNOWN + ' (' + self.model_source + ')'}{where}; "
+            f"{self.entrypoint}, {self.openhands_package or 'OpenHands'} {self.openhands_version or UNKNOWN}; "
+            f"config {self.config_sha256[:12]}{label}"
+        )
+
+
+def stable_hash(value: Any) -> str:
+    """A hash of a JSON-like value that does not depend on key order (pure)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def url_host(url: Any) -> str | None:
+    """The host (and port) of a URL, never its user or password (pure)."""
+    if not isinstance(url, str) or not url.strip():
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url.strip() if "//" in url else f"//{url.strip()}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    return f"{host}:{port}" if host and port else host
+
+
+Z95 = 1.959963984540054  # the standard normal's 97.5th percentile: two-sided 95 %
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The chance that at least one of k samples drawn without replacement from n, c of which
+    passed, passes: 1 - C(n-c, k) / C(n, k), the unbiased estimator of Chen et al. 2021."""
+    if not (1 <= k <= n and 0 <= c <= n):  # c < 0 included
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_hat_k(n: int, c: int, k: int) -> float:
+    """pass^k: the chance that all of k samples drawn from n pass, C(c, k) / C(n, k) (Yao et al.
+    2024): how reliably the agent does the task, where pass@k is whether it can."""
+    if not (1 <= k <= n and 0 <= c <= n):
+        raise ValueError(f"pass^k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
+    return math.comb(c, k) / math.comb(n, k)
+
+
+def wilson_interval(passes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval for a proportion: honest at 0 and n passes and for few tasks, where
+    the textbook p ± z·sqrt(p(1-p)/n) collapses to a point. No tasks: (0, 1)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = passes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact_p(b: int, c: int) -> float:
+    """Exact McNemar test, two-sided: of the b + c tasks whose outcome differs between two runs, is
+    the split b : c more lopsided than a fair coin makes likely? min(1, 2 P(X <= min(b, c))),
+    X ~ Binomial(b + c, 1/2). Exact integers: no overflow at any size."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, float(2 * tail / 2**n))
+
+
+def _resampled_means(values: list[float], resamples: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    n = len(values)
+    return sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def bootstrap_interval(
+    values: list[float], resamples: int = 10000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over tasks (tasks resampled with replacement);
+    the fixed seed gives the same interval for the same records."""
+    if not values:
+        return 0.0, 1.0
+    means = _resampled_means(values, resamples, seed)
+    return _percentile(means, (1 - level) / 2), _percentile(means, 1 - (1 - level) / 2)
+
+
+def paired_bootstrap(
+    diffs: list[float], resamples: int = 10000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """(low, high, p) for the mean of per-task differences between two runs: a percentile
+    interval, and a two-sided p-value, min(1, 2 min(P(mean* <= 0), P(mean* >= 0)))."""
+    if not diffs:
+        return 0.0, 0.0, 1.0
+    means = _resampled_means(diffs, resamples, seed)
+    below = sum(m <= 0 for m in means) / len(means)
+    above = sum(m >= 0 for m in means) / len(means)
+    low, high = _percentile(means, (1 - level) / 2), _percentile(means, 1 - (1 - level) / 2)
+    return low, high, min(1.0, 2 * min(below, above))
+
+
+# ================================================================================================
 # Plan: which tasks there are, which run, in which order (pure, apart from reading the prompts)
 # ================================================================================================
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """What a prompt's front matter sets for its task alone; the command line's options are the
+    defaults it overrides (None: not set here)."""
+
+    timeout: float | None = None
+    max_iterations: int | None = None
+    max_budget_per_task: float | None = None
+    task_memory: int | None = None  # bytes
+    task_cpus: float | None = None
+    samples: int | None = None
+    tags: tuple[str, ...] = ()
+    vars: tuple[tuple[str, str], ...] = ()  # given to the evaluator and the hook as RUN_BATCH_VAR_<NAME>
 
 
 @dataclass(frozen=True)
@@ -754,6 +1094,8 @@ class Task:
     prompt_sha256: str | None
     problem: str | None  # why it cannot be launched (empty, unreadable, not UTF-8, ...), else None
     tag: str = ""  # ASCII identity for session names: readable slug plus a hash of the whole name
+    settings: TaskSettings = field(default_factory=TaskSettings)
+    body_offset: int = 0  # bytes of front matter before the text the agent gets
 
 
 def inspect_prompt(data: bytes) -> str | None:
@@ -828,33 +1170,216 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value: float = float(text)
+    if not math.isfinite(value):  # 1e999 reads as infinity
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def loads_json(data: str | bytes) -> Any:
-    """JSON from outside the runner, strictly: Python's reader takes NaN and Infinity, which no
-    other reader does, and which would pass through sums and comparisons (a budget against NaN is
-    never reached) into files others read."""
-    return json.loads(data, parse_constant=_not_json)
+    """JSON from outside the runner, strictly: Python's reader takes NaN, Infinity and 1e999,
+    which no other reader does, and which would pass through sums and comparisons (a budget
+    against NaN is never reached) into files others read. A lone-surrogate escape ("\\ud800") reads
+    as U+FFFD: such text can be written to no UTF-8 file."""
+    value = json.loads(data, parse_constant=_not_json, parse_float=_finite)
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    return clean_json(value) if _SURROGATE_ESCAPE.search(raw) else value
 
 
-def read_prompt(path: Path) -> tuple[str | None, str | None]:
-    """(sha256, problem) of a prompt file. Only regular files are prompts (a FIFO would block, a
-    device never ends) and a prompt is read up to PROMPT_LIMIT bytes, never more."""
+def clean_text(text: str) -> str:
+    """Text that any UTF-8 file can hold: lone surrogates (a non-UTF-8 file name, decoded the
+    way Python does) become U+FFFD (pure)."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def clean_json(value: Any, depth: int = 0) -> Any:
+    """A JSON value that strict readers take and UTF-8 files hold: text cleaned (clean_text),
+    numbers that are not finite become null, anything deeper than 64 levels is cut (pure)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {clean_text(str(k)): clean_json(v, depth + 1) for k, v in value.items()} if depth < 64 else None
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v, depth + 1) for v in value] if depth < 64 else None
+    return value
+
+
+def dumps_json(value: Any, indent: int | None = None) -> str:
+    """JSON text the runner writes: strict (no NaN or Infinity, which other readers refuse) and
+    UTF-8-safe, whatever data from outside it holds (clean_json is only paid for when needed)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent)
+        text.encode("utf-8")
+        return text
+    except (ValueError, UnicodeEncodeError):
+        return json.dumps(clean_json(value), ensure_ascii=False, allow_nan=False, indent=indent)
+
+
+def parse_size(text: Any) -> int | None:
+    """A memory size: bytes as a whole number, or `512M`, `4G`, `4GiB`, `1.5g` (powers of 1024);
+    None when it is not one (pure)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text if text > 0 else None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        return None
+    value = float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " ")
+    return int(value) if value >= 1 else None
+
+
+def _seconds_value(value: Any) -> float | None:
+    number = _number_or_none(value)
+    return number if number is not None and 0 < number <= MAX_SECONDS else None
+
+
+def _positive(value: Any) -> float | None:
+    number = _number_or_none(value)
+    return number if number is not None and number > 0 else None
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def _tags(value: Any) -> tuple[str, ...] | None:
+    values = [value] if isinstance(value, str) else value
+    if isinstance(values, list) and values and all(isinstance(v, str) and v.strip() for v in values):
+        return tuple(v.strip() for v in values)
+    return None
+
+
+def _vars(value: Any) -> tuple[tuple[str, str], ...] | None:
+    if not isinstance(value, dict):
+        return None
+    found = []
+    for k, v in value.items():
+        if not (isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", k)):
+            return None
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        if not isinstance(v, (str, int, float)):
+            return None
+        found.append((k, str(v)))
+    return tuple(found)
+
+
+# Each front-matter key: how its value is read (None: wrong type) and what it must be.
+FRONT_MATTER_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "timeout": (_seconds_value, "seconds, greater than zero and at most 30 days"),
+    "max_iterations": (_whole, "a whole number of 1 or more"),
+    "max_budget_per_task": (_positive, "US dollars, greater than zero"),
+    "task_memory": (parse_size, "a size such as 4G, 512M or a number of bytes"),
+    "task_cpus": (_positive, "a number of CPUs greater than zero, e.g. 1.5"),
+    "samples": (_whole, "a whole number of 1 or more"),
+    "tags": (_tags, "a tag or a list of tags"),
+    "vars": (_vars, "a mapping of names (letters, digits, _) to text or numbers"),
+}
+FRONT_MATTER_LIMIT = 64 * 1024  # bytes: a front-matter block ends within this, or is not one
+
+
+def front_matter_block(data: bytes) -> tuple[str, int] | None:
+    """The YAML between a first line `---` and the next `---` (or `...`) line, and where the prompt
+    proper starts (in bytes); None when the prompt has no such block (pure)."""
+    first, sep, rest = data[:FRONT_MATTER_LIMIT].partition(b"\n")
+    if first.rstrip(b"\r") != b"---" or not sep:
+        return None
+    offset = len(first) + 1
+    for line in rest.splitlines(keepends=True):
+        if line.rstrip(b"\r\n") in (b"---", b"..."):
+            block = data[len(first) + 1 : offset].decode("utf-8", "replace")
+            return block, offset + len(line)
+        offset += len(line)
+    return None
+
+
+def parse_front_matter(path: Path, block: str) -> TaskSettings:
+    """A prompt's front matter as its task's settings: a YAML mapping of the known keys, each of its
+    type. Anything else is a usage error that names the file and the line (line 1 is the `---`)."""
+    try:
+        import yaml
+    except ImportError:
+        raise UsageError(
+            f"{path}: the prompt starts with front matter (---), which needs the package PyYAML: "
+            f"`{Path(sys.executable).name} -m pip install pyyaml`"
+        ) from None
+    try:
+        node = yaml.compose(block, Loader=yaml.SafeLoader)
+        values = yaml.safe_load(block)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 2}" if mark is not None else "its front matter"
+        raise UsageError(
+            f"{path}, {where}: the front matter is not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if values is None:
+        return TaskSettings()
+    if not isinstance(values, dict) or not isinstance(node, yaml.MappingNode):
+        raise UsageError(
+            f"{path}, line 2: the front matter must be `key: value` lines (known keys: {', '.join(FRONT_MATTER_KEYS)})"
+        )
+    lines = {str(k.value): k.start_mark.line + 2 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    found: dict[str, Any] = {}
+    for key, value in values.items():
+        line = lines.get(str(key), 2)
+        if key not in FRONT_MATTER_KEYS:
+            known = ", ".join(FRONT_MATTER_KEYS)
+            raise UsageError(f"{path}, line {line}: unknown front-matter key {str(key)!r}; the known ones are {known}")
+        read, want = FRONT_MATTER_KEYS[key]
+        parsed = read(value)
+        if parsed is None:
+            raise UsageError(f"{path}, line {line}: {key} must be {want}, not {one_line(repr(value), 60)}")
+        found[key] = parsed
+    return TaskSettings(**found)
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    """What reading a prompt file found: its hash, why it cannot run (if so), the settings of its
+    front matter, and where the text the agent gets starts (after the front matter)."""
+
+    sha256: str | None
+    problem: str | None = None
+    settings: TaskSettings = field(default_factory=TaskSettings)
+    body_offset: int = 0
+
+
+def read_prompt(path: Path) -> PromptFile:
+    """A prompt file, read up to PROMPT_LIMIT bytes, never more. Only regular files are prompts (a
+    FIFO would block, a device never ends)."""
     try:
         f = open_regular(path)
     except OSError as exc:
         if exc.errno == errno.EINVAL:
-            return None, "not a regular file (a FIFO, device or socket named .md); only files are prompts"
-        return None, f"cannot read prompt: {exc.strerror or exc}"
+            return PromptFile(None, "not a regular file (a FIFO, device or socket named .md); only files are prompts")
+        return PromptFile(None, f"cannot read prompt: {exc.strerror or exc}")
     with f:
         info = os.fstat(f.fileno())
         if info.st_size > PROMPT_LIMIT:
-            return None, f"prompt is {info.st_size} bytes, over the limit of {PROMPT_LIMIT} (10 MiB)"
+            return PromptFile(None, f"prompt is {info.st_size} bytes, over the limit of {PROMPT_LIMIT} (10 MiB)")
         try:
             data = f.read(PROMPT_LIMIT + 1)
         except OSError as exc:
-            return None, f"cannot read prompt: {exc.strerror or exc}"
+            return PromptFile(None, f"cannot read prompt: {exc.strerror or exc}")
     if len(data) > PROMPT_LIMIT:
-        return None, f"prompt is over the limit of {PROMPT_LIMIT} bytes (10 MiB)"
-    return hashlib.sha256(data).hexdigest(), inspect_prompt(data)
+        return PromptFile(None, f"prompt is over the limit of {PROMPT_LIMIT} bytes (10 MiB)")
+    sha = hashlib.sha256(data).hexdigest()  # the whole file: a changed front matter reruns the task
+    block = front_matter_block(data)
+    if block is None:
+        return PromptFile(sha, inspect_prompt(data))
+    return PromptFile(sha, inspect_prompt(data[block[1] :]), parse_front_matter(path, block[0]), block[1])
+
+
+def prompt_text(task: Task) -> str:
+    """The text the agent gets: the prompt without its front matter (the task's settings)."""
+    with open_regular(task.prompt_path) as f:
+        return f.read(PROMPT_LIMIT + 1)[task.body_offset :].decode("utf-8")
 
 
 def discover_tasks(prompt_dir: Path) -> list[Task]:
@@ -875,30 +1400,97 @@ def discover_tasks(prompt_dir: Path) -> list[Task]:
             text = text if shown[text] == 1 else f"{text}~{_digest(name, 16)}"  # `bad\xff`, `bad\xfe`
             tasks.append(Task(text, path, stem, None, "the file name is not valid UTF-8; rename the prompt", tag))
             continue
-        sha, problem = read_prompt(path)
-        tasks.append(Task(name, path, stem, sha, problem, tag))
+        prompt = read_prompt(path)
+        tasks.append(Task(name, path, stem, prompt.sha256, prompt.problem, tag, prompt.settings, prompt.body_offset))
     return tasks
 
 
 def select_tasks(tasks: list[Task], selection: Selection, prompt_dir: Path | None = None) -> list[Task]:
-    """Apply --tasks, --include, --exclude, --shard and --limit, in that order (pure)."""
+    """Apply --tasks, --include, --exclude, --tag, --exclude-tag, --shard and --limit, in that order
+    (pure). A selection that leaves no task (before --shard and --limit, which may rightly leave a
+    shard empty) is a usage error, with what was probably meant."""
+    where = prompt_dir or "the prompt folder"
+    if not tasks:
+        raise UsageError(f"--prompt-dir {where}: no *.md prompt there")
     chosen = tasks
     if selection.tasks:
         known = {t.name for t in tasks}
-        missing = [n for n in selection.tasks if n not in known]
+        wanted = {n.removesuffix(".md") if n not in known else n for n in selection.tasks}  # `Faker_01.md`
+        missing = sorted(n for n in wanted if n not in known)
         if missing:
-            raise UsageError(f"--tasks: no prompt named {missing[0]!r} in {prompt_dir or 'the prompt folder'}")
-        chosen = [t for t in chosen if t.name in selection.tasks]
+            close = difflib.get_close_matches(missing[0], sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(f"--tasks: no prompt named {missing[0]!r} in {where}{hint}")
+        chosen = [t for t in chosen if t.name in wanted]
+    for glob in selection.include:
+        if not any(fnmatch.fnmatchcase(t.name, glob) for t in chosen):
+            close = [t.name for t in chosen if fnmatch.fnmatch(t.name.casefold(), glob.casefold())]
+            hint = f" (names match case-sensitively: {close[0]!r} would with another case)" if close else ""
+            raise UsageError(f"--include {glob!r}: matches no task{hint}")
     if selection.include:
         chosen = [t for t in chosen if any(fnmatch.fnmatchcase(t.name, g) for g in selection.include)]
     if selection.exclude:
         chosen = [t for t in chosen if not any(fnmatch.fnmatchcase(t.name, g) for g in selection.exclude)]
+    if selection.tags:
+        chosen = [t for t in chosen if set(t.settings.tags) & set(selection.tags)]
+    if selection.exclude_tags:
+        chosen = [t for t in chosen if not set(t.settings.tags) & set(selection.exclude_tags)]
+    if not chosen:
+        raise UsageError(
+            "the selection (--tasks, --include, --exclude, --tag, --exclude-tag) leaves no task; "
+            f"--dry-run without them lists the {plural(len(tasks), 'task')} of {where}"
+        )
     if selection.shard:
         k, n = selection.shard
         chosen = [t for i, t in enumerate(chosen) if i % n == k - 1]
     if selection.limit is not None:
         chosen = chosen[: selection.limit]
     return chosen
+
+
+def prompt_folder_hints(prompt_dir: Path) -> list[str]:
+    """Why a prompt folder may hold fewer tasks than its user thinks: `.MD` files, which are not
+    tasks, and prompts one level down, in folders of their own."""
+    hints = []
+    try:
+        entries = sorted(os.listdir(prompt_dir))
+    except OSError:
+        return []
+    upper = [e for e in entries if e.lower().endswith(".md") and not e.endswith(".md") and not e.startswith(".")]
+    if upper:
+        hints.append(
+            f"{plural(len(upper), 'file')} named *.MD or the like ({', '.join(upper[:3])}) "
+            "are not tasks: only names ending in .md are; rename them"
+        )
+    nested = [
+        e for e in entries if (prompt_dir / e).is_dir() and any(n.endswith(".md") for n in _listing(prompt_dir / e))
+    ]
+    if nested:
+        hints.append(
+            f"prompts are one level down, in {plural(len(nested), 'folder')} ({', '.join(nested[:3])}"
+            f"{', ...' if len(nested) > 3 else ''}): give one of them as --prompt-dir, or link each prompt "
+            "into one folder under its task's name (a task is a file NAME.md)"
+        )
+    return hints
+
+
+@contextlib.contextmanager
+def with_folder_hints(prompt_dir: Path) -> Iterator[None]:
+    """A selection that leaves no task says what in the prompt folder was probably meant."""
+    try:
+        yield
+    except UsageError as exc:
+        hints = prompt_folder_hints(prompt_dir) if "task" in str(exc) or "prompt" in str(exc) else []
+        if not hints:
+            raise
+        raise UsageError(f"{exc}; {'; '.join(hints)}") from None
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 def plan_order(tasks: list[Task], durations: dict[str, float]) -> list[Task]:
@@ -911,37 +1503,102 @@ def plan_order(tasks: list[Task], durations: dict[str, float]) -> list[Task]:
     return unknown + known
 
 
+# A sample whose latest attempt ended in one of these is finished, with --samples K > 1: the agent's
+# own outcome, which must stand (running failed samples again until they pass would inflate pass@k).
+# error, stalled and interrupted samples ran into the machine, the provider or a stop: they run again.
+FINAL_STATUSES = ("success", "failed", "timeout")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One sample of one task to run (its attempts are numbered when they start)."""
+
+    task: Task
+    sample: int = 1
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What a run will do: the selected tasks, those to run (in order), those already done."""
+    """What a run will do: the selected tasks, the samples to run (in order), the tasks with
+    nothing left to run, and the finished attempts the current --evaluate has not graded yet."""
 
     selected: list[Task]
-    to_run: list[Task]
-    done: list[Task]  # latest record `success` for the same prompt: skipped
+    to_run: list[Job]
+    done: list[Task]  # every sample done already: skipped
+    to_grade: list[AttemptRecord] = field(default_factory=list)
+    samples: int = 1  # the most samples any selected task has
+    per_task: dict[str, int] = field(default_factory=dict)  # each selected task's samples
+
+    def wanted(self) -> list[tuple[str, int]]:
+        """Every (task, sample) the selection asks for."""
+        return [(t.name, k) for t in self.selected for k in range(1, self.per_task.get(t.name, self.samples) + 1)]
+
+
+def latest_by_sample(records: Iterable[AttemptRecord]) -> dict[tuple[str, int], AttemptRecord]:
+    """Each (task, sample)'s latest attempt, by the rule of latest_by_task (pure)."""
+    latest: dict[tuple[str, int], AttemptRecord] = {}
+    for record in records:
+        key = (record.task_name, record.sample)
+        known = latest.get(key)
+        if known is None or record.attempt >= known.attempt:
+            latest[key] = record
+    return latest
+
+
+def sample_done(record: AttemptRecord | None, task: Task, samples: int) -> bool:
+    """Whether a sample needs no new attempt: with one sample per task, its latest attempt
+    succeeded (0.4's rule: a failed task runs again); with several, it ended in the agent's own
+    outcome. Either way only for the same prompt text (pure)."""
+    if record is None or task.prompt_sha256 is None or record.prompt_sha256 != task.prompt_sha256:
+        return False  # an unreadable prompt now is not "the same prompt"
+    return record.status == "success" if samples == 1 else record.status in FINAL_STATUSES
 
 
 def plan_batch(
-    tasks: list[Task], selection: Selection, recorded: list[AttemptRecord], rerun: bool, prompt_dir: Path | None = None
+    tasks: list[Task],
+    selection: Selection,
+    recorded: list[AttemptRecord],
+    rerun: bool,
+    prompt_dir: Path | None = None,
+    samples: int = 1,
+    graded_by: Callable[[AttemptRecord], str | None] | None = None,
+    evaluate_command: str | None = None,
 ) -> Plan:
-    """Select, skip what already succeeded with the same prompt, and order the rest (pure)."""
+    """Select; skip the samples already done in this experiment (`recorded` holds only its records,
+    from every results file of the folder); order the rest, longest known task first, sample by
+    sample; and list the finished attempts that --evaluate has not graded yet (pure)."""
     selected = select_tasks(tasks, selection, prompt_dir)
-    latest = latest_by_task(recorded)
-    done = (
-        []
+    latest = latest_by_sample(recorded)
+    wanted = {t.name: t.settings.samples or samples for t in selected}  # front matter over --samples
+    done_samples = (
+        set()
         if rerun
-        else [
-            t
+        else {
+            (t.name, k)
             for t in selected
-            if t.name in latest
-            and latest[t.name].status == "success"
-            and t.prompt_sha256 is not None  # unreadable now: not "the same prompt"
-            and latest[t.name].prompt_sha256 == t.prompt_sha256
-        ]
+            for k in range(1, wanted[t.name] + 1)
+            if sample_done(latest.get((t.name, k)), t, wanted[t.name])
+        }
     )
-    done_names = {t.name for t in done}
-    durations = {n: r.elapsed_time_seconds for n, r in latest.items() if r.status in ("success", "failed", "timeout")}
-    to_run = plan_order([t for t in selected if t.name not in done_names], durations)
-    return Plan(selected, to_run, done)
+    done = [t for t in selected if all((t.name, k) in done_samples for k in range(1, wanted[t.name] + 1))]
+    by_task = latest_by_task(recorded)
+    durations = {n: r.elapsed_time_seconds for n, r in by_task.items() if r.status in ("success", "failed", "timeout")}
+    order = plan_order([t for t in selected if t not in done], durations)
+    most = max(wanted.values(), default=samples)
+    to_run = [
+        Job(t, k) for k in range(1, most + 1) for t in order if k <= wanted[t.name] and (t.name, k) not in done_samples
+    ]
+    to_grade = []
+    if evaluate_command is not None and graded_by is not None:
+        to_grade = [
+            latest[(t.name, k)]
+            for t in selected
+            for k in range(1, wanted[t.name] + 1)
+            if (t.name, k) in done_samples
+            and latest[(t.name, k)].status != "error"
+            and graded_by(latest[(t.name, k)]) != evaluate_command
+        ]
+    return Plan(selected, to_run, done, to_grade, most, wanted)
 
 
 # ================================================================================================
@@ -990,7 +1647,47 @@ def find_secrets(config: dict[str, Any], environ: dict[str, str]) -> tuple[str, 
 
     walk(config)
     found.update(v for k, v in environ.items() if _SECRET_ENV.search(k) and len(v) >= SECRET_MIN_LENGTH)
-    return tuple(sorted(found, key=len, reverse=True))  # longest first: no partial masking
+    forms = {form for secret in found for form in secret_forms(secret)}
+    return tuple(sorted(forms, key=len, reverse=True))  # longest first: no partial masking
+
+
+def without_secrets(node: Any) -> Any:
+    """A config with every secret-named key left out: what identifies an experiment (a new key
+    alone is the same experiment) and what may be hashed or shown (pure)."""
+    if isinstance(node, dict):
+        return {k: without_secrets(v) for k, v in node.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(node, list):
+        return [without_secrets(v) for v in node]
+    return node
+
+
+# Environment variables that change what OpenHands' agent does (its settings, read over the TOML).
+_AGENT_ENV = re.compile(r"^(LLM_|AGENT_|SANDBOX_|RUNTIME$|MAX_ITERATIONS$|MAX_BUDGET_PER_TASK$|DEFAULT_AGENT$)")
+
+
+def agent_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The user's variables that configure the agent, secrets left out (pure)."""
+    return {k: v for k, v in sorted(environ.items()) if _AGENT_ENV.match(k) and not _SECRET_ENV.search(k)}
+
+
+def llm_section(config: dict[str, Any], name: str | None) -> dict[str, Any]:
+    """The LLM settings OpenHands uses: [llm], with [llm.NAME] over it for --llm-config NAME (pure)."""
+    llm = _dict(config.get("llm"))
+    settings = {k: v for k, v in llm.items() if not isinstance(v, dict)}
+    named = llm.get(name) if name else None
+    return {**settings, **named} if isinstance(named, dict) else settings
+
+
+def secret_forms(secret: str) -> set[str]:
+    """A secret as every file the runner writes or reads may spell it: as it is, JSON-escaped
+    (with and without \\u escapes: a trajectory), HTML-escaped (a report; also of the JSON form),
+    TOML- and Python-escaped (a config, a repr in an error), URL-quoted (userinfo in a clone URL)
+    (pure). Each is masked wherever it appears."""
+    json_forms = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    forms = {secret, *json_forms, repr(secret)[1:-1]}
+    forms |= {html.escape(f, quote=q) for f in {secret, *json_forms} for q in (True, False)}
+    forms |= {urllib.parse.quote(secret, safe=""), urllib.parse.quote(secret), urllib.parse.quote_plus(secret)}
+    return {f for f in forms if len(f) >= SECRET_MIN_LENGTH}
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -1116,27 +1813,10 @@ def with_workspace_mount(volumes: str, workspace: Path) -> str:
     return ",".join([f"{workspace}:/workspace:rw", *others])
 
 
-def build_command(
-    command: tuple[str, ...], options: OpenHandsOptions, prompt_path: Path, config_path: Path, session: str
-) -> list[str]:
-    """argv for one attempt; never a shell. Flags beat env and TOML in OpenHands."""
-    argv = [*command, "-f", str(prompt_path.absolute()), "--config-file", str(config_path), "-n", session]
-    if options.max_iterations is not None:
-        argv += ["-i", str(options.max_iterations)]
-    if options.max_budget_per_task is not None:
-        argv += ["-b", str(options.max_budget_per_task)]
-    if options.llm_config:
-        argv += ["-l", options.llm_config]
-    if options.agent_cls:
-        argv += ["-c", options.agent_cls]
-    return argv + list(options.extra_args)
-
-
-def write_private_config(folder: Path, name: str, config: dict[str, Any]) -> Path:
+def write_private_config(path: Path, config: dict[str, Any]) -> Path:
     """Write the TOML config readable by the user only (it may hold API keys)."""
     import tomli_w  # checked at start-up, see require_tomli_w()
 
-    path = folder / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         tomli_w.dump(config, f)
@@ -1161,6 +1841,74 @@ class AttemptFiles:
     stdout_log: Path
     stderr_log: Path
 
+    @property
+    def stem(self) -> str:
+        return self.trajectory.stem
+
+    @classmethod
+    def named(cls, output_dir: Path, stem: str) -> AttemptFiles:
+        return cls(
+            output_dir / "trajectories" / f"{stem}.json",
+            output_dir / "logs" / f"{stem}.stdout.log",
+            output_dir / "logs" / f"{stem}.stderr.log",
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of one sample of one task. Numbered and named when it starts, it carries itself
+    from there to its record: who it is (task, sample, number, session, run, experiment) and, once
+    they are claimed, its files, its workspace and the prompt file OpenHands reads."""
+
+    task: Task
+    sample: int
+    number: int
+    run_id: str
+    session: str
+    experiment: Experiment
+    files: AttemptFiles | None = None
+    workspace: Path | None = None
+    prompt: Path | None = None  # the filled-in copy with --prompt-placeholders, else the task's own
+
+    @property
+    def marker(self) -> Marker:
+        return Marker(self.run_id, self.session)
+
+    @property
+    def prompt_file(self) -> Path:
+        return self.prompt or self.task.prompt_path
+
+    @property
+    def evidence(self) -> AttemptFiles:
+        """Its files, which exist from the moment it is claimed (launch and outcome need them)."""
+        if self.files is None:
+            raise RuntimeError(f"attempt {self.session} has no files yet")
+        return self.files
+
+    def record(self, sid: str, problem: str | None = None) -> AttemptRecord:
+        """Its record before it ran: status error, nothing measured (an attempt that never starts
+        keeps it, with the reason)."""
+        now = utc_now()
+        return AttemptRecord(
+            task_name=self.task.name,
+            prompt_file=readable(str(self.task.prompt_path)),
+            status="error",
+            error=one_line(problem or self.task.problem or "not run"),
+            attempt=self.number,
+            started_at=now,
+            finished_at=now,
+            session_name=self.session,
+            session_id=sid,
+            prompt_sha256=self.task.prompt_sha256,
+            run_id=self.run_id,
+            workspace=str(self.workspace) if self.workspace else None,
+            run_batch=__version__,
+            experiment_id=self.experiment.id,
+            experiment=self.experiment,
+            sample=self.sample,
+            tags=list(self.task.settings.tags) or None,
+        )
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -1171,33 +1919,56 @@ class Prepared:
     private_files: tuple[Path, ...]
 
 
+@dataclass(frozen=True)
+class About:
+    """An entrypoint as --dry-run and the summary name it: kind, release, the rules it follows."""
+
+    entrypoint: str  # core-main | cli | sdk
+    version: str | None
+    rules: dict[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"entrypoint": self.entrypoint, "version": self.version, "rules": self.rules}
+
+
+@dataclass(frozen=True)
+class Described:
+    """What --dry-run shows of the first task's attempt: the command and, where there is one, the
+    config and the workspace (secrets masked)."""
+
+    command: list[str]
+    config: dict[str, Any] | None = None
+    workspace: str | None = None
+
+
 class Entrypoint(Protocol):
     """What differs between OpenHands entrypoints: how an attempt is configured and started, how
-    it is asked to stop, where its outcome is read, and what it leaves to clean up."""
+    it is asked to stop, where its outcome is read, what it leaves to clean up, and which
+    experiment it makes. Each implementation also refuses, at start, the options it cannot honour."""
 
     name: str
 
     def session_id(self, session: str) -> str: ...
 
-    def prepare(
-        self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path, workspace: Path | None
-    ) -> Prepared: ...
+    def argv(self, attempt: Attempt, private_dir: Path) -> list[str]: ...
+
+    def prepare(self, attempt: Attempt, private_dir: Path) -> Prepared: ...
 
     def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None: ...
 
-    def read_outcome(self, files: AttemptFiles, session: str) -> Outcome: ...
+    def read_outcome(self, attempt: Attempt) -> Outcome: ...
 
-    def follow(self, files: AttemptFiles, session: str) -> Follower: ...
+    def follow(self, attempt: Attempt) -> Follower: ...
 
-    def evidence(self, files: AttemptFiles) -> list[Path]: ...
+    def evidence(self, attempt: Attempt) -> list[Path]: ...
 
-    def clean_up(self, session: str, log: RunLog) -> None: ...
+    def clean_up(self, attempt: Attempt, log: RunLog) -> None: ...
 
-    def about(self) -> dict[str, Any]: ...
+    def about(self) -> About: ...
 
-    def describe(
-        self, task: Task, files: AttemptFiles, secrets: tuple[str, ...], workspace: Path | None
-    ) -> dict[str, Any]: ...
+    def identity(self) -> Experiment: ...
+
+    def describe(self, attempt: Attempt, secrets: tuple[str, ...]) -> Described: ...
 
 
 @dataclass(frozen=True)
@@ -1224,7 +1995,7 @@ class Release:
     def graceful_sigint(self) -> bool:
         return self._key >= (0, 60)
 
-    def rules(self) -> dict[str, Any]:
+    def rules(self) -> dict[str, str]:
         return {
             "file_store_default": self.file_store_default,
             "session_id": "NAME-h[:16] (before 0.51)" if self.legacy_session_id else "cut to 32 (0.51+)",
@@ -1289,6 +2060,7 @@ class CoreMain:
     venv: Path | None = None
     keep_containers: bool = False
     release: Release = field(default_factory=lambda: Release(None))
+    recognised: bool = True  # --command is OpenHands' core.main as run_batch calls it, not a wrapper
     name: str = "openhands.core.main"
 
     def __post_init__(self) -> None:
@@ -1309,18 +2081,39 @@ class CoreMain:
     def session_id(self, session: str) -> str:
         return session_id(session, legacy=self.release.legacy_session_id)
 
-    def prepare(
-        self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path, workspace: Path | None
-    ) -> Prepared:
-        config = task_config(self.base_config, self.options, files.trajectory, marker.run_id, session)
-        env = child_environment(self.environ, self.options, files.trajectory, marker, self.venv)
-        if workspace is not None:
-            set_workspace(config, env, self.environ, workspace)
-        config_path = write_private_config(private_dir, f"{session}.{self.config_name}", config)
-        argv = build_command(self.command, self.options, task.prompt_path, config_path, session)
+    def config_path(self, attempt: Attempt, private_dir: Path) -> Path:
+        return private_dir / f"{attempt.session}.{self.config_name}"
+
+    def argv(self, attempt: Attempt, private_dir: Path) -> list[str]:
+        """argv for one attempt; never a shell. Flags beat env and TOML in OpenHands."""
+        options = options_for(self.options, attempt.task)
+        argv = [*self.command, "-f", str(attempt.prompt_file.absolute())]
+        argv += ["--config-file", str(self.config_path(attempt, private_dir)), "-n", attempt.session]
+        if options.max_iterations is not None:
+            argv += ["-i", str(options.max_iterations)]
+        if options.max_budget_per_task is not None:
+            argv += ["-b", str(options.max_budget_per_task)]
+        if options.llm_config:
+            argv += ["-l", options.llm_config]
+        if options.agent_cls:
+            argv += ["-c", options.agent_cls]
+        return argv + list(options.extra_args)
+
+    def config(self, attempt: Attempt) -> tuple[dict[str, Any], dict[str, str]]:
+        """The attempt's TOML config and environment (pure)."""
+        files, options = attempt.evidence, options_for(self.options, attempt.task)
+        config = task_config(self.base_config, options, files.trajectory, attempt.run_id, attempt.session)
+        env = child_environment(self.environ, options, files.trajectory, attempt.marker, self.venv)
+        if attempt.workspace is not None:
+            set_workspace(config, env, self.environ, attempt.workspace)
+        return config, env
+
+    def prepare(self, attempt: Attempt, private_dir: Path) -> Prepared:
+        config, env = self.config(attempt)
+        config_path = write_private_config(self.config_path(attempt, private_dir), config)
         tmux_dir = make_tmux_dir(private_dir)
-        env.update(attempt_environment(marker, tmux_dir))
-        return Prepared(argv, env, (config_path, tmux_dir))
+        env.update(attempt_environment(attempt.marker, tmux_dir))
+        return Prepared(self.argv(attempt, private_dir), env, (config_path, tmux_dir))
 
     def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
         # As a terminal's Ctrl-C would: OpenHands 0.60+ then stops the agent and saves its
@@ -1328,8 +2121,8 @@ class CoreMain:
         signal_quietly(proc.pid, signal.SIGINT, group=True)
         kill_agent_commands(proc, marker)
 
-    def read_outcome(self, files: AttemptFiles, session: str) -> Outcome:
-        return read_outcome(files, self.event_folders(session))
+    def read_outcome(self, attempt: Attempt) -> Outcome:
+        return read_outcome(attempt.evidence, self.event_folders(attempt.session))
 
     def event_folders(self, session: str) -> list[Path]:
         sids = [self.session_id(session)]
@@ -1337,159 +2130,328 @@ class CoreMain:
             sids.append(session_id(session, legacy=not self.release.legacy_session_id))
         return [self.file_store / "sessions" / sid / "events" for sid in sids]
 
-    def follow(self, files: AttemptFiles, session: str) -> Follower:
-        return EventFollower(self.event_folders(session))
+    def follow(self, attempt: Attempt) -> Follower:
+        return EventFollower(self.event_folders(attempt.session))
 
-    def evidence(self, files: AttemptFiles) -> list[Path]:
+    def evidence(self, attempt: Attempt) -> list[Path]:
         return []  # its session events live in the user's file store, outside the output folder
 
-    def clean_up(self, session: str, log: RunLog) -> None:
+    def clean_up(self, attempt: Attempt, log: RunLog) -> None:
         if self.uses_docker and not self.keep_containers:
-            remove_container(self.session_id(session), log)
+            remove_container(self.session_id(attempt.session), log)
 
-    def about(self) -> dict[str, Any]:
-        return {"entrypoint": "core-main", "version": self.release.version, "rules": self.release.rules()}
+    def about(self) -> About:
+        return About("core-main", self.release.version, self.release.rules())
 
-    def describe(
-        self, task: Task, files: AttemptFiles, secrets: tuple[str, ...], workspace: Path | None
-    ) -> dict[str, Any]:
-        session = session_name(task, "RUNID", 1)
-        argv = build_command(
-            self.command, self.options, task.prompt_path, Path("<private>") / f"{session}.{self.config_name}", session
-        )
-        config = task_config(self.base_config, self.options, files.trajectory, "RUNID", session)
-        if workspace is not None:
-            set_workspace(config, {}, self.environ, workspace)
-        return {
-            "command": [mask(a, secrets) for a in argv],
-            "config": json.loads(mask(json.dumps(config, default=str), secrets)),
+    def identity(self) -> Experiment:
+        """The model from the config section the agent uses ([llm], or [llm.NAME] over it with
+        --llm-config), LLM_MODEL over it without; the configuration run_batch passes, hashed."""
+        named = self.options.llm_config
+        section = llm_section(self.base_config, named)
+        from_env = not named and bool(self.environ.get("LLM_MODEL"))
+        model = self.environ["LLM_MODEL"] if from_env else section.get("model")
+        source = "LLM_MODEL" if from_env else f"config [llm{'.' + named if named else ''}]"
+        if not isinstance(model, str) or not model:
+            model, source = None, "not in the config: OpenHands' default model"
+        base_url = (None if named else self.environ.get("LLM_BASE_URL")) or section.get("base_url")
+        if not self.recognised:
+            model, source = None, "unknown: --command is a wrapper (--entrypoint core-main says it runs core.main)"
+        # The configuration the agent gets, as the options make it (--runtime cli over a config that
+        # says cli already is the same experiment), without what differs for every attempt.
+        effective = task_config(self.base_config, self.options, Path("-"), "-", "-")
+        effective["core"].pop("save_trajectory_path", None)
+        effective["sandbox"].get("docker_runtime_kwargs", {}).pop("labels", None)
+        options = self.options
+        config = {
+            "config": without_secrets(effective),
+            "flags": [options.llm_config, options.agent_cls, list(options.extra_args)],
+            "environment": agent_environment(self.environ),
         }
+        return Experiment(
+            "core-main", "openhands-ai", self.release.version, model, source, url_host(base_url), stable_hash(config)
+        )
+
+    def describe(self, attempt: Attempt, secrets: tuple[str, ...]) -> Described:
+        config, _ = self.config(attempt)
+        return Described(
+            [mask(a, secrets) for a in self.argv(attempt, Path("<private>"))],
+            loads_json(mask(json.dumps(config, default=str), secrets)),
+            str(attempt.workspace) if attempt.workspace else None,
+        )
 
 
 CLI_END_STATES = ("FINISHED", "ERROR", "STUCK", "PAUSED")
+
+
+@dataclass(frozen=True)
+class ConversationFolder:
+    """Where the V1 CLI and the SDK driver keep an attempt's conversation: a folder of its own in
+    the output folder (`conversations/<stem>`), whose base_state.json holds the end state and the
+    money and whose events are the trajectory (docs/openhands.md)."""
+
+    output_dir: Path
+
+    def of(self, attempt: Attempt) -> Path:
+        return self.output_dir / "conversations" / attempt.evidence.stem
+
+    def make(self, attempt: Attempt) -> Path:
+        folder = self.of(attempt)
+        folder.parent.mkdir(exist_ok=True)
+        # A fresh name (the trajectory's was just claimed); the user's alone: the agent's commands
+        # see the whole environment, keys included, and its events keep what they print.
+        folder.mkdir(mode=0o700)
+        return folder
+
+    def environment(self, attempt: Attempt, private_dir: Path, environ: dict[str, str]) -> tuple[dict[str, str], Path]:
+        """What the CLI and the driver read: where the conversation goes, the work dir, no fetch of
+        LiteLLM's price list (docs/openhands.md, "Offline start"), the attempt's markers and tmux."""
+        tmux_dir = make_tmux_dir(private_dir)
+        env = {**environ, "OPENHANDS_CONVERSATIONS_DIR": str(self.make(attempt))}
+        env.update(attempt_environment(attempt.marker, tmux_dir))
+        env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        if attempt.workspace is not None:
+            env["OPENHANDS_WORK_DIR"] = str(attempt.workspace)
+        return env, tmux_dir
+
+    def of_pattern(self) -> Path:
+        return self.output_dir / "conversations" / "<task>"
+
+    def read_outcome(self, attempt: Attempt) -> Outcome:
+        return read_cli_outcome(attempt.evidence, self.of(attempt))
+
+    def follow(self, attempt: Attempt) -> Follower:
+        return ConversationFollower(self.of(attempt))
+
+    def files(self, attempt: Attempt) -> list[Path]:
+        """The conversation's files: they are in the output folder, and the agent's commands see
+        the whole environment, keys included."""
+        try:
+            return [p for p in self.of(attempt).rglob("*") if p.is_file() and not p.is_symlink()]
+        except OSError:
+            return []
+
+
+def agent_settings_file(environ: dict[str, str]) -> Path:
+    """The V1 agent settings: $OPENHANDS_PERSISTENCE_DIR/agent_settings.json, else ~/.openhands."""
+    home = environ.get("HOME") or str(Path.home())
+    return Path(environ.get("OPENHANDS_PERSISTENCE_DIR") or Path(home) / ".openhands") / "agent_settings.json"
+
+
+def v1_identity(
+    kind: str, package: str, version: str | None, environ: dict[str, str], options: dict[str, Any]
+) -> Experiment:
+    """A V1 agent's experiment (the CLI's, the driver's): the model from LLM_MODEL when set (with
+    --override-with-envs), else agent_settings.json; the settings (keys left out), the agent's
+    variables and the options, hashed."""
+    path = agent_settings_file(environ)
+    settings = _dict(read_json_file(path))
+    llm = _dict(settings.get("llm"))
+    model: Any = environ.get("LLM_MODEL") or llm.get("model")
+    source = "LLM_MODEL" if environ.get("LLM_MODEL") else str(path)
+    base_url = (environ.get("LLM_BASE_URL") if environ.get("LLM_MODEL") else None) or llm.get("base_url")
+    if not isinstance(model, str) or not model:
+        model, source = None, f"no model: neither LLM_MODEL nor {path}"
+    config = {
+        "agent_settings": without_secrets(settings),
+        "options": options,
+        "environment": agent_environment(environ),
+    }
+    return Experiment(kind, package, version, model, source, url_host(base_url), stable_hash(config))
+
+
+def v1_settings_rule(environ: dict[str, str]) -> str:
+    settings = "agent_settings.json in $OPENHANDS_PERSISTENCE_DIR (default ~/.openhands)"
+    if environ.get("LLM_MODEL"):
+        settings += ", LLM_* from the environment (--override-with-envs)"
+    return settings
+
+
+def refuse_v1_options(what: str, settings: Settings, environ: dict[str, str], refused: dict[str, str]) -> None:
+    """The options a V1 entrypoint cannot honour, each a usage error that says why."""
+    for attr, why in refused.items():
+        if getattr(settings.openhands, attr) is not None:
+            raise UsageError(f"--{attr.replace('_', '-')}: {what} cannot honour it ({why}); leave it out")
+    if settings.openhands.runtime not in (None, "local"):
+        raise UsageError(
+            f"--runtime {settings.openhands.runtime}: {what} runs commands on this machine only; leave --runtime out"
+        )
+    if environ.get("LLM_MODEL") and not environ.get("LLM_API_KEY"):
+        raise UsageError(
+            f"LLM_MODEL is set but LLM_API_KEY is not: {what} takes its LLM from the environment "
+            "only with both; set LLM_API_KEY, or unset LLM_MODEL to use agent_settings.json"
+        )
+    if settings.base_config_given:
+        raise UsageError(
+            f"--base-config: {what} reads no config.toml; its settings are agent_settings.json in "
+            "$OPENHANDS_PERSISTENCE_DIR (default ~/.openhands), or LLM_MODEL/LLM_API_KEY"
+        )
 
 
 @dataclass
 class CliV1:
     """The V1 CLI, `openhands --headless` (the `openhands` package, 1.16.0 checked): no config
     file or session name; its settings are the user's agent_settings.json; each attempt gets a
-    conversations folder of its own in the output folder, whose base_state.json holds the end
-    state and the money (docs/openhands.md)."""
+    conversation folder of its own in the output folder (ConversationFolder)."""
 
     command: tuple[str, ...]
     options: OpenHandsOptions
     environ: dict[str, str]
-    output_dir: Path
+    conversations: ConversationFolder
     version: str | None = None
     name: str = "openhands (V1 CLI)"
 
-    def conversations(self, files: AttemptFiles) -> Path:
-        return self.output_dir / "conversations" / files.trajectory.stem
+    REFUSED: ClassVar[dict[str, str]] = {
+        "max_iterations": "it has no step limit (500, fixed)",
+        "agent_cls": "it has one agent",
+        "llm_config": "its LLM is the one in agent_settings.json or LLM_MODEL",
+        "max_budget_per_task": "it has no budget limit",
+    }
+
+    @classmethod
+    def refuse(cls, settings: Settings, environ: dict[str, str]) -> None:
+        refuse_v1_options("the V1 CLI (`openhands`)", settings, environ, cls.REFUSED)
 
     def session_id(self, session: str) -> str:
         return ""  # the conversation id is known once OpenHands has written it
 
-    def argv(self, prompt: Path) -> list[str]:
+    def argv(self, attempt: Attempt, private_dir: Path) -> list[str]:
         override = ["--override-with-envs"] if self.environ.get("LLM_MODEL") else []
-        return [
-            *self.command,
-            "--headless",
-            "--always-approve",
-            *override,
-            "-f",
-            str(prompt.absolute()),
-            *self.options.extra_args,
-        ]
+        prompt = str(attempt.prompt_file.absolute())
+        return [*self.command, "--headless", "--always-approve", *override, "-f", prompt, *self.options.extra_args]
 
-    def prepare(
-        self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path, workspace: Path | None
-    ) -> Prepared:
-        folder = self.conversations(files)
-        folder.mkdir(parents=True, exist_ok=False)  # a fresh name: the trajectory's was just claimed
-        tmux_dir = make_tmux_dir(private_dir)
-        env = {**self.environ, "OPENHANDS_CONVERSATIONS_DIR": str(folder), **attempt_environment(marker, tmux_dir)}
-        env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of litellm's price list
-        if workspace is not None:
-            env["OPENHANDS_WORK_DIR"] = str(workspace)
-        return Prepared(self.argv(task.prompt_path), env, (tmux_dir,))
+    def prepare(self, attempt: Attempt, private_dir: Path) -> Prepared:
+        env, tmux_dir = self.conversations.environment(attempt, private_dir, self.environ)
+        return Prepared(self.argv(attempt, private_dir), env, (tmux_dir,))
 
     def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
         # It waits for the running command or LLM call before it saves its state: end the command.
         signal_quietly(proc.pid, signal.SIGINT, group=True)
         kill_agent_commands(proc, marker)
 
-    def read_outcome(self, files: AttemptFiles, session: str) -> Outcome:
-        return read_cli_outcome(files, self.conversations(files))
+    def read_outcome(self, attempt: Attempt) -> Outcome:
+        return self.conversations.read_outcome(attempt)
 
-    def follow(self, files: AttemptFiles, session: str) -> Follower:
-        return ConversationFollower(self.conversations(files))
+    def follow(self, attempt: Attempt) -> Follower:
+        return self.conversations.follow(attempt)
 
-    def evidence(self, files: AttemptFiles) -> list[Path]:
-        """The conversation's files: they are in the output folder, and the agent's commands see
-        the whole environment, keys included."""
-        try:
-            return [p for p in self.conversations(files).rglob("*") if p.is_file() and not p.is_symlink()]
-        except OSError:
-            return []
+    def evidence(self, attempt: Attempt) -> list[Path]:
+        return self.conversations.files(attempt)
 
-    def clean_up(self, session: str, log: RunLog) -> None:
+    def clean_up(self, attempt: Attempt, log: RunLog) -> None:
         pass  # its tmux server carries the attempt's marker: the sweep ends it
 
-    def about(self) -> dict[str, Any]:
-        settings = "agent_settings.json in $OPENHANDS_PERSISTENCE_DIR (default ~/.openhands)"
-        if self.environ.get("LLM_MODEL"):
-            settings += ", LLM_* from the environment (--override-with-envs)"
-        rules = {"settings": settings, "conversations": str(self.output_dir / "conversations" / "<task>")}
-        return {"entrypoint": "cli", "version": self.version, "rules": rules}
+    def identity(self) -> Experiment:
+        options = {"max_iterations": None, "max_budget_per_task": None, "extra_args": list(self.options.extra_args)}
+        return v1_identity("cli", "openhands", self.version, self.environ, options)
 
-    def describe(
-        self, task: Task, files: AttemptFiles, secrets: tuple[str, ...], workspace: Path | None
-    ) -> dict[str, Any]:
-        described: dict[str, Any] = {"command": [mask(a, secrets) for a in self.argv(task.prompt_path)]}
-        if workspace is not None:
-            described["workspace"] = str(workspace)  # as OPENHANDS_WORK_DIR
-        return described
+    def about(self) -> About:
+        rules = {"settings": v1_settings_rule(self.environ), "conversations": str(self.conversations.of_pattern())}
+        return About("cli", self.version, rules)
+
+    def describe(self, attempt: Attempt, secrets: tuple[str, ...]) -> Described:
+        workspace = str(attempt.workspace) if attempt.workspace else None  # as OPENHANDS_WORK_DIR
+        return Described([mask(a, secrets) for a in self.argv(attempt, Path("<private>"))], None, workspace)
 
 
 @dataclass
-class SdkDriver(CliV1):
+class SdkDriver:
     """--entrypoint sdk: each attempt is run_batch's own SDK driver (the section at the end of this
-    file), run by the Python of an environment with openhands-sdk (the V1 CLI's): the CLI's agent
-    and conversation folder, plus a step limit, a budget, a real exit status and the spend saved as
-    it goes. --command names that Python, or the V1 CLI's `openhands` (its interpreter is used)."""
+    file), run by the Python of an environment with openhands-sdk (the V1 CLI's, or the SDK alone):
+    the CLI's agent and conversation folder, plus a step limit, a budget, a real exit status and
+    the spend saved as it goes. --command names that Python, or the V1 CLI's `openhands` (its
+    interpreter is used)."""
 
+    command: tuple[str, ...]
+    options: OpenHandsOptions
+    environ: dict[str, str]
+    conversations: ConversationFolder
+    version: str | None = None
     grace_period: float = DEFAULT_GRACE_PERIOD
     name: str = "run_batch's SDK driver (openhands-sdk)"
 
-    def argv(self, prompt: Path) -> list[str]:
+    REFUSED: ClassVar[dict[str, str]] = {
+        "agent_cls": "it has one agent",
+        "llm_config": "its LLM is the one in agent_settings.json or LLM_MODEL",
+    }
+
+    @classmethod
+    def refuse(cls, settings: Settings, environ: dict[str, str]) -> None:
+        refuse_v1_options("--entrypoint sdk", settings, environ, cls.REFUSED)
+        if settings.openhands.extra_args:
+            raise UsageError(
+                "-- OPENHANDS_ARGS: --entrypoint sdk runs run_batch's own driver, which takes no extra arguments"
+            )
+
+    def session_id(self, session: str) -> str:
+        return ""  # the conversation id is known once the SDK has written it
+
+    def argv(self, attempt: Attempt, private_dir: Path) -> list[str]:
         # The driver saves the state before run_batch's grace period ends and everything is killed.
         grace = self.grace_period - 5 if self.grace_period > 10 else self.grace_period / 2
-        argv = [*self.command, str(Path(__file__).absolute()), SDK_DRIVER_FLAG, "-f", str(prompt.absolute())]
-        argv += ["--grace", f"{grace:g}"]
-        if self.options.max_iterations is not None:
-            argv += ["--max-iterations", str(self.options.max_iterations)]
-        if self.options.max_budget_per_task is not None:
-            argv += ["--max-budget", f"{self.options.max_budget_per_task:g}"]
+        prompt = str(attempt.prompt_file.absolute())
+        argv = [*self.command, str(Path(__file__).absolute()), SDK_DRIVER_FLAG, "-f", prompt, "--grace", f"{grace:g}"]
+        options = options_for(self.options, attempt.task)
+        if options.max_iterations is not None:
+            argv += ["--max-iterations", str(options.max_iterations)]
+        if options.max_budget_per_task is not None:
+            argv += ["--max-budget", f"{options.max_budget_per_task:g}"]
         if self.environ.get("LLM_MODEL"):
             argv.append("--override-with-envs")
         return argv
 
-    def prepare(
-        self, task: Task, session: str, files: AttemptFiles, marker: Marker, private_dir: Path, workspace: Path | None
-    ) -> Prepared:
-        prepared = super().prepare(task, session, files, marker, private_dir, workspace)
-        prepared.env["OPENHANDS_SUPPRESS_BANNER"] = "1"
-        return prepared
+    def prepare(self, attempt: Attempt, private_dir: Path) -> Prepared:
+        env, tmux_dir = self.conversations.environment(attempt, private_dir, self.environ)
+        env["OPENHANDS_SUPPRESS_BANNER"] = "1"
+        return Prepared(self.argv(attempt, private_dir), env, (tmux_dir,))
 
     def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
         # The driver ends the agent's commands itself (Ctrl-C in their panes) and saves the state.
         signal_quietly(proc.pid, signal.SIGINT, group=True)
 
-    def about(self) -> dict[str, Any]:
-        about = super().about()
-        about["entrypoint"] = "sdk"
-        about["rules"]["driver"] = f"{Path(__file__).absolute()} {SDK_DRIVER_FLAG}, run by {self.command[0]}"
-        return about
+    def read_outcome(self, attempt: Attempt) -> Outcome:
+        return self.conversations.read_outcome(attempt)
+
+    def follow(self, attempt: Attempt) -> Follower:
+        return self.conversations.follow(attempt)
+
+    def evidence(self, attempt: Attempt) -> list[Path]:
+        return self.conversations.files(attempt)
+
+    def clean_up(self, attempt: Attempt, log: RunLog) -> None:
+        pass  # the driver closes its conversation; the sweep ends what is left
+
+    def identity(self) -> Experiment:
+        options: dict[str, Any] = {
+            "max_iterations": self.options.max_iterations,
+            "max_budget_per_task": self.options.max_budget_per_task,
+            "extra_args": [],
+        }
+        return v1_identity("sdk", "openhands-sdk", self.version, self.environ, options)
+
+    def about(self) -> About:
+        rules = {
+            "settings": v1_settings_rule(self.environ),
+            "conversations": str(self.conversations.of_pattern()),
+            "driver": f"{Path(__file__).absolute()} {SDK_DRIVER_FLAG}, run by {self.command[0]}",
+        }
+        return About("sdk", self.version, rules)
+
+    def describe(self, attempt: Attempt, secrets: tuple[str, ...]) -> Described:
+        workspace = str(attempt.workspace) if attempt.workspace else None  # as OPENHANDS_WORK_DIR
+        return Described([mask(a, secrets) for a in self.argv(attempt, Path("<private>"))], None, workspace)
+
+
+def options_for(options: OpenHandsOptions, task: Task) -> OpenHandsOptions:
+    """The OpenHands options of one task: its front matter's step limit and budget over the command
+    line's (pure)."""
+    mine = task.settings
+    if mine.max_iterations is None and mine.max_budget_per_task is None:
+        return options
+    return dataclasses.replace(
+        options,
+        max_iterations=mine.max_iterations or options.max_iterations,
+        max_budget_per_task=mine.max_budget_per_task or options.max_budget_per_task,
+    )
 
 
 def script_interpreter(program: str) -> str | None:
@@ -1500,6 +2462,13 @@ def script_interpreter(program: str) -> str | None:
         if first.startswith("#!") and len(first.split()) == 1:
             return first[2:].strip()
     return None
+
+
+def runs_core_main(command: tuple[str, ...]) -> bool:
+    """Whether --command is OpenHands' core.main as run_batch calls it (`python -m
+    openhands.core.main`, or the 0.33 wrapper examples/install-openhands.sh makes), not a wrapper
+    of someone's that may change the model on the way."""
+    return "openhands.core.main" in command[1:] or Path(command[0]).name == "openhands-core-main"
 
 
 def detect_entrypoint(command: tuple[str, ...], forced: str) -> str:
@@ -1536,62 +2505,34 @@ def ask_version(command: tuple[str, ...], kind: str, environ: dict[str, str]) ->
     return found if done.returncode == 0 and re.fullmatch(r"[\w.+-]{1,40}", found) else None
 
 
-CLI_UNSUPPORTED = (
-    ("max_iterations", "--max-iterations", "it has no step limit (500, fixed)"),
-    ("agent_cls", "--agent-cls", "it has one agent"),
-    ("llm_config", "--llm-config", "its LLM is the one in agent_settings.json or LLM_MODEL"),
-    ("max_budget_per_task", "--max-budget-per-task", "it has no budget limit"),
-)
-
-
 def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: dict[str, str]) -> Entrypoint:
-    """The OpenHands entrypoint --command names (or --entrypoint forces), with its release's rules."""
+    """The OpenHands entrypoint --command names (or --entrypoint forces), with its release's rules;
+    each refuses the options it cannot honour."""
     kind = detect_entrypoint(settings.command, settings.entrypoint)
+    if kind == "cli":
+        CliV1.refuse(settings, environ)
+    elif kind == "sdk":
+        SdkDriver.refuse(settings, environ)
     command = settings.command
     if kind == "sdk" and Path(command[0]).name == "openhands":  # the V1 CLI's program: its Python
         command = (script_interpreter(command[0]) or command[0],)
     version = settings.openhands_version or ask_version(command, kind, environ)
-    if kind == "core-main":
-        return CoreMain(
-            settings.command,
-            settings.openhands,
-            base_config,
-            environ,
-            settings.config_name,
-            settings.venv,
-            settings.keep_containers,
-            Release(version),
-        )
-    what = "the V1 CLI (`openhands`)" if kind == "cli" else "--entrypoint sdk"
-    for attr, option, why in CLI_UNSUPPORTED:
-        if kind == "sdk" and attr in ("max_iterations", "max_budget_per_task"):
-            continue  # what the driver adds
-        if getattr(settings.openhands, attr) is not None:
-            raise UsageError(f"{option}: {what} cannot honour it ({why}); leave it out")
-    if kind == "sdk" and settings.openhands.extra_args:
-        raise UsageError(
-            "-- OPENHANDS_ARGS: --entrypoint sdk runs run_batch's own driver, which takes no extra arguments"
-        )
-    if settings.openhands.runtime not in (None, "local"):
-        raise UsageError(
-            f"--runtime {settings.openhands.runtime}: the V1 CLI runs commands on this machine only; "
-            "leave --runtime out"
-        )
-    if environ.get("LLM_MODEL") and not environ.get("LLM_API_KEY"):
-        raise UsageError(
-            "LLM_MODEL is set but LLM_API_KEY is not: the V1 CLI takes its LLM from the environment "
-            "only with both; set LLM_API_KEY, or unset LLM_MODEL to use agent_settings.json"
-        )
-    if settings.base_config_given:
-        raise UsageError(
-            "--base-config: the V1 CLI reads no config.toml; its settings are agent_settings.json in "
-            "$OPENHANDS_PERSISTENCE_DIR (default ~/.openhands), or LLM_MODEL/LLM_API_KEY"
-        )
+    folder = ConversationFolder(settings.output_dir)
+    if kind == "cli":
+        return CliV1(settings.command, settings.openhands, environ, folder, version)
     if kind == "sdk":
-        return SdkDriver(
-            command, settings.openhands, environ, settings.output_dir, version, grace_period=settings.grace_period
-        )
-    return CliV1(settings.command, settings.openhands, environ, settings.output_dir, version)
+        return SdkDriver(command, settings.openhands, environ, folder, version, settings.grace_period)
+    return CoreMain(
+        settings.command,
+        settings.openhands,
+        base_config,
+        environ,
+        settings.config_name,
+        settings.venv,
+        settings.keep_containers,
+        Release(version),
+        recognised=settings.entrypoint == "core-main" or runs_core_main(settings.command),
+    )
 
 
 # ================================================================================================
@@ -1924,13 +2865,14 @@ _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b:
 _LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d - openhands:(\w+): \S+ - (.*)$")
 # Cost and token lines, in every format OpenHands has printed (docs/openhands.md, "Cost and tokens").
 # The gap is bounded: an unbounded `.*?` costs the square of a 64 KiB piece full of near-misses.
+_NUMBER = r"(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)"  # a price: never the full stop of the sentence it ends
 _ACTION_METRICS = re.compile(
-    r"Action metrics - accumulated_cost: ([\d.eE+-]+),.{0,400}?accumulated tokens \(prompt/completion\): (\d+)/(\d+)"
+    rf"Action metrics - accumulated_cost: {_NUMBER},.{{0,400}}?accumulated tokens \(prompt/completion\): (\d+)/(\d+)"
 )
 _ACTION_LATEST = re.compile(r"latest tokens \(prompt/completion/cache_read/cache_write\): (\d+)/(\d+)/(\d+)/(\d+)")
-_DEBUG_COST = re.compile(r"Accumulated Cost: ([\d.]+) USD")
+_DEBUG_COST = re.compile(rf"Accumulated Cost: {_NUMBER} USD")
 _DEBUG_TOKENS = re.compile(r"Input tokens: ([\d,]+)(?: \| Output tokens: ([\d,]+))?")
-_BOX_COST = re.compile(r"Total Cost(?: \(USD\))?:\s*\$\s*([\d,.]+)")
+_BOX_COST = re.compile(r"Total Cost(?: \(USD\))?:\s*\$\s*(\d[\d,]*(?:\.\d+)?)")
 _BOX_IN = re.compile(r"Total Input Tokens:\s*([\d,]+)")
 _BOX_OUT = re.compile(r"Total Output Tokens:\s*([\d,]+)")
 _BOX_CACHE_READ = re.compile(r"Cache Hits?:\s*([\d,]+)")
@@ -1964,6 +2906,14 @@ class OutputFacts:
 
 def _int(text: str | None) -> int | None:
     return int(text.replace(",", "")) if text else None
+
+
+def _price(text: str) -> float | None:
+    """A money amount from a log line: finite, or unknown (1e999 is no price)."""
+    with contextlib.suppress(ValueError):
+        value = float(text.replace(",", ""))
+        return value if math.isfinite(value) else None
+    return None
 
 
 def scan_output(lines: Iterable[str]) -> OutputFacts:
@@ -2004,8 +2954,8 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
         if "Cost" in line:
             if m := _DEBUG_COST.search(line):
                 debug_cost = m.group(1)
-            if m := _BOX_COST.search(line):
-                box["cost"] = float(m.group(1).replace(",", ""))
+            if (m := _BOX_COST.search(line)) and (price := _price(m.group(1))) is not None:
+                box["cost"] = price
         if "tokens" in line and (m := _DEBUG_TOKENS.search(line)):
             debug_in += _int(m.group(1)) or 0
             debug_out += _int(m.group(2)) or 0
@@ -2023,14 +2973,14 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
 
     if action:  # full precision, every LLM, accumulated
         facts.metrics = Metrics(
-            float(action[0]), int(action[1]), int(action[2]), latest_cache[0], latest_cache[1], "output"
+            _price(action[0]), int(action[1]), int(action[2]), latest_cache[0], latest_cache[1], "output"
         )
     elif box:
         facts.metrics = Metrics(
             box.get("cost"), whole("in"), whole("out"), whole("cache_read"), whole("cache_write"), "output"
         )
     elif debug_cost is not None:  # 2 decimals, agent LLM only; tokens are per call, summed
-        facts.metrics = Metrics(float(debug_cost), debug_in or None, debug_out or None, None, None, "output")
+        facts.metrics = Metrics(_price(debug_cost), debug_in or None, debug_out or None, None, None, "output")
     return facts
 
 
@@ -2389,12 +3339,21 @@ def tail(path: Path, chars: int = TAIL_CHARS) -> str:
     return ANSI.sub("", data.decode("utf-8", errors="replace"))[-chars:]
 
 
+def keep_private(path: Path) -> None:
+    """A file the task wrote in the output folder made 0600 (less the umask) when it is wider: an
+    agent may write it anew, with its own mode, and it may hold what nobody knew was a secret."""
+    with contextlib.suppress(OSError):
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077 and info.st_uid == os.getuid():
+            os.chmod(path, 0o600 & ~UMASK)
+
+
 def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> bool:
     """Replace secrets in a file the task wrote (OpenHands or the agent may print a key).
     Streams in chunks, so a big log costs no memory; rewrites only when a secret is there."""
     if not secrets or not path.is_file() or path.is_symlink():
         return False
-    needles = [s.encode() for s in secrets]
+    needles = [s.encode("utf-8", "surrogateescape") for s in secrets]
     overlap = max(len(n) for n in needles) - 1
     found = False
     with open_regular(path) as f:
@@ -2427,36 +3386,75 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
 # Evaluate: did the agent do the task? (a command of the user's, after each attempt)
 # ================================================================================================
 
-EVALUATION_PLACEHOLDERS = ("task", "prompt", "output_dir", "trajectory", "workspace", "status")
+EVALUATION_PLACEHOLDERS = (
+    "task",
+    "prompt",
+    "output_dir",
+    "trajectory",
+    "workspace",
+    "status",
+    "attempt",
+    "sample",
+    "session",
+    "log",
+    "stderr_log",
+    "experiment",
+)
 VERDICTS = ("passed", "failed", "error")
 
 
-def parse_evaluator(text: str) -> tuple[str, ...]:
-    """--evaluate: split like a shell would (never run through one); every `{name}` must be a
-    known placeholder, so a typo is a usage error now, not a crash at task 30."""
+HOOK_PLACEHOLDERS = tuple(p for p in EVALUATION_PLACEHOLDERS if p not in ("trajectory", "status"))
+
+
+def parse_evaluator(
+    text: str, option: str = "--evaluate", known: tuple[str, ...] = EVALUATION_PLACEHOLDERS
+) -> tuple[str, ...]:
+    """--evaluate (or --before-attempt): split like a shell would (never run through one); every
+    `{name}` must be a known placeholder, so a typo is a usage error now, not a crash at task 30."""
     try:
         words = tuple(shlex.split(text))
     except ValueError as exc:
-        raise UsageError(f"--evaluate {text!r}: {exc}; check the quotes") from None
+        raise UsageError(f"{option} {text!r}: {exc}; check the quotes") from None
     if not words:
-        raise UsageError("--evaluate is empty; give the command that grades a task")
+        raise UsageError(f"{option} is empty; give the command")
     formatter = string.Formatter()
     for word in words:
         try:
             names = [name for _, name, spec, conv in formatter.parse(word) if name is not None]
         except ValueError as exc:
-            raise UsageError(f"--evaluate: {word!r}: {exc} (write {{{{ and }}}} for a literal brace)") from None
+            raise UsageError(f"{option}: {word!r}: {exc} (write {{{{ and }}}} for a literal brace)") from None
         for name in names:
-            if name not in EVALUATION_PLACEHOLDERS:
-                known = ", ".join(f"{{{p}}}" for p in EVALUATION_PLACEHOLDERS)
-                raise UsageError(f"--evaluate: unknown placeholder {{{name}}}; the known ones are {known}")
+            if name not in known:
+                listed = ", ".join(f"{{{p}}}" for p in known)
+                raise UsageError(f"{option}: unknown placeholder {{{name}}}; the known ones are {listed}")
         try:  # what parse() lets through: `{task:{x}}`, `{task!x}`, `{task:d}`, `{task[0]}`
-            word.format(**dict.fromkeys(EVALUATION_PLACEHOLDERS, ""))
+            word.format(**dict.fromkeys(known, ""))
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise UsageError(
-                f"--evaluate: {word!r}: {exc!r}; placeholders take no format, conversion or index ({{task}})"
+                f"{option}: {word!r}: {exc!r}; placeholders take no format, conversion or index ({{task}})"
             ) from None
     return words
+
+
+def check_grader_command(
+    option: str, words: tuple[str, ...], cwd: Path, workspaces: bool, environ: dict[str, str]
+) -> None:
+    """What would otherwise fail at every attempt of a paid batch: a program that is not there (found
+    the way the OS would, from the folder it runs in), or {workspace} with no workspaces."""
+    if any("{workspace}" in w for w in words) and not workspaces:
+        raise UsageError(
+            f"{option} uses {{workspace}}, but attempts have no workspace of their own: "
+            "add --workspace-per-task (or --workspace-template DIR)"
+        )
+    program = os.path.expanduser(words[0])
+    if "{" in program:
+        return  # named by a placeholder: known once an attempt has its values
+    if os.sep in program:
+        path = Path(program) if os.path.isabs(program) else cwd / program
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise UsageError(f"{option}: {words[0]} is not an executable file (looked from {cwd}); check the path")
+    elif shutil.which(program, path=environ.get("PATH", os.defpath)) is None:
+        raise UsageError(f"{option}: {words[0]!r} not found on PATH; install it or give its path")
 
 
 def evaluator_argv(words: tuple[str, ...], values: dict[str, str]) -> list[str]:
@@ -2507,7 +3505,9 @@ def verdict_of(
     score: float | None = None
     details: dict[str, Any] | None = None
     with contextlib.suppress(ValueError, RecursionError):
-        found = loads_json(last_line)
+        # Leniently (1e999, NaN), then made strict: an odd number in the details must not cost
+        # the score, nor make the record one that no reader takes.
+        found = clean_json(json.loads(last_line))
         if isinstance(found, dict):
             score = _number_or_none(found.get("score"))
             details = found.get("details") if isinstance(found.get("details"), dict) else None
@@ -2585,45 +3585,128 @@ class Grader:
     """--evaluate: the command (split, placeholders checked), where it runs, its time limit."""
 
     words: tuple[str, ...]
-    project_dir: Path
+    cwd: Path  # --evaluate-cwd, else the project folder
     output_dir: Path
     timeout: float
+
+
+def evaluation_values(record: AttemptRecord, output_dir: Path) -> dict[str, str]:
+    """What --evaluate's placeholders stand for, for one attempt (pure)."""
+    return {
+        "task": record.task_name,
+        "prompt": record.prompt_file,
+        "output_dir": str(output_dir),
+        "trajectory": record.trajectory_path or "",
+        "workspace": record.workspace or "",
+        "status": record.status,
+        "attempt": str(record.attempt),
+        "sample": str(record.sample),
+        "session": record.session_name,
+        "log": record.stdout_log or "",
+        "stderr_log": record.stderr_log or "",
+        "experiment": record.experiment_id or "",
+    }
+
+
+def attempt_values(attempt: Attempt, output_dir: Path) -> dict[str, str]:
+    """What the placeholders of --before-attempt and of a prompt stand for, before the attempt runs."""
+    files = attempt.files
+    return {
+        "task": attempt.task.name,
+        "prompt": str(attempt.task.prompt_path),
+        "output_dir": str(output_dir),
+        "workspace": str(attempt.workspace or ""),
+        "attempt": str(attempt.number),
+        "sample": str(attempt.sample),
+        "session": attempt.session,
+        "log": str(files.stdout_log) if files else "",
+        "stderr_log": str(files.stderr_log) if files else "",
+        "experiment": attempt.experiment.id,
+    }
+
+
+PROMPT_PLACEHOLDERS = ("task", "workspace", "output_dir", "attempt", "sample", "session", "experiment")
+_PROMPT_PLACEHOLDER = re.compile(
+    r"\{\{(" + "|".join(PROMPT_PLACEHOLDERS) + r")\}\}|\{(" + "|".join(PROMPT_PLACEHOLDERS) + r")\}"
+)
+
+
+def fill_prompt(text: str, values: dict[str, str]) -> str:
+    """A prompt with --prompt-placeholders: each `{name}` of PROMPT_PLACEHOLDERS filled in, `{{name}}`
+    left as `{name}`, every other brace untouched (pure)."""
+    return _PROMPT_PLACEHOLDER.sub(lambda m: "{" + m.group(1) + "}" if m.group(1) else values[m.group(2)], text)
+
+
+def prompt_uses(text: str, name: str) -> bool:
+    return any(m.group(2) == name for m in _PROMPT_PLACEHOLDER.finditer(text))
+
+
+def write_attempt_prompt(attempt: Attempt, settings: Settings) -> Path | None:
+    """The prompt file this attempt's OpenHands reads, when it is not the task's own: without its
+    front matter, and filled in with --prompt-placeholders; kept as logs/<stem>.prompt.md."""
+    if not (attempt.task.body_offset or settings.prompt_placeholders):
+        return None
+    text = prompt_text(attempt.task)
+    if settings.prompt_placeholders:
+        text = fill_prompt(text, attempt_values(attempt, settings.output_dir))
+    path = attempt.evidence.stdout_log.with_name(f"{attempt.evidence.stem}.prompt.md")
+    with open_new(path, exclusive=False) as f:
+        f.write(text.encode("utf-8"))
+    return path
+
+
+def task_variables(task: Task | None) -> dict[str, str]:
+    """A task's front-matter `vars`, as the evaluator and the hook see them: RUN_BATCH_VAR_<NAME>."""
+    return {f"RUN_BATCH_VAR_{name.upper()}": value for name, value in task.settings.vars} if task else {}
 
 
 def grade(
     grader: Grader,
     record: AttemptRecord,
-    prompt: str,
-    stdout_log: Path,
     run_id: str,
     secrets: tuple[str, ...],
     stop: StopSignal | None = None,
-) -> Evaluation:
-    """Run --evaluate on one attempt, its log beside the attempt's logs: `<stem>.eval.log` (or, when
-    that name is taken by an earlier grading, `<stem>.eval.<run id>.log`)."""
-    values = {
-        "task": record.task_name,
-        "prompt": prompt,
-        "output_dir": str(grader.output_dir),
-        "trajectory": record.trajectory_path or "",
-        "workspace": record.workspace or "",
-        "status": record.status,
-    }
-    stem = stdout_log.name.removesuffix(".stdout.log")
-    log_path = stdout_log.with_name(f"{stem}.eval.log")
-    if os.path.lexists(log_path) or os.path.lexists(stdout_log.with_name(f"{stem}.eval.stderr.log")):
-        log_path = stdout_log.with_name(f"{stem}.eval.{run_id}.log")
+    variables: dict[str, str] | None = None,
+) -> Evaluation | None:
+    """Run --evaluate on one attempt, its logs in this output folder's logs/: `<stem>.eval.log` (or,
+    when that name is taken by an earlier grading, `<stem>.eval.<run id>.log`). None when the batch
+    was stopped while it graded: not graded (the next run of the same command grades it)."""
+    # Always in this output folder's logs/: a record read from a copied results file names the
+    # original run's folder, which is not this run's to write into.
+    logs = grader.output_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    stem = Path(record.stdout_log or record.session_name or "attempt").name.removesuffix(".stdout.log")
+    log_path = logs / f"{stem}.eval.log"
+    if os.path.lexists(log_path) or os.path.lexists(logs / f"{stem}.eval.stderr.log"):
+        log_path = logs / f"{stem}.eval.{run_id}.log"
     marker = Marker(run_id, f"{record.session_name or record.task_name}-eval")
-    return run_evaluator(
-        evaluator_argv(grader.words, values),
-        grader.project_dir,
-        dict(os.environ),
+    evaluation = run_evaluator(
+        evaluator_argv(grader.words, evaluation_values(record, grader.output_dir)),
+        grader.cwd,
+        {**os.environ, **(variables or {})},
         log_path,
         grader.timeout,
         marker,
         secrets,
         stop,
     )
+    return None if evaluation.reason and evaluation.reason.startswith("stopped with the batch") else evaluation
+
+
+def append_verdict(output_dir: Path, entry: dict[str, Any]) -> None:
+    """One line of evaluations.jsonl, appended under a lock held for that line only: a run grading
+    what is left and an --evaluate-only run may share the file."""
+    fd = open_for_writing(output_dir / EVALUATIONS_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        end = os.lseek(fd, 0, os.SEEK_END)
+        data = (dumps_json(entry) + "\n").encode()
+        if end and os.pread(fd, 1, end - 1) != b"\n":
+            data = b"\n" + data
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 @dataclass(frozen=True)
@@ -2635,7 +3718,7 @@ class Verdicts:
 
     def of(self, record: AttemptRecord) -> Evaluation | None:
         found = self.by_attempt.get((record.task_name, record.session_name))
-        return found[0] if found else Evaluation.from_json(record.evaluation)
+        return found[0] if found else record.evaluation
 
     def command_of(self, record: AttemptRecord) -> str | None:
         found = self.by_attempt.get((record.task_name, record.session_name))
@@ -2667,37 +3750,211 @@ def apply_verdicts(records: list[AttemptRecord], verdicts: Verdicts) -> list[Att
     out = []
     for r in records:
         found = verdicts.by_attempt.get((r.task_name, r.session_name))
-        out.append(dataclasses.replace(r, evaluation=found[0].as_json(), evaluate_command=found[1]) if found else r)
+        out.append(dataclasses.replace(r, evaluation=found[0], evaluate_command=found[1]) if found else r)
     return out
 
 
-def pass_rates(latest: list[AttemptRecord]) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class PassRates:
+    """The verdicts over the latest attempts: passed of evaluated, passed of all, the mean score."""
+
+    evaluated: int
+    passed: int
+    failed: int
+    error: int
+    pass_rate_evaluated: float
+    pass_rate_selected: float | None
+    mean_score: float | None
+
+
+def pass_rates(latest: list[AttemptRecord]) -> PassRates | None:
     """passed / evaluated, passed / selected, mean score (pure); None when nothing was evaluated."""
-    graded = [v for v in (Evaluation.from_json(r.evaluation) for r in latest) if v is not None]
+    graded = [r.evaluation for r in latest if r.evaluation is not None]
     if not graded:
         return None
     passed = sum(v.verdict == "passed" for v in graded)
     scores = [v.score for v in graded if v.score is not None]
-    return {
-        "evaluated": len(graded),
-        "passed": passed,
-        "failed": sum(v.verdict == "failed" for v in graded),
-        "error": sum(v.verdict == "error" for v in graded),
-        "pass_rate_evaluated": round(passed / len(graded), 4),
-        "pass_rate_selected": round(passed / len(latest), 4) if latest else None,
-        "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
-    }
+    return PassRates(
+        evaluated=len(graded),
+        passed=passed,
+        failed=sum(v.verdict == "failed" for v in graded),
+        error=sum(v.verdict == "error" for v in graded),
+        pass_rate_evaluated=round(passed / len(graded), 4),
+        pass_rate_selected=round(passed / len(latest), 4) if latest else None,
+        mean_score=round(sum(scores) / len(scores), 4) if scores else None,
+    )
 
 
-def pass_rate_line(rates: dict[str, Any] | None) -> str | None:
+def pass_rate_line(rates: PassRates | None) -> str | None:
     if not rates:
         return None
-    mean = "" if rates["mean_score"] is None else f", mean score {rates['mean_score']:g}"
+    mean = "" if rates.mean_score is None else f", mean score {rates.mean_score:g}"
     return (
-        f"Evaluation: {rates['passed']} passed of {rates['evaluated']} evaluated "
-        f"({rates['pass_rate_evaluated']:.0%}; {rates['pass_rate_selected']:.0%} of the selected tasks), "
-        f"{rates['failed']} failed, {rates['error']} error{mean}."
+        f"Evaluation: {rates.passed} passed of {rates.evaluated} evaluated "
+        f"({rates.pass_rate_evaluated:.0%}; {rates.pass_rate_selected or 0:.0%} of the selected tasks), "
+        f"{rates.failed} failed, {rates.error} error{mean}."
     )
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A named measure the evaluator reports in `details` (GitTaskBench's process and result): a
+    rate for true/false values over every sample (one without it counts as false: not graded, or
+    the grader failed), a mean for numbers over the samples that have it."""
+
+    name: str
+    kind: str  # rate | mean
+    value: float
+    count: int  # samples with the measure
+    of: int  # samples in all
+    true: int = 0  # for a rate
+
+    def describe(self) -> str:
+        if self.kind == "rate":
+            return f"{self.name} {self.true}/{self.of} ({self.value:.0%})"
+        return f"{self.name} mean {self.value:.4g} (over {self.count})"
+
+
+def measures(latest: list[AttemptRecord]) -> list[Measure]:
+    """Each name under the evaluator's `details` whose values are all true/false (a rate) or all
+    numbers (a mean), in the order first seen (pure)."""
+    values: dict[str, list[Any]] = {}
+    for r in latest:
+        details = r.evaluation.details if r.evaluation and r.evaluation.details else {}
+        for name, value in details.items():
+            if isinstance(value, (bool, int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
+                values.setdefault(str(name), []).append(value)
+    found = []
+    for name, seen in values.items():
+        if all(isinstance(v, bool) for v in seen):
+            true = sum(seen)
+            found.append(Measure(name, "rate", true / len(latest) if latest else 0.0, len(seen), len(latest), true))
+        elif not any(isinstance(v, bool) for v in seen):
+            found.append(Measure(name, "mean", sum(seen) / len(seen), len(seen), len(latest)))
+    return found
+
+
+def measures_line(found: list[Measure]) -> str | None:
+    return "Measures: " + ", ".join(m.describe() for m in found) + "." if found else None
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One task's samples: how many ran (their latest attempts), how many passed."""
+
+    task: str
+    samples: int
+    passes: int
+    errors: int  # samples whose latest attempt is an `error` (counted as not passed)
+
+    @property
+    def rate(self) -> float:
+        return self.passes / self.samples if self.samples else 0.0
+
+    @property
+    def flaky(self) -> bool:
+        return 0 < self.passes < self.samples
+
+
+@dataclass(frozen=True)
+class Scores:
+    """pass@1 with its 95 % interval, pass@k and pass^k for each k, over the tasks of one
+    experiment (docs/statistics.md)."""
+
+    by_task: list[TaskScore]
+    graded: bool  # a pass is a `passed` verdict; else a `success` status
+    pass_rate: float  # pass@1: the mean over tasks of each task's share of passing samples
+    interval: tuple[float, float]
+    method: str
+    pass_at: dict[int, tuple[float, int]]  # k -> (mean over the tasks with at least k samples, those tasks)
+    pass_hat: dict[int, tuple[float, int]]
+
+    @property
+    def flaky(self) -> list[str]:
+        return [t.task for t in self.by_task if t.flaky]
+
+    @property
+    def samples(self) -> int:
+        return max((t.samples for t in self.by_task), default=0)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tasks": len(self.by_task),
+            "samples_per_task": self.samples,
+            "samples_run": sum(t.samples for t in self.by_task),
+            "passes": sum(t.passes for t in self.by_task),
+            "pass_is": "verdict passed" if self.graded else "status success",
+            "pass_at_1": round(self.pass_rate, 6),
+            "interval_95": [round(self.interval[0], 6), round(self.interval[1], 6)],
+            "interval_method": self.method,
+            "pass_at_k": {str(k): {"value": round(v, 6), "tasks": n} for k, (v, n) in self.pass_at.items()},
+            "pass_hat_k": {str(k): {"value": round(v, 6), "tasks": n} for k, (v, n) in self.pass_hat.items()},
+            "flaky": self.flaky,
+            "errors_counted_as_not_passed": sum(t.errors for t in self.by_task),
+            "by_task": [
+                {"task": t.task, "samples": t.samples, "passes": t.passes, "pass_at_1": round(t.rate, 6)}
+                for t in self.by_task
+            ],
+        }
+
+
+def sample_passed(record: AttemptRecord, graded: bool) -> bool:
+    """A sample passes on a `passed` verdict (with an evaluator), else on status `success` (pure)."""
+    return record.verdict == "passed" if graded else record.status == "success"
+
+
+def score(latest: list[AttemptRecord]) -> Scores:
+    """The scores of each (task, sample)'s latest attempt (pure). With one sample per task the
+    interval is Wilson's over tasks; with several, a bootstrap over tasks (Wilson over every sample
+    when all tasks score alike, where a bootstrap has nothing to resample)."""
+    graded = any(r.evaluation is not None for r in latest)
+    by_name: dict[str, list[AttemptRecord]] = {}
+    for r in latest:
+        by_name.setdefault(r.task_name, []).append(r)
+    by_task = [
+        TaskScore(
+            name,
+            len(rs),
+            sum(sample_passed(r, graded) for r in rs),
+            sum(r.status == "error" for r in rs),
+        )
+        for name, rs in sorted(by_name.items())
+    ]
+    rates = [t.rate for t in by_task]
+    rate = sum(rates) / len(rates) if rates else 0.0
+    if all(t.samples == 1 for t in by_task):
+        interval, method = wilson_interval(sum(t.passes for t in by_task), len(by_task)), "Wilson score, over tasks"
+    elif len(set(rates)) > 1:
+        interval, method = bootstrap_interval(rates), "percentile bootstrap over tasks (10,000 resamples, seed 0)"
+    else:
+        passes, n = sum(t.passes for t in by_task), sum(t.samples for t in by_task)
+        interval, method = wilson_interval(passes, n), "Wilson score over every sample (all tasks scored alike)"
+    top = max((t.samples for t in by_task), default=0)
+    pass_at, pass_hat = {}, {}
+    for k in range(1, top + 1):
+        counted = [t for t in by_task if t.samples >= k]
+        pass_at[k] = (sum(pass_at_k(t.samples, t.passes, k) for t in counted) / len(counted), len(counted))
+        pass_hat[k] = (sum(pass_hat_k(t.samples, t.passes, k) for t in counted) / len(counted), len(counted))
+    return Scores(by_task, graded, rate, interval, method, pass_at, pass_hat)
+
+
+def scores_line(scores: Scores) -> str | None:
+    """One line for the console: pass@1 and its interval; with samples, pass@k, pass^k, flaky."""
+    if not scores.by_task:
+        return None
+    what = "passed (verdicts)" if scores.graded else "succeeded"
+    low, high = scores.interval
+    line = (
+        f"Pass rate {scores.pass_rate:.1%} [95% {low:.1%}-{high:.1%}, {scores.method}] over "
+        f"{plural(len(scores.by_task), 'task')}: a sample counts when it {what}"
+    )
+    if scores.samples > 1:
+        k = scores.samples
+        line += (
+            f"; pass@{k} {scores.pass_at[k][0]:.1%}, pass^{k} {scores.pass_hat[k][0]:.1%}"
+            f" (tasks with {k} samples: {scores.pass_at[k][1]}); flaky: {len(scores.flaky)}"
+        )
+    return line + "."
 
 
 # ================================================================================================
@@ -2720,7 +3977,7 @@ def describe_event(event: dict[str, Any]) -> str:
     what = event.get("action") or event.get("observation") or event.get("kind") or "event"
     extra = event.get("tool_name") or (event.get("args") or {}).get("command") if isinstance(event, dict) else None
     text = f"{what} {extra}" if isinstance(extra, str) and extra else str(what)
-    return one_line(text, 80)
+    return one_line(text, 1000)  # cut to its display length only once masked (write_status)
 
 
 class EventFollower:
@@ -2810,6 +4067,7 @@ class LiveAttempt:
     files: AttemptFiles
     follower: Follower
     halt: Halt
+    budget: float | None = None  # --max-budget-per-task (or the task's front matter), held by the runner
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=utc_now)
     metrics: Metrics = field(default_factory=Metrics)
@@ -2869,7 +4127,8 @@ class ShardSpend:
             return []
 
     def refresh(self, own: Path) -> float:
-        """Spend recorded by other results files since the last look (ours is counted as we write it)."""
+        """The folder's recorded spend: what was there at start plus what the other results files
+        have recorded since (only their new lines are read; ours is counted as we write it)."""
         for path in self._paths():
             if path == own:
                 continue
@@ -2884,7 +4143,9 @@ class ShardSpend:
             self.offsets[path] = start + len(complete)
             for line in complete.splitlines():
                 with contextlib.suppress(ValueError, RecursionError):
-                    self.spent += AttemptRecord.from_json(loads_json(line)).total_cost or 0.0
+                    data = loads_json(line)
+                    if written_by_run_batch(data):  # another tool's spend is not this folder's budget
+                        self.spent += AttemptRecord.from_json(data).total_cost or 0.0
         return self.spent
 
 
@@ -2895,40 +4156,59 @@ class ShardSpend:
 
 @dataclass(frozen=True)
 class AttemptRecord:
-    """One line of the results file: what one attempt of one task did (README, "The record")."""
+    """One line of the results file: what one attempt of one task did (docs/records.md). The one
+    schema: its fields' types and defaults are what a record read back is checked against
+    (RECORD_SCHEMA), and what a record of an older release that lacks a field gets."""
 
-    task_name: str
-    prompt_file: str
-    status: str  # one of STATUSES: success | failed | timeout | stalled | error | interrupted
-    return_code: int | None  # negative: killed by that signal; None: never started
-    elapsed_time_seconds: float
-    stdout: str  # the last TAIL_CHARS characters, colour codes removed, secrets masked
-    stderr: str
-    total_cost: float | None  # None: unknown, never invented
-    total_input_tokens: int | None
-    total_output_tokens: int | None
-    cache_read_tokens: int | None
-    cache_write_tokens: int | None
-    metrics_source: str | None  # trajectory | events | output
-    agent_state: str | None
-    error: str | None  # one line, at most REASON_CHARS
-    trajectory_path: str | None
-    attempt: int
-    started_at: str
-    finished_at: str
-    session_name: str
-    session_id: str
-    stdout_log: str | None
-    stderr_log: str | None
-    command: list[str] | None
-    prompt_sha256: str | None
-    run_id: str
-    evaluation: dict[str, Any] | None = None  # Evaluation.as_json(); None: not evaluated
+    task_name: str = ""
+    prompt_file: str = ""
+    status: str = "error"  # one of STATUSES: success | failed | timeout | stalled | error | interrupted
+    return_code: int | None = None  # negative: killed by that signal; None: never started
+    elapsed_time_seconds: float = 0.0
+    stdout: str = ""  # the last TAIL_CHARS characters, colour codes removed, secrets masked
+    stderr: str = ""
+    total_cost: float | None = None  # None: unknown, never invented
+    total_input_tokens: int | None = None
+    total_output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    metrics_source: str | None = None  # trajectory | events | output | state | live
+    agent_state: str | None = None
+    error: str | None = None  # one line, at most REASON_CHARS
+    trajectory_path: str | None = None
+    attempt: int = 1
+    started_at: str = ""
+    finished_at: str = ""
+    session_name: str = ""
+    session_id: str = ""
+    stdout_log: str | None = None
+    stderr_log: str | None = None
+    command: list[str] | None = None
+    prompt_sha256: str | None = None
+    run_id: str = ""
+    evaluation: Evaluation | None = None  # None: not evaluated
     evaluate_command: str | None = None  # the --evaluate that graded it (resume of --evaluate-only)
     workspace: str | None = None  # the attempt's own workspace (--workspace-per-task)
+    run_batch: str | None = None  # the version that wrote it: the mark of a run_batch record (0.5+)
+    experiment_id: str | None = None  # Experiment.id; None: written before 0.5
+    experiment: Experiment | None = None
+    sample: int = 1  # which of the task's --samples
+    before_attempt: dict[str, Any] | None = None  # what --before-attempt did
+    tags: list[str] | None = None  # the prompt's front matter tags
+    peak_memory_bytes: int | None = None  # the attempt's processes together, at their largest
+    cpu_seconds: float | None = None
+    resource_source: str | None = None  # cgroup | sampled
+    limits: dict[str, Any] | None = None  # --task-memory / --task-cpus as applied
+
+    @property
+    def verdict(self) -> str | None:
+        return self.evaluation.verdict if self.evaluation else None
 
     def as_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict deep-copies: slow
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict deep-copies: slow
+        data["evaluation"] = self.evaluation.as_json() if self.evaluation else None
+        data["experiment"] = self.experiment.as_json() if self.experiment else None
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> AttemptRecord:
@@ -2942,7 +4222,7 @@ class AttemptRecord:
         if data.get("status") not in STATUSES:
             raise ValueError(f"status {str(data.get('status'))[:20]!r} is not one of {', '.join(STATUSES)}")
         values: dict[str, Any] = {}
-        for name, (kinds, empty) in _RECORD_FIELDS.items():
+        for name, (kinds, empty) in RECORD_SCHEMA.items():
             value: Any = data.get(name)
             if value is None:
                 values[name] = empty
@@ -2958,76 +4238,56 @@ class AttemptRecord:
                 values[name] = float(value)
             else:
                 values[name] = value
+        values["evaluation"] = Evaluation.from_json(values["evaluation"])
+        values["experiment"] = Experiment.from_json(values["experiment"])
+        values["sample"] = max(1, values["sample"])
         return cls(**values)
 
 
-# Each field's accepted JSON types and its value when an older record lacks it.
-_RECORD_FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
-    "task_name": ((str,), ""),
-    "prompt_file": ((str,), ""),
-    "status": ((str,), "error"),
-    "return_code": ((int,), None),
-    "elapsed_time_seconds": ((int, float), 0.0),
-    "stdout": ((str,), ""),
-    "stderr": ((str,), ""),
-    "total_cost": ((int, float), None),
-    "total_input_tokens": ((int,), None),
-    "total_output_tokens": ((int,), None),
-    "cache_read_tokens": ((int,), None),
-    "cache_write_tokens": ((int,), None),
-    "metrics_source": ((str,), None),
-    "agent_state": ((str,), None),
-    "error": ((str,), None),
-    "trajectory_path": ((str,), None),
-    "attempt": ((int,), 1),
-    "started_at": ((str,), ""),
-    "finished_at": ((str,), ""),
-    "session_name": ((str,), ""),
-    "session_id": ((str,), ""),
-    "stdout_log": ((str,), None),
-    "stderr_log": ((str,), None),
-    "command": ((list,), None),
-    "prompt_sha256": ((str,), None),
-    "run_id": ((str,), ""),
-    "evaluation": ((dict,), None),
-    "evaluate_command": ((str,), None),
-    "workspace": ((str,), None),
+def _json_kinds(annotation: str) -> tuple[type, ...]:
+    """The JSON types a record field of this annotation accepts (pure)."""
+    head = annotation.split("|")[0].strip()
+    kinds: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
+    return kinds.get(head, (list,) if head.startswith("list") else (dict,))
+
+
+# Each field's accepted JSON types and its value when an older record lacks it, from the class.
+RECORD_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
+    f.name: (_json_kinds(str(f.type)), f.default) for f in dataclasses.fields(AttemptRecord)
 }
 
-
-def blank_record(
-    task: Task, attempt: int, session: str, sid: str, run_id: str, problem: str | None = None
-) -> AttemptRecord:
-    """The record of an attempt that never ran: status error, nothing measured (pure)."""
-    now = utc_now()
-    return AttemptRecord(
-        task_name=task.name,
-        prompt_file=readable(str(task.prompt_path)),
-        status="error",
-        return_code=None,
-        elapsed_time_seconds=0.0,
-        stdout="",
-        stderr="",
-        total_cost=None,
-        total_input_tokens=None,
-        total_output_tokens=None,
-        cache_read_tokens=None,
-        cache_write_tokens=None,
-        metrics_source=None,
-        agent_state=None,
-        error=one_line(problem or task.problem or "not run"),
-        trajectory_path=None,
-        attempt=attempt,
-        started_at=now,
-        finished_at=now,
-        session_name=session,
-        session_id=sid,
-        stdout_log=None,
-        stderr_log=None,
-        command=None,
-        prompt_sha256=task.prompt_sha256,
-        run_id=run_id,
+# Every field run_batch 0.3 and 0.4 wrote in each record: a line with all of them and without the
+# `run_batch` field is one of theirs (it still resumes and reports); with neither, another tool's.
+LEGACY_FIELDS = frozenset(
+    (
+        "task_name",
+        "prompt_file",
+        "status",
+        "return_code",
+        "elapsed_time_seconds",
+        "stdout",
+        "stderr",
+        "total_cost",
+        "agent_state",
+        "error",
+        "trajectory_path",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "session_name",
+        "session_id",
+        "stdout_log",
+        "stderr_log",
+        "command",
+        "prompt_sha256",
+        "run_id",
     )
+)
+
+
+def written_by_run_batch(data: Any) -> bool:
+    """Whether a results line is run_batch's: marked (0.5 on), or with every field of 0.3/0.4 (pure)."""
+    return isinstance(data, dict) and (isinstance(data.get("run_batch"), str) or data.keys() >= LEGACY_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -3098,10 +4358,12 @@ def build_record(
     return record, retryable
 
 
-def open_for_writing(path: Path, flags: int, mode: int = 0o644) -> int:
+def open_for_writing(path: Path, flags: int, mode: int = 0o600) -> int:
     """A file descriptor to write a file of ours: never through a symbolic link (in a shared output
     folder nobody may redirect our writes), and only to a regular file (opening a FIFO someone put
-    in our place would block until a reader came: O_NONBLOCK makes it fail at once instead)."""
+    in our place would block until a reader came: O_NONBLOCK makes it fail at once instead). New
+    files are 0600 less the umask: almost every file the runner writes holds what an agent printed,
+    which may hold a secret nobody told the runner about."""
     fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
     if flags & os.O_CREAT and flags & os.O_EXCL:
         os.set_blocking(fd, True)  # created just now by this call: a regular file
@@ -3116,29 +4378,26 @@ def open_for_writing(path: Path, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
-def open_new(path: Path, exclusive: bool = True, mode: int = 0o644) -> Any:
+def open_new(path: Path, exclusive: bool = True, mode: int = 0o600) -> Any:
     """A file of ours opened for writing (see open_for_writing); exclusive: it must not exist yet."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
     return os.fdopen(open_for_writing(path, flags, mode), "wb")
 
 
-def claim_attempt_files(output_dir: Path, task: Task, attempt: int, run_id: str) -> AttemptFiles:
+def claim_attempt_files(output_dir: Path, attempt: Attempt) -> AttemptFiles:
     """Fresh file names for one attempt: `<stem>.json` and `<stem>.stdout.log` for a first attempt,
     `<stem>.attempt-N...` after. A name some file already has (another results file's record, a
     run in the same folder, a planted link) is never reused: each file is created here,
     exclusively, and a taken name moves on to `<stem>.attempt-N.<run id>`. A name whose workspace
     or conversations folder is already there (left by hand, or by a run that died) is taken too:
     those folders are named after the files, and the files' owner alone creates them."""
-    numbered = "" if attempt == 1 else f".attempt-{attempt}"
+    numbered = "" if attempt.number == 1 else f".attempt-{attempt.number}"
+    run_id = attempt.run_id
     for extra in ("", f".{run_id}", *(f".{run_id}-{k}" for k in range(2, 50))):
-        stem = f"{task.stem}{numbered}{extra}"
+        stem = f"{attempt.task.stem}{numbered}{extra}"
         if any(os.path.lexists(output_dir / folder / stem) for folder in ("workspaces", "conversations")):
             continue
-        files = AttemptFiles(
-            output_dir / "trajectories" / f"{stem}.json",
-            output_dir / "logs" / f"{stem}.stdout.log",
-            output_dir / "logs" / f"{stem}.stderr.log",
-        )
+        files = AttemptFiles.named(output_dir, stem)
         created: list[Path] = []
         try:
             for path in (files.stdout_log, files.stderr_log, files.trajectory):
@@ -3152,7 +4411,7 @@ def claim_attempt_files(output_dir: Path, task: Task, attempt: int, run_id: str)
                 continue
             raise
         return files
-    raise OSError(17, "every file name for this attempt is taken", str(output_dir / "logs" / task.stem))
+    raise OSError(17, "every file name for this attempt is taken", str(output_dir / "logs" / attempt.task.stem))
 
 
 def trajectory_saved(path: Path) -> bool:
@@ -3180,12 +4439,14 @@ def make_workspace(output_dir: Path, files: AttemptFiles, template: Path | None)
         argv = ["git", "clone", "--quiet", "--shared", "--no-hardlinks", str(template), str(workspace)]
     else:
         workspace.mkdir()
-        # Everything in the template but the output folder, when it lies inside (a copy of itself).
-        inside = output_dir.absolute().is_relative_to(template)
+        # Everything in the template but the output folder, when it lies inside (a copy of itself);
+        # real paths, since either may be named through a link (a home folder on a cluster).
+        real_output, real_template = output_dir.resolve(), template.resolve()
+        inside = real_output.is_relative_to(real_template)
         entries = [
             template / e
             for e in sorted(os.listdir(template))
-            if not (inside and output_dir.absolute().is_relative_to(template / e))
+            if not (inside and real_output.is_relative_to((real_template / e).resolve()))
         ]
         argv = ["cp", "-a", "--reflink=auto", *map(str, entries), str(workspace)] if entries else ["true"]
     try:
@@ -3209,8 +4470,9 @@ def template_warnings(template: Path | None, output_dir: Path) -> list[str]:
     so changes not committed there are not in them (the output folder, when inside, aside)."""
     if template is None or not (template / ".git").exists():
         return []
-    inside = output_dir.absolute().is_relative_to(template)
-    aside = [f":(exclude){output_dir.absolute().relative_to(template)}"] if inside else []
+    real_output, real_template = output_dir.resolve(), template.resolve()
+    inside = real_output.is_relative_to(real_template)
+    aside = [f":(exclude){real_output.relative_to(real_template)}"] if inside else []
     try:
         done = subprocess.run(
             ["git", "-C", str(template), "status", "--porcelain", "--untracked-files=normal", "--", ".", *aside],
@@ -3287,11 +4549,16 @@ class ResultsFile:
         """Append one line, on disk (fsync) before this returns: the price of never losing a
         finished task. A write that fails part way (a full disk) is cut back off, so the file
         never keeps half a record of ours."""
-        data = (json.dumps(value, ensure_ascii=False) + "\n").encode()
+        data = (dumps_json(value) + "\n").encode()
         with self._mutex:
             if self._fd is None:
                 self._fd = self._open()
             start = os.lseek(self._fd, 0, os.SEEK_END)
+            if start and os.pread(self._fd, 1, start - 1) != b"\n":
+                # Someone else's half line (a grader appending to our file, a run killed mid-write):
+                # ours starts on a line of its own, or it would be glued to it and lost.
+                os.write(self._fd, b"\n")
+                start += 1
             try:
                 written = 0
                 while written < len(data):
@@ -3303,13 +4570,7 @@ class ResultsFile:
                 raise
 
     def _open(self) -> int:
-        fd = open_for_writing(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
-        # A torn last line (a run died mid-write) stays as it is, but the next record must start
-        # on its own line or it would be glued to it and lost.
-        size = os.lseek(fd, 0, os.SEEK_END)
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            os.write(fd, b"\n")
-        return fd
+        return open_for_writing(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
 
 
 def _read_json_fd(fd: int) -> dict[str, Any] | None:
@@ -3346,7 +4607,11 @@ def read_records(path: Path) -> tuple[list[AttemptRecord], list[str]]:
             if not line.strip():
                 continue
             try:
-                records.append(AttemptRecord.from_json(loads_json(line)))
+                data = loads_json(line)
+                if not written_by_run_batch(data):
+                    bad.append((number, "written by another tool (no run_batch mark, not the fields of its records)"))
+                    continue
+                records.append(AttemptRecord.from_json(data))
             except (ValueError, RecursionError) as exc:
                 if isinstance(exc, json.JSONDecodeError):
                     why = "a run died while writing it?" if not line.endswith(b"\n") else "not valid JSON"
@@ -3406,8 +4671,9 @@ def relocated(record: AttemptRecord, output_dir: Path) -> AttemptRecord:
 
 
 def read_folder_records(output_dir: Path, skip: Path | None = None) -> tuple[list[AttemptRecord], list[str]]:
-    """The records of every results file (*.jsonl) in an output folder, oldest first, with the
-    paths of a moved or copied folder's files where they are now (`relocated`)."""
+    """The records of every results file (*.jsonl) in an output folder, file by file (sorted by
+    name) in file order, with the paths of a moved or copied folder's files where they are now
+    (`relocated`)."""
     records: list[AttemptRecord] = []
     warnings: list[str] = []
     try:
@@ -3420,14 +4686,26 @@ def read_folder_records(output_dir: Path, skip: Path | None = None) -> tuple[lis
         found, said = read_records(path)
         records += (relocated(r, output_dir) for r in found)
         warnings += said
-    records.sort(key=lambda r: r.finished_at)
     return records, warnings
 
 
+def attempt_numbers(records: Iterable[AttemptRecord]) -> dict[str, int]:
+    """Each task's highest attempt number so far: the next attempt is numbered above every earlier
+    one, whichever results file holds it, so it is the latest (pure)."""
+    highest: dict[str, int] = {}
+    for r in records:
+        highest[r.task_name] = max(highest.get(r.task_name, 0), r.attempt)
+    return highest
+
+
 def latest_by_task(records: Iterable[AttemptRecord]) -> dict[str, AttemptRecord]:
+    """Each task's latest attempt: the highest attempt number, then the later in file order. Never
+    the clock: stamps go backwards when a clock is stepped, or come from another machine (pure)."""
     latest: dict[str, AttemptRecord] = {}
     for record in records:
-        latest[record.task_name] = record
+        known = latest.get(record.task_name)
+        if known is None or record.attempt >= known.attempt:
+            latest[record.task_name] = record
     return latest
 
 
@@ -3450,7 +4728,8 @@ class Totals:
     mean_input_tokens: float | None
     mean_output_tokens: float | None
     task_time_seconds: float
-    evaluation: dict[str, Any] | None = None  # pass rates, when any task was evaluated
+    evaluation: PassRates | None = None  # pass rates, when any task was evaluated
+    samples: int = 0  # the (task, sample) pairs counted; tasks × samples per task
 
 
 def summarise(records: list[AttemptRecord]) -> Totals:
@@ -3461,7 +4740,7 @@ def summarise(records: list[AttemptRecord]) -> Totals:
     tokens_in = sum(r.total_input_tokens or 0 for r in records)
     tokens_out = sum(r.total_output_tokens or 0 for r in records)
     return Totals(
-        tasks=len(records),
+        tasks=len({r.task_name for r in records}),
         counts=counts,
         total_cost=round(sum(costs), 6),
         tasks_with_cost=len(costs),
@@ -3472,6 +4751,7 @@ def summarise(records: list[AttemptRecord]) -> Totals:
         mean_output_tokens=round(tokens_out / len(with_tokens), 1) if with_tokens else None,
         task_time_seconds=round(sum(r.elapsed_time_seconds for r in records), 3),
         evaluation=pass_rates(records),
+        samples=len(records),
     )
 
 
@@ -3508,6 +4788,13 @@ def finished_line(record: AttemptRecord, done: int, total: int, last: bool = Tru
         f"{format_money(record.total_cost)}  {format_count(record.total_input_tokens)}/"
         f"{format_count(record.total_output_tokens)} tokens"
     )
+    if record.evaluation is not None:
+        score = "" if record.evaluation.score is None else f" {record.evaluation.score:g}"
+        line += f"  verdict {record.verdict}{score}"
+        if record.evaluation.reason and record.verdict != "passed":
+            line += f" ({one_line(record.evaluation.reason, 80)})"
+    if record.sample > 1:
+        line += f"  (sample {record.sample})"
     if record.attempt > 1:
         line += f"  (attempt {record.attempt})"
     if record.error:
@@ -3518,7 +4805,7 @@ def finished_line(record: AttemptRecord, done: int, total: int, last: bool = Tru
 def totals_line(totals: Totals) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in totals.counts.items() if n)
     rates = totals.evaluation
-    passed = "" if not rates else f"; {rates['passed']}/{rates['evaluated']} evaluated passed"
+    passed = "" if not rates else f"; {rates.passed}/{rates.evaluated} evaluated passed"
     return (
         f"{plural(totals.tasks, 'task')}: {counts or 'none'}; cost ${totals.total_cost:.4f} "
         f"(known for {totals.tasks_with_cost}), tokens {totals.total_input_tokens} in / "
@@ -3529,18 +4816,25 @@ def totals_line(totals: Totals) -> str:
 REPORT_HEAD = ("task", "status", "state", "secs", "cost $", "in tok", "out tok", "verdict", "why")
 
 
+def report_head(latest: list[AttemptRecord]) -> tuple[str, ...]:
+    """The table's columns: a `sample` column once any task has several (pure)."""
+    return ("task", "sample", *REPORT_HEAD[1:]) if any(r.sample > 1 for r in latest) else REPORT_HEAD
+
+
 def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
+    with_sample = any(r.sample > 1 for r in latest)
     return [
         (
             printable(r.task_name),
+            *([str(r.sample)] if with_sample else []),
             r.status,
             one_line(r.agent_state or UNKNOWN, 32),
             f"{r.elapsed_time_seconds:.1f}",
             UNKNOWN if r.total_cost is None else f"{r.total_cost:.4f}",
             format_count(r.total_input_tokens),
             format_count(r.total_output_tokens),
-            str((r.evaluation or {}).get("verdict", "-")),
-            one_line(r.error or "", 100),  # a record read back is data from outside
+            r.verdict or "-",
+            one_line(why_not(r), 100),  # a record read back is data from outside
         )
         for r in latest
     ]
@@ -3548,22 +4842,37 @@ def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
 
 def table_lines(latest: list[AttemptRecord]) -> list[str]:
     """The report table as aligned lines, header first (pure)."""
-    rows = report_rows(latest)
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(REPORT_HEAD)]
-    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [REPORT_HEAD, *rows]]
+    rows, head = report_rows(latest), report_head(latest)
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(head)]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *rows]]
 
 
-def render_summary(latest: list[AttemptRecord], totals: Totals, fmt: str) -> str:
-    """--report text: json, markdown or an aligned table (pure)."""
+def experiment_lines(results: ExperimentResults) -> list[str]:
+    """Below a table: the totals, the verdicts, the measures, the scores (pure)."""
+    return [
+        totals_line(results.totals),
+        *filter(
+            None,
+            [
+                pass_rate_line(results.totals.evaluation),
+                measures_line(results.measures),
+                scores_line(results.scores),
+            ],
+        ),
+    ]
+
+
+def render_summary(results: ExperimentResults, fmt: str) -> str:
+    """--report text of one experiment: json, markdown or an aligned table (pure)."""
+    latest = results.latest
     if fmt == "json":
-        return json.dumps(
-            {"totals": dataclasses.asdict(totals), "tasks": [r.as_json() for r in latest]}, indent=2, ensure_ascii=False
-        )
+        return dumps_json({**results.as_json(), "tasks": [r.as_json() for r in latest]}, indent=2)
     if fmt == "markdown":
-        lines = ["| " + " | ".join(REPORT_HEAD) + " |", "|" + "---|" * len(REPORT_HEAD)]
+        head = report_head(latest)
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in report_rows(latest)]
-        return "\n".join([*lines, "", totals_line(totals)])
-    return "\n".join([*table_lines(latest), "", totals_line(totals)])
+        return "\n".join([*lines, "", *experiment_lines(results)])
+    return "\n".join([*table_lines(latest), "", *experiment_lines(results)])
 
 
 STATUS_STYLE = {
@@ -3576,10 +4885,10 @@ STATUS_STYLE = {
 }
 
 
-def print_report_table(latest: list[AttemptRecord], totals: Totals) -> None:
+def print_report_table(results: ExperimentResults) -> None:
     """On a terminal, rich colours each row by status (and honours NO_COLOR); into a pipe or a
     file, plain text. One styled Text: rich's Table takes ~0.1 s for 250 rows."""
-    plain = render_summary(latest, totals, "table")
+    plain = render_summary(results, "table")
     if not sys.stdout.isatty():
         print(plain)
         return
@@ -3589,11 +4898,11 @@ def print_report_table(latest: list[AttemptRecord], totals: Totals) -> None:
     except ImportError:
         print(plain)
         return
-    lines = table_lines(latest)
+    lines = table_lines(results.latest)
     text = Text(lines[0] + "\n", style="bold")
-    for line, record in zip(lines[1:], latest, strict=True):
+    for line, record in zip(lines[1:], results.latest, strict=True):
         text.append(line + "\n", style=STATUS_STYLE.get(record.status))
-    text.append("\n" + totals_line(totals))
+    text.append("\n" + "\n".join(experiment_lines(results)))
     Console(highlight=False).print(text, soft_wrap=True)
 
 
@@ -3660,12 +4969,12 @@ class LiveView(PlainView):
     """On a terminal: finished tasks scroll above a live panel with done/total, counts per
     status, the running tasks and their elapsed time, cost so far and an ETA (rich)."""
 
-    def __init__(self, total: int, workers: int, on_lost: Callable[[], None]) -> None:
+    def __init__(self, total: int, workers: int, on_lost: Callable[[], None], unit: str = "task") -> None:
         super().__init__(quiet=False, on_lost=on_lost)
         from rich.console import Console
         from rich.live import Live
 
-        self.total, self.workers = total, workers
+        self.total, self.workers, self.unit = total, workers, unit
         self.counts: Counter[str] = Counter()
         self.cost = 0.0
         self.durations: list[float] = []
@@ -3727,7 +5036,8 @@ class LiveView(PlainView):
             counts = "  ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "-"
             so_far = self.cost + sum(cost or 0.0 for cost, _ in self.spend.values())
             head = Text(
-                f"{done}/{self.total} done   {counts}   ${so_far:.4f} so far   "
+                f"{done}/{self.total}{' samples' if self.unit == 'sample' else ''} done   {counts}   "
+                f"${so_far:.4f} so far   "
                 f"{format_duration(now - self.t0)} elapsed   {eta}",
                 style="bold",
             )
@@ -3745,12 +5055,14 @@ class LiveView(PlainView):
         self.live.stop()
 
 
-def make_view(quiet: bool, total: int, workers: int, on_lost: Callable[[], None]) -> tuple[PlainView, str | None]:
+def make_view(
+    quiet: bool, total: int, workers: int, on_lost: Callable[[], None], unit: str = "task"
+) -> tuple[PlainView, str | None]:
     """A live view on a terminal, plain lines elsewhere; rich is only imported for the first."""
     if quiet or not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
         return PlainView(quiet, on_lost), None
     try:
-        return LiveView(total, workers, on_lost), None
+        return LiveView(total, workers, on_lost, unit), None
     except ImportError:
         return PlainView(False, on_lost), (
             f"live progress needs the package rich: `{Path(sys.executable).name} -m pip install rich`"
@@ -3804,31 +5116,161 @@ class RunLog:
             self._fd = None
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> Path:
-    """A JSON file replaced atomically: a reader never sees half of it, and a failed write (a full
-    disk) leaves neither half a file nor its temporary behind."""
+def write_text_atomically(path: Path, text: str, fsync: bool = True) -> Path:
+    """A file replaced atomically: a reader never sees half of it, and a failed write (a full disk,
+    or anything else) leaves neither half a file nor its temporary behind. 0600 less the umask
+    (mkstemp's mode), and valid UTF-8 whatever text it was given."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     except OSError as exc:  # name the file the user knows, not the temporary one
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(clean_text(text).encode("utf-8"))
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     return path
 
 
-def write_summary_json(output_dir: Path, latest: list[AttemptRecord], totals: dict[str, Any]) -> Path:
-    """summary.json: the latest attempt of every selected task and the totals."""
-    data = {"generated_at": utc_now(), "totals": totals, "tasks": [r.as_json() for r in latest]}
-    return write_json_atomically(output_dir / "summary.json", data)
+def write_json_atomically(path: Path, data: dict[str, Any], secrets: tuple[str, ...] = ()) -> Path:
+    """A JSON file replaced atomically (write_text_atomically), strict, secrets masked."""
+    return write_text_atomically(path, mask(dumps_json(data, indent=2), secrets) + "\n")
+
+
+@dataclass(frozen=True)
+class ExperimentResults:
+    """One experiment's results in an output folder, whichever run or shard wrote them: its
+    attempts, each (task, sample)'s latest, and the totals, scores and measures over those."""
+
+    experiment: Experiment | None  # None: records of run_batch 0.3/0.4, which carry no identity
+    records: list[AttemptRecord]  # every attempt, verdicts applied, in file order
+    latest: list[AttemptRecord]  # each (task, sample)'s latest attempt, by task then sample
+    totals: Totals
+    scores: Scores
+    measures: list[Measure]
+
+    @property
+    def id(self) -> str | None:
+        return self.experiment.id if self.experiment else None
+
+    def heading(self) -> str:
+        if self.experiment is None:
+            return "Records of run_batch 0.3/0.4 (no experiment identity)"
+        return f"Experiment {self.experiment.describe()}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment.as_json() if self.experiment else None,
+            "totals": dataclasses.asdict(self.totals),
+            "scores": self.scores.as_json(),
+            "measures": [dataclasses.asdict(m) for m in self.measures],
+            "runs": sorted({r.run_id for r in self.records if r.run_id}),
+        }
+
+
+def experiment_results(records: list[AttemptRecord], experiment: Experiment | None) -> ExperimentResults:
+    """Totals, scores and measures over each (task, sample)'s latest attempt (pure)."""
+    latest = sorted(latest_by_sample(records).values(), key=lambda r: (r.task_name, r.sample))
+    return ExperimentResults(experiment, records, latest, summarise(latest), score(latest), measures(latest))
+
+
+def legacy_owner(experiments: list[Experiment], current: Experiment | None) -> str | None:
+    """Which experiment the records of run_batch 0.3/0.4 (no identity) are counted with: the running
+    one when it has no label, else the folder's one unlabelled experiment, if there is exactly one;
+    else none (they stay apart) (pure)."""
+    if current is not None:
+        return current.id if current.label is None else None
+    unlabelled = {e.id for e in experiments if e.label is None}
+    return unlabelled.pop() if len(unlabelled) == 1 else None
+
+
+def split_experiments(records: list[AttemptRecord], current: Experiment | None = None) -> list[ExperimentResults]:
+    """A folder's records, experiment by experiment, in the order each first appears; never summed
+    into one (pure)."""
+    known: dict[str, Experiment] = {}
+    for r in records:
+        if r.experiment_id and r.experiment and r.experiment_id not in known:
+            known[r.experiment_id] = r.experiment
+    if current is not None:
+        known.setdefault(current.id, current)
+    owner = legacy_owner(list(known.values()), current)
+    groups: dict[str | None, list[AttemptRecord]] = {}
+    for r in records:
+        groups.setdefault(r.experiment_id or owner, []).append(r)
+    return [experiment_results(rs, known.get(key) if key else None) for key, rs in groups.items()]
+
+
+def experiment_conflict(current: Experiment, records: list[AttemptRecord]) -> str | None:
+    """Why this run may not use the folder's records: an experiment of the same label (or none)
+    whose identity differs, field by field (old -> new); None when there is none (pure)."""
+    for r in reversed(records):
+        if r.experiment and r.experiment.label == current.label and r.experiment.id != current.id:
+            name = f"label {current.label!r}" if current.label else "no --label"
+            return (
+                f"{r.experiment_id} ({name}) made the records in this output folder, and this run's experiment "
+                f"{current.id} differs: {'; '.join(r.experiment.differences(current))}. Its results are not "
+                "reused for another experiment: use another --output-dir, or give --label NAME to keep a second "
+                "experiment in this folder (its tasks all run, and reports show the two apart)"
+            )
+    return None
+
+
+def records_of(current: Experiment, records: list[AttemptRecord]) -> tuple[list[AttemptRecord], int]:
+    """The records a run of `current` resumes from: its own (any results file of the folder), and
+    those of run_batch 0.3/0.4 when it is their owner (legacy_owner); and how many of the latter
+    (pure)."""
+    owner = legacy_owner([r.experiment for r in records if r.experiment], current) == current.id
+    legacy = [r for r in records if r.experiment_id is None] if owner else []
+    return [r for r in records if r.experiment_id == current.id or (owner and r.experiment_id is None)], len(legacy)
+
+
+def shards_of(names: list[str]) -> list[str]:
+    """`K/N` of each shard's results file name (batch_results.shard-K-of-N.jsonl) (pure)."""
+    found = [re.fullmatch(r"batch_results\.shard-(\d+)-of-(\d+)\.jsonl", n) for n in names]
+    return [f"{m.group(1)}/{m.group(2)}" for m in found if m]
+
+
+def results_file_names(output_dir: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in output_dir.glob("*.jsonl") if p.name != EVALUATIONS_FILE and p.is_file())
+    except OSError:
+        return []
+
+
+def write_summary_json(
+    output_dir: Path,
+    mine: ExperimentResults,
+    others: list[ExperimentResults],
+    this_run: dict[str, Any],
+    secrets: tuple[str, ...] = (),
+) -> Path:
+    """summary.json: one experiment over the whole folder (every run and shard that recorded it):
+    the latest attempt of each (task, sample), its totals, scores and measures, which runs and
+    results files it covers; the folder's other experiments in brief."""
+    files = results_file_names(output_dir)
+    data = {
+        "generated_at": utc_now(),
+        "experiment": mine.experiment.as_json() if mine.experiment else None,
+        "totals": {**dataclasses.asdict(mine.totals), **this_run},
+        "scores": mine.scores.as_json(),
+        "measures": [dataclasses.asdict(m) for m in mine.measures],
+        "covers": {
+            "runs": sorted({r.run_id for r in mine.records if r.run_id}),
+            "results_files": files,
+            "shards": shards_of(files),
+        },
+        "tasks": [r.as_json() for r in mine.latest],
+        "other_experiments": [g.as_json() for g in others],
+    }
+    return write_json_atomically(output_dir / "summary.json", data, secrets)
 
 
 def status_file_name(results_name: str) -> str:
@@ -3876,10 +5318,40 @@ def workspace_line(disk: dict[str, int]) -> str | None:
     )
 
 
-def read_live_runs(output_dir: Path) -> list[dict[str, Any]]:
+STATUS_REFRESH = 2.0  # seconds between two writes of a running run's status file
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """A run that a status file (run*.json) says is running, as far as it can be believed."""
+
+    data: dict[str, Any]  # the file as written (shown as it is by --report --format json)
+    stale_for: float | None  # seconds since it should have been refreshed, when far overdue
+
+    @property
+    def running_spend(self) -> float:
+        spend = self.data.get("spend")
+        return (_number_or_none(spend.get("running")) or 0.0) if isinstance(spend, dict) else 0.0
+
+
+def status_staleness(data: dict[str, Any], now: float) -> float | None:
+    """How long a running status file is overdue, when that is far longer than its own refresh
+    interval (then whoever wrote it, on whatever machine, is not running it any more), else None.
+    60 s at least: clocks of machines sharing a folder differ by seconds (pure)."""
+    refresh = _number_or_none(data.get("refresh_seconds")) or STATUS_REFRESH
+    updated = _seconds(data["updated_at"]) if isinstance(data.get("updated_at"), str) else None
+    if updated is None:
+        return None
+    overdue = now - updated
+    return overdue if overdue > max(60.0, 30 * refresh) else None
+
+
+def read_live_runs(output_dir: Path) -> list[LiveRun]:
     """The status files of runs that are running (run*.json): a file that says `running` for a
-    process on this machine that is gone is a dead run's, and left out."""
+    process on this machine that is gone is a dead run's, and left out; one far overdue for its
+    refresh is marked stale (a shard on another machine that died)."""
     runs = []
+    now = time.time()
     for path in sorted(output_dir.glob("run*.json")):
         data = read_json_file(path, limit=64 << 20)
         if not (isinstance(data, dict) and data.get("state") == "running" and isinstance(data.get("running"), list)):
@@ -3887,34 +5359,38 @@ def read_live_runs(output_dir: Path) -> list[dict[str, Any]]:
         pid = data.get("pid")
         if data.get("host") == socket.gethostname() and isinstance(pid, int) and not process_alive(pid):
             continue
-        runs.append(data)
+        runs.append(LiveRun(data, status_staleness(data, now)))
     return runs
 
 
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
     return not is_zombie(pid)
 
 
-def live_run_lines(runs: list[dict[str, Any]]) -> list[str]:
+def live_run_lines(runs: list[LiveRun]) -> list[str]:
     lines = []
     for run in runs:
-        lines.append(
-            f"Running now: run {run.get('run_id')} (pid {run.get('pid')} on {run.get('host')}), "
-            f"updated {run.get('updated_at')}"
-        )
-        for t in run["running"]:
+        d = run.data
+        pid, host = printable(str(d.get("pid"))), printable(str(d.get("host")))
+        who = f"run {printable(str(d.get('run_id')))} (pid {pid} on {host})"
+        if run.stale_for is not None:
+            lines.append(
+                f"Stale status file: {who} says running but was last updated {printable(str(d.get('updated_at')))} "
+                f"({format_duration(run.stale_for)} ago); not counted"
+            )
+            continue
+        lines.append(f"Running now: {who}, updated {printable(str(d.get('updated_at')))}")
+        for t in d["running"]:
             if isinstance(t, dict):
-                spend = t.get("spend")
                 lines.append(
-                    f"  {printable(str(t.get('task')))}  {format_duration(float(t.get('elapsed') or 0))}  "
-                    f"{format_money(spend if isinstance(spend, (int, float)) else None)}  "
-                    f"{t.get('steps')} steps"
+                    f"  {printable(str(t.get('task')))}  {format_duration(_number_or_none(t.get('elapsed')) or 0)}  "
+                    f"{format_money(_number_or_none(t.get('spend')))}  {printable(str(t.get('steps')))} steps"
                 )
     return lines
 
@@ -3947,6 +5423,7 @@ def outlier_line(records: list[AttemptRecord]) -> str | None:
 HTML_CLIP = 2000  # characters of an action's output shown before "show all"
 HTML_OUTPUT_CAP = 20_000  # characters of one output kept in the page at all
 HTML_TRAJECTORY_CAP = 200_000  # characters of one task's rendered trajectory
+HTML_TRAJECTORY_SHORT = 20_000  # ... once the page holds HTML_PAGE_TRAJECTORIES_CAP: its first and last steps
 HTML_TRAJECTORY_FILE_CAP = 32 << 20  # a bigger trajectory file is linked, not rendered
 HTML_PAGE_TRAJECTORIES_CAP = 20_000_000  # characters of trajectories in the whole page; the rest are linked
 STATUS_COLOUR = {
@@ -4081,10 +5558,11 @@ def _clipped(text: str) -> str:
     )
 
 
-def trajectory_html(record: AttemptRecord, output_dir: Path) -> str:
+def trajectory_html(record: AttemptRecord, output_dir: Path, cap: int = HTML_TRAJECTORY_CAP) -> str:
     """A trajectory, readably: messages and thoughts, each action with its observation, each step's
-    cost and tokens, the final state and error; bounded however big the file. Only a file inside
-    the output folder is read: a record is data from outside, and may name any file."""
+    cost and tokens, the final state and error; bounded however big the file: past `cap`
+    characters, its first and its last steps. Only a file inside the output folder is read: a
+    record is data from outside, and may name any file."""
     path = Path(record.trajectory_path) if record.trajectory_path else None
     head = (
         f"<p>final state <b>{_e(record.agent_state or UNKNOWN)}</b>"
@@ -4105,7 +5583,12 @@ def trajectory_html(record: AttemptRecord, output_dir: Path) -> str:
         return head + "<p>The trajectory could not be read.</p>"
     if not isinstance(events, list):
         return head + "<p>The trajectory is not a list of events.</p>"
-    out, used, last_cost = [head, "<ol class=steps>"], 0, 0.0
+    return "".join([head, "<ol class=steps>", *first_and_last(trajectory_steps(events), cap), "</ol>"])
+
+
+def trajectory_steps(events: list[Any]) -> list[str]:
+    """Each event of a trajectory (either generation) as one list item (pure)."""
+    items, last_cost = [], 0.0
     for event in events:
         if not isinstance(event, dict):
             continue
@@ -4138,13 +5621,36 @@ def trajectory_html(record: AttemptRecord, output_dir: Path) -> str:
                 f"{format_count(metrics.total_input_tokens)}/{format_count(metrics.total_output_tokens)} tokens)</span>"
             )
             last_cost = metrics.total_cost
-        item = f"<li><span class=kind>{_e(source)} {_e(kind)}</span>{money}{''.join(parts)}</li>"
-        used += len(item)
-        if used > HTML_TRAJECTORY_CAP:
-            out.append(f"<li>… the rest is cut here ({HTML_TRAJECTORY_CAP} characters); open the trajectory file.</li>")
+        items.append(f"<li><span class=kind>{_e(source)} {_e(kind)}</span>{money}{''.join(parts)}</li>")
+    return items
+
+
+def first_and_last(items: list[str], cap: int) -> list[str]:
+    """Every item when they fit in `cap` characters; else the first ones and the last ones, half the
+    cap each, and a line saying how many steps between them are not shown (pure): how an agent
+    started and how it ended are what a reader of a long trajectory looks for."""
+    if sum(len(i) for i in items) <= cap:
+        return items
+    head: list[str] = []
+    used = 0
+    for item in items:
+        if used + len(item) > cap // 2 and head:
             break
-        out.append(item)
-    return "".join([*out, "</ol>"])
+        head.append(item)
+        used += len(item)
+    tail: list[str] = []
+    used = 0
+    for item in reversed(items[len(head) :]):
+        if used + len(item) > cap // 2 and tail:
+            break
+        tail.insert(0, item)
+        used += len(item)
+    hidden = len(items) - len(head) - len(tail)
+    gap = (
+        f"<li class=gap>… {hidden} steps not shown here (the page shows the first and the last); "
+        "open the trajectory file.</li>"
+    )
+    return [*head, gap, *tail] if hidden else [*head, *tail]
 
 
 # The page may load nothing from anywhere: only its own inline style and script.
@@ -4173,13 +5679,18 @@ document.querySelectorAll('.filters input').forEach(c=>c.addEventListener('chang
 
 HTML_TABLE_HEADS = (  # (heading, sorted as a number)
     ("task", 0),
+    ("sample", 1),
     ("status", 0),
     ("state", 0),
     ("verdict", 0),
+    ("score", 1),
+    ("details", 0),
     ("secs", 1),
     ("cost", 1),
     ("in tok", 1),
     ("out tok", 1),
+    ("peak mem", 1),
+    ("cpu s", 1),
     ("attempts", 1),
     ("why", 0),
     ("files", 0),
@@ -4187,60 +5698,111 @@ HTML_TABLE_HEADS = (  # (heading, sorted as a number)
 )
 
 
-def html_totals(totals: Totals, records: list[AttemptRecord], output_dir: Path, disk: dict[str, int]) -> str:
-    """The totals block: counts and spend, pass rate, disk, and which runs and files it covers."""
+def html_covers(records: list[AttemptRecord], output_dir: Path) -> str:
+    """Which runs and results files the page covers, and the wall time from first start to last end."""
     runs = sorted({r.run_id for r in records if r.run_id})
     starts = [t for t in (_seconds(r.started_at) for r in records) if t is not None]
     ends = [t for t in (_seconds(r.finished_at) for r in records) if t is not None]
     wall = format_duration(max(ends) - min(starts)) if starts and ends else UNKNOWN
-    try:
-        files = sorted(p.name for p in output_dir.glob("*.jsonl") if p.name != EVALUATIONS_FILE)
-    except OSError:
-        files = []
-    covers = (
-        f"{len(runs)} run(s): {', '.join(runs)}; results files (one per shard): {', '.join(files) or '-'}; "
-        f"wall time from the first start to the last end {wall}"
-    )
+    files = results_file_names(output_dir)
     return (
-        f"<div class=totals><p>{_e(totals_line(totals))}</p><p>{_e(pass_rate_line(totals.evaluation) or '')}</p>"
-        f"<p>{_e(workspace_line(disk) or '')}</p>\n"
-        f"<p>{_e(covers)}; generated {_e(utc_now())} by run_batch {__version__}</p></div>"
+        f"<p>{_e(len(runs))} run(s): {_e(', '.join(runs))}; results files (one per shard): "
+        f"{_e(', '.join(files) or '-')}; wall time from the first start to the last end {_e(wall)}; "
+        f"generated {_e(utc_now())} by run_batch {__version__}</p>"
     )
+
+
+def html_scores(scores: Scores) -> str:
+    """pass@1 with its interval; with samples, pass@k and pass^k for each k, and the flaky tasks."""
+    line = scores_line(scores)
+    if not line:
+        return ""
+    rows = ""
+    if scores.samples > 1:
+        rows = "".join(
+            f"<tr><td>{k}</td><td>{scores.pass_at[k][0]:.1%}</td><td>{scores.pass_hat[k][0]:.1%}</td>"
+            f"<td>{scores.pass_at[k][1]}</td></tr>"
+            for k in scores.pass_at
+        )
+        rows = f"<table class=scores><tr><th>k</th><th>pass@k</th><th>pass^k</th><th>tasks</th></tr>{rows}</table>"
+        if scores.flaky:
+            rows += f"<p>Flaky (samples disagree): {_e(', '.join(scores.flaky))}</p>"
+    return f"<p>{_e(line)}</p>{rows}"
+
+
+def html_totals(results: ExperimentResults, disk: dict[str, int]) -> str:
+    """One experiment's block: what made it, counts and spend, pass rate and interval, measures, disk."""
+    parts = [
+        results.heading(),
+        totals_line(results.totals),
+        pass_rate_line(results.totals.evaluation),
+        measures_line(results.measures),
+        workspace_line(disk),
+    ]
+    return (
+        "<div class=totals>" + "".join(f"<p>{_e(p)}</p>" for p in parts if p) + html_scores(results.scores) + "</div>"
+    )
+
+
+def html_link(path: str | None, label: str, report_dir: Path) -> str:
+    if not path:
+        return ""
+    return f'<a href="{_e(urllib.parse.quote(os.path.relpath(path, report_dir)))}">{_e(label)}</a>'
+
+
+def verdict_details(evaluation: Evaluation | None) -> str:
+    """The evaluator's details as `name value` pairs, each value cut short (pure)."""
+    if evaluation is None or not evaluation.details:
+        return ""
+    return "; ".join(f"{k}: {one_line(json.dumps(v, ensure_ascii=False), 80)}" for k, v in evaluation.details.items())
+
+
+def why_not(record: AttemptRecord) -> str:
+    """Why an attempt did not succeed, or its verdict is not `passed`: the record's reason, else the
+    evaluator's (pure)."""
+    if record.error:
+        return one_line(record.error, 300)
+    e = record.evaluation
+    if e and e.verdict != "passed":
+        return one_line(e.reason or f"evaluator: {e.verdict}", 300)
+    return ""
 
 
 def html_task_table(
     latest: list[AttemptRecord], records: list[AttemptRecord], report_dir: Path, disk: dict[str, int]
 ) -> str:
-    """The status filters and the task table, each row linking its files relative to the page."""
+    """The status filters and the task table (a row per sample), each row linking its files
+    relative to the page: logs, trajectory, workspace, the grader's log."""
     attempts = Counter(r.task_name for r in records)
     outliers = {r.task_name for r in cost_outliers(latest)}
-
-    def link(path: str | None, label: str) -> str:
-        if not path:
-            return ""
-        return f'<a href="{_e(urllib.parse.quote(os.path.relpath(path, report_dir)))}">{_e(label)}</a>'
-
     rows = []
     for r in latest:
-        verdict = (r.evaluation or {}).get("verdict", "-")
+        e = r.evaluation
         files = (
-            link(r.stdout_log, "stdout"),
-            link(r.stderr_log, "stderr"),
-            link(r.trajectory_path, "trajectory"),
-            link(r.workspace, "workspace"),
+            html_link(r.stdout_log, "stdout", report_dir),
+            html_link(r.stderr_log, "stderr", report_dir),
+            html_link(r.trajectory_path, "trajectory", report_dir),
+            html_link(r.workspace, "workspace", report_dir),
+            html_link(e.log if e else None, "grader log", report_dir),
         )
         colour = STATUS_COLOUR.get(r.status, "#777")
         cost = "" if r.total_cost is None else r.total_cost
+        score = "" if e is None or e.score is None else e.score
+        memory = "" if r.peak_memory_bytes is None else r.peak_memory_bytes
+        cpu = "" if r.cpu_seconds is None else r.cpu_seconds
         rows.append(
-            f'<tr data-status="{_e(r.status)}"><td>{_e(r.task_name)}</td>'
+            f'<tr data-status="{_e(r.status)}"><td>{_e(r.task_name)}</td><td class=num>{r.sample}</td>'
             f'<td><span class=status style="background:{colour}">{_e(r.status)}</span></td>'
-            f"<td>{_e(r.agent_state or UNKNOWN)}</td><td>{_e(verdict)}</td>"
+            f"<td>{_e(r.agent_state or UNKNOWN)}</td><td>{_e(r.verdict or '-')}</td>"
+            f'<td class=num data-v="{score}">{_e(score)}</td><td>{_e(verdict_details(e))}</td>'
             f'<td class=num data-v="{r.elapsed_time_seconds}">{r.elapsed_time_seconds:.1f}</td>'
             f'<td class=num data-v="{cost}">{_e(format_money(r.total_cost))}'
             f"{' ⚑' if r.task_name in outliers else ''}</td>"
             f'<td class=num data-v="{r.total_input_tokens or ""}">{_e(format_count(r.total_input_tokens))}</td>'
             f'<td class=num data-v="{r.total_output_tokens or ""}">{_e(format_count(r.total_output_tokens))}</td>'
-            f"<td class=num>{attempts[r.task_name]}</td><td>{_e(r.error or '')}</td>"
+            f'<td class=num data-v="{memory}">{_e(format_bytes(r.peak_memory_bytes or 0) if memory != "" else "")}</td>'
+            f'<td class=num data-v="{cpu}">{_e(f"{r.cpu_seconds:.1f}" if r.cpu_seconds is not None else "")}</td>'
+            f"<td class=num>{attempts[r.task_name]}</td><td>{_e(why_not(r))}</td>"
             f"<td>{' '.join(filter(None, files))}</td>"
             f'<td class=num data-v="{disk.get(r.task_name, "")}">'
             f"{_e(format_bytes(disk[r.task_name]) if r.task_name in disk else '')}</td></tr>"
@@ -4255,36 +5817,36 @@ def html_task_table(
 
 
 def html_trajectories(latest: list[AttemptRecord], output_dir: Path) -> str:
-    """Every task's trajectory, folded, until the page's cap; the rest say where the file is."""
+    """Every task's trajectory, folded, until the page's cap; past it, each shows its first and
+    last steps only (trajectory_html's small form) and links the file."""
     shown: list[str] = []
     budget = HTML_PAGE_TRAJECTORIES_CAP
     for i, r in enumerate(latest):
-        body = (
-            trajectory_html(r, output_dir)
-            if budget > 0
-            else ("<p>Not shown: the page holds at most 20 million characters of trajectories; open the file.</p>")
-        )
+        body = trajectory_html(r, output_dir, HTML_TRAJECTORY_CAP if budget > 0 else HTML_TRAJECTORY_SHORT)
         budget -= len(body)
+        sample = f" · sample {r.sample}" if r.sample > 1 else ""
         shown.append(
-            f'<details class=traj id="t-{i}"><summary>{_e(r.task_name)} · {_e(r.status)}</summary>{body}</details>'
+            f'<details class=traj id="t-{i}"><summary>{_e(r.task_name)}{_e(sample)} · {_e(r.status)}</summary>'
+            f"{body}</details>"
         )
     return "".join(shown)
 
 
 def render_html(
-    latest: list[AttemptRecord],
-    records: list[AttemptRecord],
-    totals: Totals,
+    groups: list[ExperimentResults],
     report_dir: Path,
     secrets: tuple[str, ...],
     title: str,
     output_dir: Path | None = None,
     disk: dict[str, int] | None = None,
 ) -> str:
-    """The whole report page (pure but for reading trajectories). Everything not written here is
-    escaped: task names, reasons and outputs are data from outside."""
+    """The whole report page (pure but for reading trajectories): the folder's experiments apart,
+    each with its totals, scores and task table. Everything not written here is escaped: task
+    names, reasons and outputs are data from outside."""
     output_dir = output_dir or report_dir
     disk = disk or {}
+    records = [r for g in groups for r in g.records]
+    latest = [r for g in groups for r in g.latest]
     outliers = {r.task_name for r in cost_outliers(latest)}
     durations = sorted(r.elapsed_time_seconds for r in latest)
     median = durations[len(durations) // 2] if durations else 0.0
@@ -4292,16 +5854,24 @@ def render_html(
     time_items = [
         (r.task_name, r.elapsed_time_seconds, median > 0 and r.elapsed_time_seconds > 3 * median) for r in latest
     ]
+    experiments = "".join(
+        (f"<h2>{_e(g.heading())}</h2>" if len(groups) > 1 else "") + html_totals(g, disk) for g in groups
+    )
+    tables = "".join(
+        (f"<h3>{_e(g.heading())}</h3>" if len(groups) > 1 else "")
+        + html_task_table(g.latest, g.records, report_dir, disk)
+        for g in groups
+    )
     page = f"""<!doctype html><html lang=en><head><meta charset=utf-8>
 <meta http-equiv="Content-Security-Policy" content="{HTML_POLICY}">
 <title>{_e(title)}</title><style>{HTML_STYLE}</style></head><body>
 <h1>{_e(title)}</h1>
-{html_totals(totals, records, output_dir, disk)}
+{experiments}{html_covers(records, output_dir)}
 <h2>Timeline</h2><p>One lane per worker slot of each run; hover a bar for its task.</p>{svg_timeline(records)}
 <h2>Cost per task</h2><p>Red: more than 3× the median.</p>{svg_bars(cost_items, "$")}
 <h2>Time per task</h2>{svg_bars(time_items, "s")}
 <h2>Durations</h2>{svg_histogram(durations)}
-<h2>Tasks</h2>{html_task_table(latest, records, report_dir, disk)}
+<h2>Tasks</h2>{tables}
 <h2>Trajectories</h2>{html_trajectories(latest, output_dir)}
 <script>{HTML_SCRIPT}</script></body></html>
 """
@@ -4310,130 +5880,429 @@ def render_html(
 
 def write_html_report(
     path: Path,
-    latest: list[AttemptRecord],
-    records: list[AttemptRecord],
-    totals: Totals,
+    groups: list[ExperimentResults],
     secrets: tuple[str, ...],
-    title: str,
     output_dir: Path,
-    disk: dict[str, int] | None = None,
+    title: str | None = None,
 ) -> Path:
     """The report page, written atomically."""
-    text = render_html(latest, records, totals, path.parent.absolute(), secrets, title, output_dir, disk)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    return path
+    latest = [r for g in groups for r in g.latest]
+    disk = workspace_disk(latest, output_dir)
+    title = title or f"run_batch report: {output_dir}"
+    return write_text_atomically(path, render_html(groups, path.parent.absolute(), secrets, title, output_dir, disk))
 
 
-def markdown_report(latest: list[AttemptRecord], totals: Totals) -> str:
-    """--format markdown: the tasks, the totals, the pass rate and a per-status table (GitHub's
-    job summary reads markdown)."""
-    lines = [render_summary(latest, totals, "markdown"), ""]
-    if rates := pass_rate_line(totals.evaluation):
-        lines += [rates, ""]
-    lines += ["| status | tasks |", "|---|---|", *(f"| {st} | {n} |" for st, n in totals.counts.items() if n)]
+# ------------------------------------------------------------------------------------------------
+# Comparing runs: task by task, with the paired test that says whether a difference is noise
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: an experiment of an output folder."""
+
+    name: str  # as given on the command line
+    folder: Path
+    results: ExperimentResults
+
+
+@dataclass(frozen=True)
+class TaskPair:
+    """One task as both sides did it."""
+
+    a: TaskScore
+    b: TaskScore
+    a_latest: AttemptRecord  # the task's latest attempt on each side (for its links)
+    b_latest: AttemptRecord
+
+    @property
+    def task(self) -> str:
+        return self.a.task
+
+    @property
+    def delta(self) -> float:
+        return self.b.rate - self.a.rate
+
+    @property
+    def flip(self) -> str:
+        """pass -> fail, fail -> pass (one sample a side), worse or better (several), or ''."""
+        if self.a.samples == 1 and self.b.samples == 1:
+            return {(1, 0): "pass -> fail", (0, 1): "fail -> pass"}.get((self.a.passes, self.b.passes), "")
+        return "worse" if self.delta < 0 else "better" if self.delta > 0 else ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Side b against side a over the tasks both have: each side's pass rate and interval, the
+    paired difference and its p-value, cost and time; the tasks only one side has, apart."""
+
+    a: Side
+    b: Side
+    pairs: list[TaskPair]
+    only_a: list[str]
+    only_b: list[str]
+    a_scores: Scores  # over the tasks both have
+    b_scores: Scores
+    difference: float  # mean over tasks of b's pass rate minus a's
+    interval: tuple[float, float]
+    p_value: float
+    method: str
+    discordant: tuple[int, int] | None  # (pass -> fail, fail -> pass), for McNemar
+    cost: tuple[float, float]  # total over the tasks both have (unknown costs as 0)
+    time: tuple[float, float]
+    identity_changes: list[str]  # `field: a -> b`
+    beyond_model: list[str]  # the identity fields that differ besides the model and the label
+
+    def as_json(self) -> dict[str, Any]:
+        def side(s: Side, sc: Scores) -> dict[str, Any]:
+            e = s.results.experiment
+            return {"name": s.name, "experiment": e.as_json() if e else None, "scores": sc.as_json()}
+
+        return {
+            "a": side(self.a, self.a_scores),
+            "b": side(self.b, self.b_scores),
+            "tasks_compared": len(self.pairs),
+            "only_in_a": self.only_a,
+            "only_in_b": self.only_b,
+            "difference": round(self.difference, 6),
+            "interval_95": [round(self.interval[0], 6), round(self.interval[1], 6)],
+            "p_value": self.p_value,
+            "method": self.method,
+            "discordant": list(self.discordant) if self.discordant else None,
+            "cost": {
+                "a": round(self.cost[0], 6),
+                "b": round(self.cost[1], 6),
+                "b_minus_a": round(self.cost[1] - self.cost[0], 6),
+            },
+            "time_seconds": {
+                "a": round(self.time[0], 3),
+                "b": round(self.time[1], 3),
+                "b_minus_a": round(self.time[1] - self.time[0], 3),
+            },
+            "identity_changes": self.identity_changes,
+            "differs_beyond_model": self.beyond_model,
+            "tasks": [
+                {
+                    "task": p.task,
+                    "a": {"samples": p.a.samples, "passes": p.a.passes, "rate": round(p.a.rate, 6)},
+                    "b": {"samples": p.b.samples, "passes": p.b.passes, "rate": round(p.b.rate, 6)},
+                    "flip": p.flip,
+                }
+                for p in self.pairs
+            ],
+        }
+
+
+def compare(a: Side, b: Side) -> Comparison:
+    """Side b against side a (pure). One sample a side: the exact McNemar test on the tasks whose
+    outcome flipped; several: a paired bootstrap over tasks of the per-task difference."""
+    a_by = {t.task: t for t in a.results.scores.by_task}
+    b_by = {t.task: t for t in b.results.scores.by_task}
+    a_last = latest_by_task(a.results.latest)
+    b_last = latest_by_task(b.results.latest)
+    common = sorted(a_by.keys() & b_by.keys())
+    pairs = [TaskPair(a_by[t], b_by[t], a_last[t], b_last[t]) for t in common]
+    a_scores = score([r for r in a.results.latest if r.task_name in b_by])
+    b_scores = score([r for r in b.results.latest if r.task_name in a_by])
+    diffs = [p.delta for p in pairs]
+    difference = sum(diffs) / len(diffs) if diffs else 0.0
+    discordant = None
+    if all(p.a.samples == 1 and p.b.samples == 1 for p in pairs):
+        worse = sum(p.flip == "pass -> fail" for p in pairs)
+        better = sum(p.flip == "fail -> pass" for p in pairs)
+        discordant = (worse, better)
+        p_value, method = mcnemar_exact_p(worse, better), "exact McNemar test on the tasks that flipped"
+        low, high, _ = paired_bootstrap(diffs)
+    else:
+        low, high, p_value = paired_bootstrap(diffs)
+        method = "paired bootstrap over tasks (10,000 resamples, seed 0)"
+
+    def total(side: Side, pick: Callable[[AttemptRecord], float | None]) -> float:
+        return sum(pick(r) or 0.0 for r in side.results.latest if r.task_name in common)
+
+    ea, eb = a.results.experiment, b.results.experiment
+    changes = ea.differences(eb) if ea and eb else []
+    beyond = [
+        f for f in IDENTITY_FIELDS if ea and eb and f not in ("model", "label") and getattr(ea, f) != getattr(eb, f)
+    ]
+    return Comparison(
+        a,
+        b,
+        pairs,
+        sorted(a_by.keys() - b_by.keys()),
+        sorted(b_by.keys() - a_by.keys()),
+        a_scores,
+        b_scores,
+        difference,
+        (low, high),
+        p_value,
+        method,
+        discordant,
+        (total(a, lambda r: r.total_cost), total(b, lambda r: r.total_cost)),
+        (total(a, lambda r: r.elapsed_time_seconds), total(b, lambda r: r.elapsed_time_seconds)),
+        changes,
+        beyond,
+    )
+
+
+def format_p(p: float) -> str:
+    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
+def comparison_lines(c: Comparison) -> list[str]:
+    """A comparison as console text: identities, flips first, rates, the difference and its test."""
+    lines = [f"A = {c.a.name}: {c.a.results.heading()}", f"B = {c.b.name}: {c.b.results.heading()}"]
+    if c.identity_changes:
+        lines.append("B differs from A in: " + "; ".join(c.identity_changes))
+    if c.beyond_model:
+        lines.append(
+            "Note: the two differ in more than the model ("
+            + ", ".join(f.replace("_", " ") for f in c.beyond_model)
+            + "): a difference cannot be put down to the model alone."
+        )
+    flipped = [p for p in c.pairs if p.flip]
+    lines.append(f"{plural(len(c.pairs), 'task')} in both; {plural(len(flipped), 'task')} changed:")
+    for p in sorted(flipped, key=lambda p: (p.delta, p.task)):
+        lines.append(f"  {p.flip:<13} {printable(p.task)}  A {p.a.passes}/{p.a.samples}  B {p.b.passes}/{p.b.samples}")
+    for side, names in (("A", c.only_a), ("B", c.only_b)):
+        if names:
+            lines.append(f"Only in {side} (not counted): " + ", ".join(printable(n) for n in names[:50]))
+    for side, sc in (("A", c.a_scores), ("B", c.b_scores)):
+        low, high = sc.interval
+        lines.append(f"{side}: pass rate {sc.pass_rate:.1%} [95% {low:.1%}-{high:.1%}] ({sc.method})")
+    low, high = c.interval
+    counts = f"; {c.discordant[0]} pass -> fail, {c.discordant[1]} fail -> pass" if c.discordant else ""
+    verdict = "more than noise at the 5% level" if c.p_value < 0.05 else "within noise at the 5% level"
+    lines.append(
+        f"B - A: {c.difference:+.1%} [95% {low:+.1%} to {high:+.1%}], p = {format_p(c.p_value)} ({c.method}{counts}): "
+        f"{verdict}."
+    )
+    lines.append(
+        f"Cost over the tasks in both: A ${c.cost[0]:.4f}, B ${c.cost[1]:.4f} ({c.cost[1] - c.cost[0]:+.4f}); "
+        f"task time A {format_duration(c.time[0])}, B {format_duration(c.time[1])}."
+    )
+    return lines
+
+
+def comparison_markdown(c: Comparison) -> str:
+    lines = [f"### {c.a.name} vs {c.b.name}", "", *(f"- {line}" for line in comparison_lines(c) if line.strip())]
+    lines += ["", "| task | A | B | change |", "|---|---|---|---|"]
+    for p in sorted(c.pairs, key=lambda p: (not p.flip, p.delta, p.task)):
+        name = p.task.replace("|", "\\|")
+        lines.append(f"| {name} | {p.a.passes}/{p.a.samples} | {p.b.passes}/{p.b.samples} | {p.flip or '-'} |")
     return "\n".join(lines)
 
 
-def report(settings: Settings) -> int:
-    """--report: the latest attempt of every task across every results file in the folder."""
+def comparison_html(comparisons: list[Comparison], report_dir: Path) -> str:
+    """The side-by-side page: for each comparison the identities, the flipped tasks first, every
+    task's outcome on each side with links to its trajectories, and the test."""
+    sections = []
+    for c in comparisons:
+        text = "".join(f"<p>{_e(line)}</p>" for line in comparison_lines(c) if not line.startswith("  "))
+        rows = []
+        for p in sorted(c.pairs, key=lambda p: (not p.flip, p.delta, p.task)):
+            links = [
+                html_link(p.a_latest.trajectory_path, "A trajectory", report_dir),
+                html_link(p.b_latest.trajectory_path, "B trajectory", report_dir),
+            ]
+            rows.append(
+                f"<tr class={'flip' if p.flip else 'same'}><td>{_e(p.task)}</td>"
+                f"<td>{p.a.passes}/{p.a.samples} ({_e(p.a_latest.status)}, {_e(p.a_latest.verdict or '-')})</td>"
+                f"<td>{p.b.passes}/{p.b.samples} ({_e(p.b_latest.status)}, {_e(p.b_latest.verdict or '-')})</td>"
+                f"<td>{_e(p.flip or '-')}</td><td>{' '.join(filter(None, links))}</td></tr>"
+            )
+        only = "".join(
+            f"<p>Only in {side} (not counted): {_e(', '.join(names))}</p>"
+            for side, names in (("A", c.only_a), ("B", c.only_b))
+            if names
+        )
+        sections.append(
+            f"<h2>{_e(c.a.name)} (A) vs {_e(c.b.name)} (B)</h2><div class=totals>{text}</div>"
+            "<table id=tasks><thead><tr><th>task</th><th>A</th><th>B</th><th>change</th><th>files</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>{only}"
+        )
+    style = HTML_STYLE + "tr.flip td{background:#fff3e0}"
+    return f"""<!doctype html><html lang=en><head><meta charset=utf-8>
+<meta http-equiv="Content-Security-Policy" content="{HTML_POLICY}">
+<title>run_batch comparison</title><style>{style}</style></head><body>
+<h1>run_batch comparison</h1>{"".join(sections)}
+<p>generated {_e(utc_now())} by run_batch {__version__}; the statistics are explained in docs/statistics.md</p>
+</body></html>
+"""
+
+
+def compare_side(spec: str) -> Side:
+    """DIR, or DIR@LABEL (or an experiment id's start) for a folder that holds several experiments."""
+    path, pick = Path(spec).expanduser(), None
+    if not path.is_dir() and "@" in spec:
+        folder, pick = spec.rsplit("@", 1)
+        path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"--compare {spec}: no such output folder")
+    records, warnings = read_folder_records(path)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    groups = split_experiments(apply_verdicts(records, read_verdicts(path)))
+    if pick is not None:
+        groups = [
+            g for g in groups if g.experiment and (g.experiment.label == pick or g.experiment.id.startswith(pick))
+        ]
+    if not groups:
+        raise UsageError(f"--compare {spec}: no records{' of that experiment' if pick else ''} there")
+    if len(groups) > 1:
+        names = ", ".join(f"{spec}@{g.experiment.label or g.experiment.id}" for g in groups if g.experiment)
+        raise UsageError(f"--compare {spec}: the folder holds {len(groups)} experiments; pick one: {names}")
+    return Side(spec, path.absolute(), groups[0])
+
+
+def compare_runs(settings: Settings) -> int:
+    """--report --compare A B [C ...]: each later side against the first."""
+    sides = [compare_side(spec) for spec in settings.compare]
+    comparisons = [compare(sides[0], other) for other in sides[1:]]
+    if settings.output_format == "json":
+        print(dumps_json({"comparisons": [c.as_json() for c in comparisons]}, indent=2))
+    elif settings.output_format == "markdown":
+        print("\n\n".join(comparison_markdown(c) for c in comparisons))
+    elif settings.output_format == "html":
+        path = settings.report_output or Path("comparison.html").absolute()
+        write_text_atomically(path, comparison_html(comparisons, path.parent.absolute()))
+        print(f"Comparison: {path}")
+    else:
+        print("\n\n".join("\n".join(comparison_lines(c)) for c in comparisons))
+    return 0
+
+
+def markdown_report(results: ExperimentResults) -> str:
+    """--format markdown: the tasks, the totals, the pass rate, the measures and scores, and a
+    per-status table (GitHub's job summary reads markdown)."""
+    lines = [render_summary(results, "markdown"), ""]
+    counts = results.totals.counts
+    lines += ["| status | samples |" if results.scores.samples > 1 else "| status | tasks |", "|---|---|"]
+    lines += [f"| {st} | {n} |" for st, n in counts.items() if n]
+    return "\n".join(lines)
+
+
+def report_groups(settings: Settings) -> tuple[list[ExperimentResults], list[AttemptRecord]]:
+    """The folder's experiments (only --label's, when given), each with its records, verdicts
+    applied; and every record."""
     folder = settings.output_dir
     if not folder.is_dir():
         raise UsageError(f"--output-dir {folder}: no such folder; nothing to report")
     records, warnings = read_folder_records(folder)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    latest = apply_verdicts(sorted(latest_by_task(records).values(), key=lambda r: r.task_name), read_verdicts(folder))
-    totals = summarise(latest)
+    groups = split_experiments(apply_verdicts(records, read_verdicts(folder)))
+    if settings.label is not None:
+        groups = [g for g in groups if g.experiment and g.experiment.label == settings.label]
+        if not groups:
+            raise UsageError(f"--label {settings.label!r}: no experiment in {folder} has that label")
+    return groups, records
+
+
+def report(settings: Settings) -> int:
+    """--report: every experiment in the folder, apart, each over the latest attempt of each of its
+    tasks (and samples) across every results file in the folder."""
+    if settings.compare:
+        return compare_runs(settings)
+    folder = settings.output_dir
+    groups, _ = report_groups(settings)
+    latest = [r for g in groups for r in g.latest]
     live = read_live_runs(folder)
     disk = workspace_disk(latest, folder)
+    status = 0 if latest and all(r.status == "success" for r in latest) else 1
     if settings.output_format == "json":
-        data = json.loads(render_summary(latest, totals, "json"))
+        last = groups[-1] if groups else experiment_results([], None)
+        data = json.loads(render_summary(last, "json"))
+        if len(groups) > 1:  # the newest at the top, each apart below: never summed into one
+            data["experiments"] = [{**g.as_json(), "tasks": [r.as_json() for r in g.latest]} for g in groups]
         data["cost_outliers"] = [r.task_name for r in cost_outliers(latest)]
-        data["live_runs"] = live
+        data["live_runs"] = [run.data for run in live if run.stale_for is None]
+        data["stale_status_files"] = [run.data for run in live if run.stale_for is not None]
         data["workspaces_disk_bytes"] = {"total": sum(disk.values()), "by_task": disk}
-        print(json.dumps(data, indent=2, ensure_ascii=False))
-        return 0 if latest and all(r.status == "success" for r in latest) else 1
+        print(dumps_json(data, indent=2))
+        return status
     if settings.output_format == "html":
         path = settings.report_output or folder / "report.html"
         secrets = find_secrets(load_base_config(settings.base_config), dict(os.environ))
-        write_html_report(path, latest, records, totals, secrets, f"run_batch report: {folder}", folder, disk)
+        write_html_report(path, groups, secrets, folder)
         print(f"Report: {path}")
-        return 0 if latest and all(r.status == "success" for r in latest) else 1
-    if settings.output_format == "table":
-        print_report_table(latest, totals)
-        if rates := pass_rate_line(totals.evaluation):
-            print(rates)
-    elif settings.output_format == "markdown":
-        print(markdown_report(latest, totals))
-    else:
-        print(render_summary(latest, totals, settings.output_format))
+        return status
+    for g in groups:
+        if len(groups) > 1:
+            print(f"\n== {g.heading()}\n")
+        if settings.output_format == "markdown":
+            print(markdown_report(g))
+        else:
+            print_report_table(g)
     for line in [*filter(None, [outlier_line(latest), workspace_line(disk)]), *live_run_lines(live)]:
         print(line)
-    return 0 if latest and all(r.status == "success" for r in latest) else 1
+    return status
 
 
-def dry_run(settings: Settings, plan: Plan, entrypoint: Entrypoint, secrets: tuple[str, ...]) -> int:
-    """--dry-run: the plan, the first task's command and effective config; nothing run or written."""
+def dry_run(
+    settings: Settings, plan: Plan, entrypoint: Entrypoint, experiment: Experiment, secrets: tuple[str, ...]
+) -> int:
+    """--dry-run: the plan, the experiment, the first task's command and effective config; nothing
+    run or written."""
     about = entrypoint.about()
-    described: dict[str, Any] = {}
-    if plan.to_run or plan.done:
-        example = (plan.to_run or plan.done)[0]
-        files = AttemptFiles(
-            settings.output_dir / "trajectories" / f"{example.stem}.json",
-            settings.output_dir / "logs" / f"{example.stem}.stdout.log",
-            settings.output_dir / "logs" / f"{example.stem}.stderr.log",
-        )
+
+    def say(text: str) -> None:  # every line masked once more, in every escaped form a secret takes
+        print(clean_text(mask(text, secrets)))
+
+    described: Described | None = None
+    example = plan.to_run[0].task if plan.to_run else plan.done[0] if plan.done else None
+    if example is not None:
+        files = AttemptFiles.named(settings.output_dir, example.stem)
         workspace = settings.output_dir / "workspaces" / example.stem if settings.workspace_per_task else None
-        described = entrypoint.describe(example, files, secrets, workspace)
+        session = session_name(example, "RUNID", 1)
+        attempt = Attempt(example, 1, 1, "RUNID", session, experiment, files, workspace)
+        described = entrypoint.describe(attempt, secrets)
+    unit = "sample" if plan.samples > 1 else "task"
     if settings.output_format == "json":
-        print(
-            json.dumps(
-                {
-                    "project_dir": str(settings.project_dir),
-                    "output_dir": str(settings.output_dir),
-                    "results_file": str(settings.results_path),
-                    "max_workers": settings.max_workers,
-                    "to_run": [{"task": t.name, "problem": t.problem} for t in plan.to_run],
-                    "skipped": [{"task": t.name, "why": "already success"} for t in plan.done],
-                    "openhands": about,
-                    "first_task": described,
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        first: dict[str, Any] = {}
+        if described is not None:
+            first = {"command": described.command}
+            first |= {"config": described.config} if described.config is not None else {}
+            first |= {"workspace": described.workspace} if described.workspace else {}
+        data = {
+            "project_dir": str(settings.project_dir),
+            "output_dir": str(settings.output_dir),
+            "results_file": str(settings.results_path),
+            "max_workers": settings.max_workers,
+            "samples": plan.samples,
+            "experiment": experiment.as_json(),
+            "to_run": [{"task": j.task.name, "sample": j.sample, "problem": j.task.problem} for j in plan.to_run],
+            "skipped": [{"task": t.name, "why": "already done"} for t in plan.done],
+            "to_grade": [{"task": r.task_name, "sample": r.sample, "attempt": r.attempt} for r in plan.to_grade],
+            "openhands": about.as_json(),
+            "first_task": first,
+        }
+        say(dumps_json(data, indent=2))
         return 0
     import tomli_w
 
-    print(
-        f"Would run {plural(len(plan.to_run), 'task')} ({len(plan.done)} already done, skipped), "
+    say(
+        f"Would run {plural(len(plan.to_run), unit)} ({len(plan.done)} tasks already done, skipped), "
         f"{settings.max_workers} at a time, from {settings.project_dir}:"
     )
-    rules = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in about["rules"].items())
-    print(f"OpenHands: {about['entrypoint']}, version {about['version'] or 'unknown (newest rules)'} ({rules})")
-    for t in plan.to_run:
-        print(f"  run   {printable(t.name)}" + (f"  (will be recorded as error: {t.problem})" if t.problem else ""))
+    rules = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in about.rules.items())
+    say(f"OpenHands: {about.entrypoint}, version {about.version or 'unknown (newest rules)'} ({rules})")
+    say(f"Experiment {experiment.describe()}")
+    for j in plan.to_run:
+        sample = f"  (sample {j.sample})" if plan.samples > 1 else ""
+        problem = f"  (will be recorded as error: {j.task.problem})" if j.task.problem else ""
+        say(f"  run   {printable(j.task.name)}{sample}{problem}")
     for t in plan.done:
-        print(f"  skip  {printable(t.name)}  (already success)")
-    if "command" in described:
-        print("Command (first task):\n  " + shlex.join(described["command"]))
-    if "workspace" in described:
-        print(f"Workspace (first task): {described['workspace']}")
-    if "config" in described:
-        print("Effective config (first task, secrets masked):")
-        print(tomli_w.dumps(described["config"]).rstrip())
+        say(f"  skip  {printable(t.name)}  (already done)")
+    if plan.to_grade:
+        say(f"Would grade {plural(len(plan.to_grade), 'finished attempt')} --evaluate has not graded yet")
+    if described is not None:
+        say("Command (first task):\n  " + shlex.join(described.command))
+        if described.workspace:
+            say(f"Workspace (first task): {described.workspace}")
+        if described.config is not None:
+            say("Effective config (first task, secrets masked):")
+            say(tomli_w.dumps(described.config).rstrip())
     return 0
 
 
@@ -4598,69 +6467,68 @@ class Batch:
     file, the console and the log, and the stop signal."""
 
     settings: Settings
-    tasks: list[Task]
+    jobs: list[Job]  # the samples to run
     entrypoint: Entrypoint
+    experiment: Experiment
     folder: OutputFolder
     secrets: tuple[str, ...]
     view: PlainView
     log: RunLog
     stop: StopSignal
-    previous_attempts: Counter[str]  # attempts per task already recorded in the output folder
+    attempts: dict[str, int]  # each task's highest attempt number so far in the output folder
     folder_spend: ShardSpend | None = None  # what the folder's results files recorded, kept current
+    to_grade: list[AttemptRecord] = field(default_factory=list)  # finished, not graded by --evaluate yet
     done: int = 0
     cost_so_far: float = 0.0
-    skipped_budget: list[str] = field(default_factory=list)
+    skipped_budget: list[Job] = field(default_factory=list)
     records: list[AttemptRecord] = field(default_factory=list)
+    regraded: list[AttemptRecord] = field(default_factory=list)  # to_grade, graded by this run
     live: dict[str, LiveAttempt] = field(default_factory=dict)  # running attempts, by session
     started_at: str = field(default_factory=utc_now)
     previous_run: dict[str, Any] | None = None  # a dead run's status, as the status file said `died`
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_start: float = 0.0
 
-    def run_task(self, task: Task) -> None:
-        """All attempts of one task, and the error policy: retried while the failure is
-        infrastructure's; a bug of the runner's becomes an `error` record, never a lost task."""
-        attempt = self.previous_attempts.get(task.name, 0)
+    @property
+    def unit(self) -> str:
+        """What the console counts: tasks, or samples when each task has several."""
+        return "sample" if self.settings.samples > 1 else "task"
+
+    def run_job(self, job: Job) -> None:
+        """All attempts of one sample of a task, and the error policy: retried while the failure is
+        infrastructure's; a bug of the runner's becomes an `error` record, never a lost attempt."""
         for retry in range(self.settings.retries + 1):
             if retry:
-                delay = self.settings.retry_backoff * 2 ** (retry - 1) * random.uniform(0.8, 1.2)
-                self.log.write(f"{printable(task.name)}: retrying in {delay:.1f}s")
+                delay = retry_delay(self.settings.retry_backoff, retry)
+                self.log.write(f"{printable(job.task.name)}: retrying in {delay:.1f}s")
                 if self.stop.event.wait(delay):
                     return
-            if not self.may_start(task, first=not retry):
+            if not self.may_start(job, first=not retry):
                 return
-            attempt += 1
+            attempt = self.new_attempt(job)
             try:
-                record, retryable = self.run_attempt(task, attempt)
+                record, retryable = self.run_attempt(attempt)
             except Exception as exc:
-                session = session_name(task, self.folder.run_id, attempt)
                 if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                     # The output folder cannot hold an attempt's files: stop, as for the results file.
                     why = f"cannot write {exc.filename or self.folder.path} ({exc.strerror})"
                     self.stop.fail(why)
                 else:
-                    self.log.write(f"{printable(task.name)}: internal error\n{traceback.format_exc()}")
+                    self.log.write(f"{printable(job.task.name)}: internal error\n{traceback.format_exc()}")
                     why = f"run_batch internal error: {exc!r} (details in batch_run.log)"
-                record = blank_record(
-                    task,
-                    attempt,
-                    session,
-                    self.entrypoint.session_id(session),
-                    self.folder.run_id,
-                    mask(why, self.secrets),
-                )
+                record = attempt.record(self.entrypoint.session_id(attempt.session), mask(why, self.secrets))
                 retryable = False
             last = not retryable or retry == self.settings.retries
             self.finish(record, last)
             if last:
                 return
 
-    def may_start(self, task: Task, first: bool) -> bool:
+    def may_start(self, job: Job, first: bool) -> bool:
         self.check_budgets()
         with self._lock:
             if self.stop.budget:
                 if first:
-                    self.skipped_budget.append(task.name)
+                    self.skipped_budget.append(job)
                 return False
             if self.stop.stopping:
                 return False
@@ -4668,99 +6536,158 @@ class Batch:
             self._last_start = max(time.monotonic(), self._last_start + self.settings.start_delay)
         return not (wait_for > 0 and self.stop.event.wait(wait_for))
 
-    def run_attempt(self, task: Task, attempt: int) -> tuple[AttemptRecord, bool]:
+    def new_attempt(self, job: Job) -> Attempt:
+        """The next attempt of a task (numbered above every earlier one, its other samples' too)."""
+        with self._lock:
+            number = self.attempts.get(job.task.name, 0) + 1
+            self.attempts[job.task.name] = number
+        run_id = self.folder.run_id
+        return Attempt(job.task, job.sample, number, run_id, session_name(job.task, run_id, number), self.experiment)
+
+    def run_attempt(self, attempt: Attempt) -> tuple[AttemptRecord, bool]:
         """One attempt: fresh files, workspace and session; launch and wait; read what it left;
         the record; the grade."""
-        session = session_name(task, self.folder.run_id, attempt)
-        blank = blank_record(task, attempt, session, self.entrypoint.session_id(session), self.folder.run_id)
-        if task.problem:
-            return blank, False
-        files = claim_attempt_files(self.folder.path, task, attempt, self.folder.run_id)
-        workspace = None
+        sid = self.entrypoint.session_id(attempt.session)
+        if attempt.task.problem:
+            return attempt.record(sid), False
+        attempt = dataclasses.replace(attempt, files=claim_attempt_files(self.folder.path, attempt))
         if self.settings.workspace_per_task:
             try:
-                workspace = make_workspace(self.folder.path, files, self.settings.workspace_template)
+                workspace = make_workspace(self.folder.path, attempt.evidence, self.settings.workspace_template)
             except OSError as exc:
-                return dataclasses.replace(blank, error=one_line(str(exc))), True
-        blank = dataclasses.replace(blank, workspace=str(workspace) if workspace else None)
-        launch, live, argv = self.launch(task, session, files, workspace)
-        outcome = self.read_outcome(files, session, live)
+                return attempt.record(sid, str(exc)), True
+            attempt = dataclasses.replace(attempt, workspace=workspace)
+        attempt = dataclasses.replace(attempt, prompt=write_attempt_prompt(attempt, self.settings))
+        hook = self.before_attempt(attempt) if self.settings.before_hook else None
+        if hook is not None and hook.get("reason"):
+            trajectory_saved(attempt.evidence.trajectory)  # the empty claim goes: nothing was saved
+            record = attempt.record(sid, mask(f"--before-attempt failed: {hook['reason']}", self.secrets))
+            return dataclasses.replace(record, before_attempt=hook), False
+        launch, live, argv = self.launch(attempt)
+        outcome = self.read_outcome(attempt, live)
         record, retryable = build_record(
-            blank,
+            attempt.record(sid),
             launch,
             outcome,
-            files,
+            attempt.evidence,
             argv,
-            self.collect_evidence(task, files),
-            self.settings.timeout,
+            self.collect_evidence(attempt),
+            attempt.task.settings.timeout or self.settings.timeout,
             self.stop.reason,
             self.secrets,
         )
+        record = dataclasses.replace(record, before_attempt=hook)
         if self.settings.evaluator and record.status != "error" and not self.stop.stopping:
-            record = self.evaluate(task, record, files.stdout_log)
+            record = self.evaluate(record)
         return record, retryable
 
-    def launch(
-        self, task: Task, session: str, files: AttemptFiles, workspace: Path | None
-    ) -> tuple[Launch, LiveAttempt, list[str]]:
+    def before_attempt(self, attempt: Attempt) -> dict[str, Any]:
+        """Run --before-attempt for an attempt about to start, as the evaluator runs: its own
+        session and logs (<stem>.before.log), its time limit, the sweep, secrets masked. What it
+        did, with `reason` set when it failed (then the agent does not start)."""
+        files = attempt.evidence
+        values = {**attempt_values(attempt, self.folder.path), "log": str(files.stdout_log)}
+        ran = run_evaluator(
+            evaluator_argv(self.settings.before_hook, values),
+            self.settings.evaluate_cwd or self.settings.project_dir,
+            {**os.environ, **task_variables(attempt.task)},
+            files.stdout_log.with_name(f"{files.stem}.before.log"),
+            self.settings.before_attempt_timeout,
+            Marker(attempt.run_id, f"{attempt.session}-before"),
+            self.secrets,
+            self.stop,
+        )
+        reason = None
+        if ran.exit_code != 0 or ran.reason:
+            said = last_line_of(Path(ran.stderr_log or "")) or last_line_of(Path(ran.log or ""))
+            reason = one_line(f"{ran.reason or f'exit code {ran.exit_code}'}{': ' + said if said else ''}", 300)
+        return {
+            "exit_code": ran.exit_code,
+            "elapsed_seconds": ran.elapsed_seconds,
+            "log": ran.log,
+            "stderr_log": ran.stderr_log,
+            "reason": mask(reason, self.secrets) if reason else None,
+        }
+
+    def launch(self, attempt: Attempt) -> tuple[Launch, LiveAttempt, list[str]]:
         """Configure the attempt, launch it and wait (followed by the monitor meanwhile), then clean
         up after it: its private files, its container. Returns what happened, what the monitor saw
         and the argv that ran."""
-        marker = Marker(self.folder.run_id, session)
-        prepared = self.entrypoint.prepare(task, session, files, marker, self.folder.private_dir, workspace)
-        live = LiveAttempt(task.name, session, files, self.entrypoint.follow(files, session), Halt())
+        prepared = self.entrypoint.prepare(attempt, self.folder.private_dir)
+        budget = options_for(self.settings.openhands, attempt.task).max_budget_per_task
+        live = LiveAttempt(
+            attempt.task.name, attempt.session, attempt.evidence, self.entrypoint.follow(attempt), Halt(), budget
+        )
         with self._lock:
-            self.live[session] = live
-        self.view.started(task.name, session)
+            self.live[attempt.session] = live
+        self.view.started(attempt.task.name, attempt.session)
         try:
             launch = launch_and_wait(
                 prepared,
                 self.settings.project_dir,
-                files,
-                self.settings.timeout,
+                attempt.evidence,
+                attempt.task.settings.timeout or self.settings.timeout,
                 self.settings.grace_period,
                 self.stop,
-                marker,
+                attempt.marker,
                 self.entrypoint.request_stop,
                 live.halt,
             )
         finally:
             with self._lock:
-                self.live.pop(session, None)
-            self.view.ended(session)
+                self.live.pop(attempt.session, None)
+            self.view.ended(attempt.session)
             for path in prepared.private_files:
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-            self.entrypoint.clean_up(session, self.log)
+            self.entrypoint.clean_up(attempt, self.log)
         return launch, live, prepared.argv
 
-    def read_outcome(self, files: AttemptFiles, session: str, live: LiveAttempt) -> Outcome:
+    def read_outcome(self, attempt: Attempt, live: LiveAttempt) -> Outcome:
         """What the attempt left; when its totals were never saved (killed), the spend the monitor
         saw last rather than nothing."""
-        outcome = self.entrypoint.read_outcome(files, session)
+        try:
+            outcome = self.entrypoint.read_outcome(attempt)
+        except Exception:  # a reader's bug must not lose a paid attempt: record what the launch tells
+            self.log.write(f"{attempt.session}: could not read the outcome\n{traceback.format_exc()}")
+            outcome = Outcome(None, Metrics(), OutputFacts())
         with contextlib.suppress(Exception):
             live.look(time.monotonic())  # the last events, for a task killed before it saved its totals
         if not outcome.metrics.known and live.metrics.known:
             outcome.metrics = live.metrics
         return outcome
 
-    def evaluate(self, task: Task, record: AttemptRecord, stdout_log: Path) -> AttemptRecord:
-        """Grade one attempt with --evaluate."""
-        evaluation = grade(
-            self.settings.grader, record, str(task.prompt_path), stdout_log, self.folder.run_id, self.secrets, self.stop
-        )
-        if evaluation.reason and evaluation.reason.startswith("stopped with the batch"):
-            return record  # not graded: the next run or --evaluate-only grades it
+    def evaluate(self, record: AttemptRecord) -> AttemptRecord:
+        """Grade one attempt with --evaluate, as it ends."""
+        evaluation = grade(self.settings.grader, record, self.folder.run_id, self.secrets, self.stop)
+        if evaluation is None:
+            return record  # stopped with the batch: the next run of the same command grades it
         command = mask(self.settings.evaluate or "", self.secrets)
-        return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=command)
+        return dataclasses.replace(record, evaluation=evaluation, evaluate_command=command)
+
+    def grade_again(self, record: AttemptRecord) -> None:
+        """Grade a finished attempt that --evaluate has not graded yet (interrupted while grading,
+        the runner killed, the evaluator new or changed), without running its agent again: the
+        verdict goes to evaluations.jsonl, as with --evaluate-only."""
+        if self.stop.stopping:
+            return
+        evaluation = grade(self.settings.grader, record, self.folder.run_id, self.secrets, self.stop)
+        if evaluation is None:
+            return
+        command = mask(self.settings.evaluate or "", self.secrets)
+        append_verdict(self.folder.path, verdict_entry(record, evaluation, command, self.folder.run_id))
+        graded = dataclasses.replace(record, evaluation=evaluation, evaluate_command=command)
+        with self._lock:
+            self.regraded.append(graded)
+        self.view.line(mask(graded_line(len(self.regraded), len(self.to_grade), graded), self.secrets))
 
     def watch(self, done: threading.Event) -> None:
         """The monitor thread: every few seconds, look at each running attempt (new events and
         output only), stop a stalled one or one over its budget, hold the batch budgets, write the
         status file, and off a terminal print a heartbeat."""
-        poll = min(2.0, self.settings.heartbeat or 2.0)
+        poll = min(STATUS_REFRESH, self.settings.heartbeat or STATUS_REFRESH)
         last_heartbeat = time.monotonic()
         while not done.wait(poll):
             now = time.monotonic()
@@ -4771,7 +6698,7 @@ class Batch:
                     live.look(now)
                 except Exception as exc:  # a follower's bug must not stop the watch
                     self.log.once(f"follow-{type(exc).__name__}", f"could not follow a running task: {exc!r}")
-                check_attempt(live, now, self.settings.stall_timeout, self.settings.openhands.max_budget_per_task)
+                check_attempt(live, now, self.settings.stall_timeout, live.budget)
             self.check_budgets()
             self.view.progress({r.session: (r.metrics.total_cost, r.steps) for r in running})
             self.write_status("running")
@@ -4790,8 +6717,8 @@ class Batch:
             recorded = self.cost_so_far
         folder = (self.folder_spend.refresh(self.folder.results.path) if self.folder_spend else 0.0) + recorded
         for other in read_live_runs(self.settings.output_dir):  # other shards' running tasks, as they last said
-            if other.get("run_id") != self.folder.run_id and isinstance(other.get("spend"), dict):
-                folder += _number_or_none(other["spend"].get("running")) or 0.0
+            if other.data.get("run_id") != self.folder.run_id and other.stale_for is None:
+                folder += other.running_spend
         return {
             "this_run": round(recorded + running, 6),
             "running": round(running, 6),
@@ -4812,7 +6739,7 @@ class Batch:
     def eta(self) -> float | None:
         with self._lock:
             durations = [r.elapsed_time_seconds for r in self.records]
-            left = len(self.tasks) - self.done
+            left = len(self.jobs) - self.done
         if not left:
             return 0.0
         if not durations:
@@ -4822,7 +6749,8 @@ class Batch:
     def heartbeat_line(self) -> str:
         spend, eta = self.spend(), self.eta()
         return (
-            f"[heartbeat {utc_now()[11:19]}] {self.done}/{len(self.tasks)} done, {len(self.live)} running, "
+            f"[heartbeat {utc_now()[11:19]}] {self.done}/{len(self.jobs)}{' samples' if self.unit == 'sample' else ''} "
+            f"done, {len(self.live)} running, "
             f"${spend['this_run']:.4f} spent this run (${spend['running']:.4f} by running tasks), "
             f"ETA {UNKNOWN if eta is None else format_duration(eta)}"
         )
@@ -4841,7 +6769,7 @@ class Batch:
                     "spend": r.metrics.total_cost,
                     "steps": r.steps,
                     "last_event_at": r.last_progress_at,
-                    "last_event": r.last_event,
+                    "last_event": one_line(mask(r.last_event, self.secrets), 80) if r.last_event else None,
                 }
                 for r in self.live.values()
             ]
@@ -4855,7 +6783,9 @@ class Batch:
             "state": state,
             "started_at": self.started_at,
             "updated_at": utc_now(),
-            "tasks": {"selected": len(self.tasks), "done": self.done, "running": len(running)},
+            "tasks": {"selected": len(self.jobs), "done": self.done, "running": len(running)},
+            "samples": self.settings.samples,
+            "experiment_id": self.experiment.id,
             "running": running,
             "spend": self.spend(),
             "budgets": {
@@ -4864,21 +6794,24 @@ class Batch:
                 "stopped_by": self.stop.budget,
             },
             "eta_seconds": None if eta is None else round(eta, 1),
+            "refresh_seconds": STATUS_REFRESH,
             "previous_run": self.previous_run,
         }
         try:
-            write_json_atomically(s.output_dir / status_file_name(s.results_name), data)
+            write_json_atomically(s.output_dir / status_file_name(s.results_name), data, self.secrets)
         except OSError as exc:
             self.log.once(
                 "status-file", f"cannot write the status file {exc.filename} ({exc.strerror}); going on without it"
             )
 
-    def collect_evidence(self, task: Task, files: AttemptFiles) -> Evidence:
+    def collect_evidence(self, attempt: Attempt) -> Evidence:
         """Secrets masked in what the task wrote, the logs' tails, whether a trajectory was saved."""
+        files = attempt.evidence
         saved = trajectory_saved(files.trajectory)
-        for path in (files.trajectory, files.stdout_log, files.stderr_log, *self.entrypoint.evidence(files)):
+        for path in (files.trajectory, files.stdout_log, files.stderr_log, *self.entrypoint.evidence(attempt)):
+            keep_private(path)
             if redact_file(path, self.secrets):
-                self.log.warn(f"{printable(task.name)}: a secret appeared in {path.name}; masked")
+                self.log.warn(f"{printable(attempt.task.name)}: a secret appeared in {path.name}; masked")
         return Evidence(mask(tail(files.stdout_log), self.secrets), mask(tail(files.stderr_log), self.secrets), saved)
 
     def finish(self, record: AttemptRecord, last: bool) -> None:
@@ -4902,11 +6835,17 @@ class Batch:
             if recorded:
                 self.records.append(record)
             self.cost_so_far += record.total_cost or 0.0  # spent either way: the budgets count it
-            line = mask(finished_line(record, self.done, len(self.tasks), last), self.secrets)
+            line = mask(finished_line(record, self.done, len(self.jobs), last), self.secrets)
             if not recorded:
                 line += "  (NOT RECORDED: the results file cannot be written)"
         self.log.write(line)
         self.view.finished(record, line, last)
+
+
+def retry_delay(backoff: float, retry: int) -> float:
+    """The wait before retry number `retry` (1-based): backoff doubled each time, with jitter,
+    never past MAX_SECONDS however many retries (2 ** 2000 is no number of seconds)."""
+    return min(MAX_SECONDS, backoff * 2.0 ** min(retry - 1, 64) * random.uniform(0.8, 1.2))
 
 
 def execute(batch: Batch) -> None:
@@ -4930,9 +6869,11 @@ def run_pool(batch: Batch) -> None:
         # Finished futures come through a queue: waiting on all the pending ones at every wake
         # costs time that grows with the square of the batch (2,000 tasks: 0.3 s of CPU).
         ended: queue.SimpleQueue[Future[None]] = queue.SimpleQueue()
-        for task in batch.tasks:
-            pool.submit(batch.run_task, task).add_done_callback(ended.put)
-        left = len(batch.tasks)
+        for record in batch.to_grade:  # grading left over first: no LLM spend, and the summary needs it
+            pool.submit(batch.grade_again, record).add_done_callback(ended.put)
+        for job in batch.jobs:
+            pool.submit(batch.run_job, job).add_done_callback(ended.put)
+        left = len(batch.to_grade) + len(batch.jobs)
         said = (False, False)
         while left:
             finished = []
@@ -4975,16 +6916,17 @@ def peak_rss_mb() -> float | None:
 
 
 def summary_lines(
-    batch: Batch, plan: Plan, shown: list[AttemptRecord], totals: Totals, wall: float, not_started: list[str]
+    batch: Batch, plan: Plan, mine: ExperimentResults, shown: list[AttemptRecord], wall: float, not_started: list[Job]
 ) -> list[str]:
-    """The final summary: what this run did, then the state of every selected task (pure)."""
-    s = batch.settings
+    """The final summary: what this run did, then the state of the experiment in the folder (pure)."""
+    s, totals = batch.settings, mine.totals
     counts = ", ".join(f"{n} {st}" for st, n in totals.counts.items() if n) or "nothing recorded"
+    unit = batch.unit
     if not batch.records and not plan.to_run:
         lines = [
             f"Nothing to run: {plural(len(plan.selected), 'selected task')} "
-            f"{'has' if len(plan.selected) == 1 else 'have'} already succeeded "
-            "(--rerun runs them again)."
+            f"{'has' if len(plan.selected) == 1 else 'have'} already "
+            f"{'succeeded' if plan.samples == 1 else 'run every sample'} (--rerun runs them again)."
             if plan.selected
             else "Nothing to run: no task selected."
         ]
@@ -4992,78 +6934,73 @@ def summary_lines(
         task_time = sum(r.elapsed_time_seconds for r in batch.records)
         lines = [
             f"Done in {format_duration(wall)} wall time ({format_duration(task_time)} of task time, "
-            f"{plural(len(batch.records), 'attempt')} this run), {plural(totals.tasks, 'task')}: {counts}."
+            f"{plural(len(batch.records), 'attempt')} this run), {plural(totals.samples, unit)}: {counts}."
         ]
+    if batch.regraded:
+        lines.append(f"Graded without running the agent again: {plural(len(batch.regraded), 'finished attempt')}.")
     if not_started:
-        lines.append(f"{plural(len(not_started), 'task')} not started (run the same command to continue).")
+        lines.append(f"{plural(len(not_started), unit)} not started (run the same command to continue).")
     if batch.stop.budget:
         lines.append(
-            f"Stopped: {batch.stop.budget}; {plural(len(batch.skipped_budget), 'task')} skipped, not failed "
+            f"Stopped: {batch.stop.budget}; {plural(len(batch.skipped_budget), unit)} skipped, not failed "
             f"(${batch.cost_so_far:.4f} recorded this run). Raise the budget and run the same command to go on."
         )
-    mean = "" if totals.mean_cost is None else f", mean ${totals.mean_cost:.4f} per task"
+    each = "task" if plan.samples == 1 else "sample"
+    mean = "" if totals.mean_cost is None else f", mean ${totals.mean_cost:.4f} per {each}"
     tokens_mean = (
         ""
         if totals.mean_input_tokens is None or totals.mean_output_tokens is None
-        else f", mean {totals.mean_input_tokens:.0f} / {totals.mean_output_tokens:.0f} per task"
+        else f", mean {totals.mean_input_tokens:.0f} / {totals.mean_output_tokens:.0f} per {each}"
     )
     lines.append(
-        f"Cost ${totals.total_cost:.4f} (known for {totals.tasks_with_cost} of {totals.tasks} tasks{mean}; "
+        f"Cost ${totals.total_cost:.4f} (known for {totals.tasks_with_cost} of {totals.samples} {each}s{mean}; "
         f"this run ${batch.cost_so_far:.4f}). Tokens {totals.total_input_tokens} in / "
         f"{totals.total_output_tokens} out{tokens_mean}."
     )
     for r in [r for r in shown if r.status != "success"][:20]:
-        lines.append(f"  {r.status:<11} {printable(r.task_name)}: {one_line(r.error or '', 180)}"[:200])
+        sample = f" (sample {r.sample})" if plan.samples > 1 else ""
+        lines.append(f"  {r.status:<11} {printable(r.task_name)}{sample}: {one_line(r.error or '', 180)}"[:200])
     slowest = sorted(shown, key=lambda r: -r.elapsed_time_seconds)[:3]
     if slowest:
         lines.append(
             "Slowest: " + ", ".join(f"{printable(r.task_name)} {r.elapsed_time_seconds:.0f}s" for r in slowest)
         )
-    if outliers := outlier_line(shown):
-        lines.append(outliers)
-    if rates := pass_rate_line(totals.evaluation):
-        lines.append(rates)
+    lines += filter(None, [outlier_line(mine.latest), pass_rate_line(totals.evaluation), measures_line(mine.measures)])
+    lines += filter(
+        None, [scores_line(mine.scores), f"Experiment {mine.experiment.describe()}" if mine.experiment else None]
+    )
     lines.append(f"Results: {s.results_path}  Summary: {s.output_dir / 'summary.json'}")
     return lines
 
 
-def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) -> list[AttemptRecord]:
-    """summary.json and the final summary over the latest attempt of every selected task, this
-    run's or an earlier one's. Returns those latest attempts."""
-    latest = latest_by_task([*earlier, *batch.records])
-    shown = apply_verdicts(
-        [latest[t.name] for t in plan.selected if t.name in latest], read_verdicts(batch.settings.output_dir)
-    )
-    ran = {r.task_name for r in batch.records}
-    not_started = sorted(t.name for t in plan.to_run if t.name not in ran and t.name not in batch.skipped_budget)
-    totals = summarise(shown)
-    write_summary_json(
-        batch.settings.output_dir,
-        shown,
-        {
-            **dataclasses.asdict(totals),
-            "run_id": batch.folder.run_id,
-            "wall_time_seconds": round(wall, 3),
-            "this_run_cost": round(batch.cost_so_far, 6),
-            "this_run_tasks": len(ran),
-            "not_started": not_started,
-            "skipped_for_budget": sorted(batch.skipped_budget),
-            "runner_peak_rss_mb": peak_rss_mb(),
-        },
-    )
-    lines = summary_lines(batch, plan, shown, totals, wall, not_started)
-    if batch.settings.html:
-        records, _ = read_folder_records(batch.settings.output_dir)
-        report = write_html_report(
-            batch.settings.report_output or batch.settings.output_dir / "report.html",
-            shown,
-            records,
-            totals,
-            batch.secrets,
-            f"run_batch report: {batch.settings.output_dir}",
-            batch.settings.output_dir,
-            workspace_disk(shown, batch.settings.output_dir),
-        )
+def sum_up(batch: Batch, plan: Plan, wall: float) -> list[AttemptRecord]:
+    """summary.json and the final summary, over the whole folder as it is now (every shard's
+    records too), for this run's experiment. Returns the latest attempt of each selected task's
+    samples, which decide the exit status."""
+    s = batch.settings
+    records, _ = read_folder_records(s.output_dir)
+    groups = split_experiments(apply_verdicts(records, read_verdicts(s.output_dir)), batch.experiment)
+    mine = next((g for g in groups if g.id == batch.experiment.id), experiment_results([], batch.experiment))
+    latest = {(r.task_name, r.sample): r for r in mine.latest}
+    shown = [latest[key] for key in plan.wanted() if key in latest]
+    ran = {(r.task_name, r.sample) for r in batch.records}
+    skipped = {(j.task.name, j.sample) for j in batch.skipped_budget}
+    not_started = [j for j in plan.to_run if (j.task.name, j.sample) not in ran | skipped]
+    this_run = {
+        "run_id": batch.folder.run_id,
+        "wall_time_seconds": round(wall, 3),
+        "this_run_cost": round(batch.cost_so_far, 6),
+        "this_run_tasks": len({r.task_name for r in batch.records}),
+        "this_run_attempts": len(batch.records),
+        "graded_without_running": len(batch.regraded),
+        "not_started": sorted({j.task.name for j in not_started}),
+        "skipped_for_budget": sorted({j.task.name for j in batch.skipped_budget}),
+        "runner_peak_rss_mb": peak_rss_mb(),
+    }
+    write_summary_json(s.output_dir, mine, [g for g in groups if g is not mine], this_run, batch.secrets)
+    lines = summary_lines(batch, plan, mine, shown, wall, not_started)
+    if s.html:
+        report = write_html_report(s.report_output or s.output_dir / "report.html", [mine], batch.secrets, s.output_dir)
         lines.append(f"Report: {report}")
     text = mask("\n".join(lines), batch.secrets)
     batch.log.write(text)
@@ -5071,9 +7008,9 @@ def sum_up(batch: Batch, plan: Plan, earlier: list[AttemptRecord], wall: float) 
     return shown
 
 
-def exit_status(
-    stop: StopSignal, shown: list[AttemptRecord], selected: list[Task], verdicts_count: bool = False
-) -> int:
+def exit_status(stop: StopSignal, shown: list[AttemptRecord], wanted: int, verdicts_count: bool = False) -> int:
+    """0 when every selected sample's latest attempt succeeded (and, with --fail-on-evaluation,
+    passed), 1 otherwise or when the runner stopped itself, 128+N after signal N."""
     if stop.failure:
         print(
             f"run-batch: error: {stop.failure}; records already written are kept, run the same command "
@@ -5083,10 +7020,10 @@ def exit_status(
         return 1
     if stop.signum:
         return 128 + stop.signum
-    every_task_done = len(shown) == len(selected)
-    if verdicts_count and not (every_task_done and all((r.evaluation or {}).get("verdict") == "passed" for r in shown)):
+    every_sample_done = len(shown) == wanted
+    if verdicts_count and not (every_sample_done and all(r.verdict == "passed" for r in shown)):
         return 1  # --fail-on-evaluation
-    return 0 if every_task_done and all(r.status == "success" for r in shown) else 1
+    return 0 if every_sample_done and all(r.status == "success" for r in shown) else 1
 
 
 @dataclass(frozen=True)
@@ -5110,44 +7047,106 @@ def read_earlier(settings: Settings) -> Earlier:
 
 
 def run(settings: Settings, environ: dict[str, str]) -> int:
-    """Configure, plan, open the output folder, run the pool, sum up."""
+    """Check, configure, plan, open the output folder, run the pool, sum up."""
     require_tomli_w()
+    check_output_paths(settings)  # cheap checks before the slow probes (Poetry, the release)
+    earlier = read_earlier(settings)
+    tasks = discover_tasks(settings.prompt_dir)
     settings = resolve_poetry(settings, environ)
     base_config = load_base_config(settings.base_config)
     secrets = find_secrets(base_config, environ)
     entrypoint = choose_entrypoint(settings, base_config, environ)
-    check_output_paths(settings)
-    earlier = read_earlier(settings)
-    tasks = discover_tasks(settings.prompt_dir)
-    plan = plan_batch(tasks, settings.selection, earlier.own, settings.rerun, settings.prompt_dir)
+    experiment = this_experiment(settings, entrypoint, secrets)
+    if conflict := experiment_conflict(experiment, earlier.every):
+        raise UsageError(conflict)
+    mine, legacy = records_of(experiment, earlier.every)
+    verdicts = read_verdicts(settings.output_dir)
+    evaluate_command = mask(settings.evaluate, secrets) if settings.evaluate else None
+    with with_folder_hints(settings.prompt_dir):
+        plan = plan_batch(
+            tasks,
+            settings.selection,
+            mine,
+            settings.rerun,
+            settings.prompt_dir,
+            settings.samples,
+            verdicts.command_of,
+            evaluate_command,
+        )
+    check_task_settings(plan.selected, settings, entrypoint)
+    upper = [h for h in prompt_folder_hints(settings.prompt_dir) if ".MD" in h]
+    warnings = [*earlier.warnings, *legacy_warning(legacy), *upper]
     if settings.dry_run:
-        return dry_run(settings, plan, entrypoint, secrets)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        return dry_run(settings, plan, entrypoint, experiment, secrets)
 
     stop = StopSignal()
     folder = open_output_folder(settings)
     try:
-        batch = make_batch(settings, plan, entrypoint, folder, secrets, stop, earlier)
+        batch = make_batch(settings, plan, entrypoint, experiment, folder, secrets, stop, earlier)
         try:
             t0 = time.monotonic()
             with signal_handlers(stop):
                 try:
-                    begin(batch, plan, [*earlier.warnings, *start_warnings(settings, environ)])
+                    begin(batch, plan, [*warnings, *start_warnings(settings, environ)])
                     execute(batch)
                 finally:
                     batch.view.close()
                     kill_everything(None, Marker(folder.run_id))  # belt and braces: nothing of this run outlives it
-            shown = sum_up(batch, plan, earlier.own, time.monotonic() - t0)
+            shown = sum_up(batch, plan, time.monotonic() - t0)
         finally:
             batch.log.close()
     finally:
         folder.close()
-    return exit_status(stop, shown, plan.selected, settings.fail_on_evaluation)
+    return exit_status(stop, shown, len(plan.wanted()), settings.fail_on_evaluation)
+
+
+def check_task_settings(tasks: list[Task], settings: Settings, entrypoint: Entrypoint) -> None:
+    """What the selected prompts ask for that this run cannot give, before anything runs: a step
+    limit or a budget the V1 CLI has no way to honour, {workspace} in a prompt with no workspaces."""
+    kind = entrypoint.about().entrypoint
+    for t in tasks:
+        for key in ("max_iterations", "max_budget_per_task"):
+            if kind == "cli" and getattr(t.settings, key) is not None:
+                raise UsageError(
+                    f"{t.prompt_path}: front matter {key}: the V1 CLI cannot honour it (no step limit or budget of "
+                    "its own); leave it out, or use --entrypoint sdk"
+                )
+        if settings.prompt_placeholders and not settings.workspace_per_task and t.problem is None:
+            uses = False
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                uses = prompt_uses(prompt_text(t), "workspace")
+            if uses:
+                raise UsageError(
+                    f"{t.prompt_path} uses {{workspace}}, but attempts have no workspace of their own: add "
+                    "--workspace-per-task (or --workspace-template DIR), or write {{workspace}} for the text itself"
+                )
+
+
+def this_experiment(settings: Settings, entrypoint: Entrypoint, secrets: tuple[str, ...]) -> Experiment:
+    """The running experiment: what the entrypoint makes, the label, and the evaluator beside them."""
+    evaluator = mask(settings.evaluate, secrets) if settings.evaluate else None
+    digest = hashlib.sha256(evaluator.encode("utf-8", "surrogatepass")).hexdigest() if evaluator else None
+    return dataclasses.replace(
+        entrypoint.identity(), label=settings.label, evaluator=evaluator, evaluator_sha256=digest
+    )
+
+
+def legacy_warning(count: int) -> list[str]:
+    if not count:
+        return []
+    return [
+        f"{plural(count, 'record')} of run_batch 0.3/0.4 carry no experiment identity (model, release, "
+        "configuration): counted as this experiment's, as those releases did; give --label to keep them apart"
+    ]
 
 
 def make_batch(
     settings: Settings,
     plan: Plan,
     entrypoint: Entrypoint,
+    experiment: Experiment,
     folder: OutputFolder,
     secrets: tuple[str, ...],
     stop: StopSignal,
@@ -5156,7 +7155,11 @@ def make_batch(
     """The batch and what it reports to: the console view (a lost console stops the batch like
     SIGPIPE would) and the run log."""
     view, hint = make_view(
-        settings.quiet, len(plan.to_run), settings.max_workers, on_lost=lambda: stop.request(signal.SIGPIPE)
+        settings.quiet,
+        len(plan.to_run),
+        settings.max_workers,
+        on_lost=lambda: stop.request(signal.SIGPIPE),
+        unit="sample" if settings.samples > 1 else "task",
     )
     log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
     if hint:
@@ -5165,13 +7168,15 @@ def make_batch(
         settings,
         plan.to_run,
         entrypoint,
+        experiment,
         folder,
         secrets,
         view,
         log,
         stop,
-        previous_attempts=Counter(r.task_name for r in earlier.every),
+        attempts=attempt_numbers(earlier.every),
         folder_spend=ShardSpend(settings.output_dir, earlier.every),
+        to_grade=plan.to_grade,
     )
 
 
@@ -5191,25 +7196,21 @@ def begin(batch: Batch, plan: Plan, warnings: list[str]) -> None:
     if folder.dead_run:
         clean_up_dead_run(folder.dead_run, batch.log)
         batch.previous_run = mark_dead_run(s.output_dir / status_file_name(s.results_name), folder.dead_run)
+    samples = f" × {plan.samples} samples" if plan.samples > 1 else ""
+    grading = f", {len(plan.to_grade)} finished to grade" if plan.to_grade else ""
     batch.log.write(
-        f"run {folder.run_id}: {plural(len(plan.selected), 'task')} selected, {len(plan.done)} "
-        f"already done, {len(plan.to_run)} to run, {s.max_workers} at a time; output in {s.output_dir}",
+        f"run {folder.run_id}: {plural(len(plan.selected), 'task')} selected{samples}, {len(plan.done)} "
+        f"already done, {plural(len(plan.to_run), batch.unit)} to run{grading}, {s.max_workers} at a time; "
+        f"output in {s.output_dir}",
         console=True,
     )
+    batch.log.write(f"experiment {batch.experiment.describe()}")
 
 
-def attempts_to_grade(
-    latest: dict[str, AttemptRecord], selected: list[Task], command: str, rerun: bool
-) -> list[AttemptRecord]:
-    """The latest attempt of each selected task that ran and is not yet graded by this command
-    (all of them with --rerun) (pure)."""
-    return [
-        latest[t.name]
-        for t in selected
-        if latest[t.name].status != "error"
-        and latest[t.name].stdout_log
-        and (rerun or latest[t.name].evaluate_command != command)
-    ]
+def attempts_to_grade(latest: list[AttemptRecord], command: str, rerun: bool) -> list[AttemptRecord]:
+    """The attempts among `latest` that ran the agent and are not yet graded by this command (all
+    that ran with --rerun) (pure)."""
+    return [r for r in latest if r.status != "error" and r.stdout_log and (rerun or r.evaluate_command != command)]
 
 
 def verdict_entry(record: AttemptRecord, evaluation: Evaluation, command: str, run_id: str) -> dict[str, Any]:
@@ -5227,31 +7228,32 @@ def verdict_entry(record: AttemptRecord, evaluation: Evaluation, command: str, r
 
 
 def graded_line(i: int, total: int, graded: AttemptRecord) -> str:
-    verdict = graded.evaluation or {}
-    score = "" if verdict.get("score") is None else f"  score {verdict['score']:g}"
-    why = f"  - {verdict['reason']}" if verdict.get("reason") else ""
-    return f"[{i}/{total}] {verdict.get('verdict', '?'):<7} {printable(graded.task_name)}{score}{why}"
+    e = graded.evaluation
+    score = "" if e is None or e.score is None else f"  score {e.score:g}"
+    why = f"  - {one_line(e.reason, 200)}" if e and e.reason else ""
+    sample = f" (sample {graded.sample})" if graded.sample > 1 else ""
+    return f"[{i}/{total}] {graded.verdict or '?':<7} {printable(graded.task_name)}{sample}{score}{why}"
 
 
 def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
-    """--evaluate-only: grade the latest attempt of every selected task in an existing output folder,
-    running no agent; verdicts are appended to evaluations.jsonl (records are never rewritten)."""
+    """--evaluate-only: grade the latest attempt of every selected task (and sample) of each
+    experiment in an existing output folder (--label's only, when given), running no agent; verdicts
+    are appended to evaluations.jsonl (records are never rewritten), then summary.json, and the HTML
+    report when there is one, are written again."""
     folder = settings.output_dir
-    if not folder.is_dir():
-        raise UsageError(f"--output-dir {folder}: no such folder; nothing to evaluate")
     secrets = find_secrets(load_base_config(settings.base_config), environ)
     command = mask(settings.evaluate or "", secrets)  # as it is stored
-    records, warnings = read_folder_records(folder)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    latest = {r.task_name: r for r in apply_verdicts(list(latest_by_task(records).values()), read_verdicts(folder))}
-    tasks = select_tasks(discover_tasks(settings.prompt_dir), settings.selection, settings.prompt_dir)
-    selected = [t for t in tasks if t.name in latest]
-    to_grade = attempts_to_grade(latest, selected, command, settings.rerun)
+    groups, _ = report_groups(settings)
+    with with_folder_hints(settings.prompt_dir):
+        chosen = select_tasks(discover_tasks(settings.prompt_dir), settings.selection, settings.prompt_dir)
+    tasks = {t.name: t for t in chosen}
+    selected = [r for g in groups for r in g.latest if r.task_name in tasks]
+    to_grade = attempts_to_grade(selected, command, settings.rerun)
     run_id = uuid.uuid4().hex[:8]
     stop = StopSignal()
-    verdicts_file = ResultsFile(folder / EVALUATIONS_FILE)
-    verdicts_file.acquire({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id})
+    # One --evaluate-only at a time per folder (a run grading what it left may append beside it).
+    holder = ResultsFile(folder / EVALUATIONS_FILE)
+    holder.acquire({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id})
     print(
         f"evaluating {plural(len(to_grade), 'attempt')} ({len(selected) - len(to_grade)} of the "
         f"{len(selected)} selected already graded with this command, or never ran)",
@@ -5259,28 +7261,61 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
     )
 
     def one(record: AttemptRecord) -> AttemptRecord:
-        evaluation = grade(
-            settings.grader, record, record.prompt_file, Path(str(record.stdout_log)), run_id, secrets, stop
-        )
-        if evaluation.reason and evaluation.reason.startswith("stopped with the batch"):
+        evaluation = grade(settings.grader, record, run_id, secrets, stop, task_variables(tasks.get(record.task_name)))
+        if evaluation is None:
             return record
-        verdicts_file.append_json(verdict_entry(record, evaluation, command, run_id))
-        return dataclasses.replace(record, evaluation=evaluation.as_json(), evaluate_command=command)
+        append_verdict(folder, verdict_entry(record, evaluation, command, run_id))
+        return dataclasses.replace(record, evaluation=evaluation, evaluate_command=command)
 
     try:
         with signal_handlers(stop), ThreadPoolExecutor(settings.max_workers, thread_name_prefix="evaluate") as pool:
             for i, graded in enumerate(pool.map(one, to_grade), 1):
                 print(mask(graded_line(i, len(to_grade), graded), secrets), flush=True)
-                latest[graded.task_name] = graded
     finally:
-        verdicts_file.release()
+        holder.release()
     if stop.signum:
         return 128 + stop.signum
-    shown = [latest[t.name] for t in selected]
-    print(pass_rate_line(pass_rates(shown)) or "Evaluation: nothing evaluated.")
+    groups, _ = report_groups(settings)  # read again: the verdicts just written, any run's since
+    rewrite_summaries(folder, groups, secrets, run_id)
+    shown = [r for g in groups for r in g.latest if r.task_name in tasks]
+    for g in groups:
+        heading = f"{g.heading()}: " if len(groups) > 1 else ""
+        mine = [r for r in g.latest if r.task_name in tasks]
+        print(heading + (pass_rate_line(pass_rates(mine)) or "Evaluation: nothing evaluated."))
+        for line in filter(None, [measures_line(measures(mine))]):
+            print(line)
     if settings.fail_on_evaluation:
-        return 0 if shown and all((r.evaluation or {}).get("verdict") == "passed" for r in shown) else 1
+        return 0 if shown and all(r.verdict == "passed" for r in shown) else 1
     return 0
+
+
+# summary.json's totals that say what one run did; kept when --evaluate-only writes it again
+THIS_RUN_KEYS = (
+    "run_id",
+    "wall_time_seconds",
+    "this_run_cost",
+    "this_run_tasks",
+    "this_run_attempts",
+    "graded_without_running",
+    "not_started",
+    "skipped_for_budget",
+    "runner_peak_rss_mb",
+)
+
+
+def rewrite_summaries(folder: Path, groups: list[ExperimentResults], secrets: tuple[str, ...], run_id: str) -> None:
+    """After --evaluate-only: summary.json written again for the experiment it described (else the
+    newest), with the new verdicts; the HTML report too when the folder has one."""
+    if not groups:
+        return
+    old = _dict(read_json_file(folder / "summary.json", limit=256 << 20))
+    described = _dict(old.get("experiment")).get("id")
+    mine = next((g for g in groups if g.id == described), groups[-1])
+    kept = {k: v for k, v in _dict(old.get("totals")).items() if k in THIS_RUN_KEYS}
+    this_run = {**kept, "evaluated_by": run_id, "evaluated_at": utc_now()}
+    write_summary_json(folder, mine, [g for g in groups if g is not mine], this_run, secrets)
+    if (folder / "report.html").is_file():
+        write_html_report(folder / "report.html", groups, secrets, folder)
 
 
 # ================================================================================================

@@ -128,9 +128,18 @@ def test_verdict_comes_from_the_exit_code_and_score_and_details_from_the_last_li
     assert len(gradings(ws)) == 4  # once per attempt
 
 
-def test_an_evaluator_that_is_not_there_is_an_error_verdict(ws: Workspace) -> None:
+def test_an_evaluator_that_is_not_there_is_a_usage_error_before_anything_runs(ws: Workspace) -> None:
     ws.prompt("one")
-    done = ws.run("--evaluate", f"{ws.root / 'no-such-grader'} {{task}}")
+    for grader in (f"{ws.root / 'no-such-grader'} {{task}}", "no-such-grader-on-path {task}"):
+        done = ws.run("--evaluate", grader)
+        assert done.returncode == 2 and "no-such-grader" in done.stderr and "Traceback" not in done.stderr
+        assert done.stderr.count("\n") == 1 and ws.launches() == [] and not ws.output.exists()
+
+
+def test_an_evaluator_that_cannot_start_at_grading_is_an_error_verdict(ws: Workspace) -> None:
+    ws.prompt("one")
+    # Named by a placeholder, it is known only once the attempt has a workspace: checked then.
+    done = ws.run("--workspace-per-task", "--evaluate", "{workspace}/no-such-grader {task}")
     assert done.returncode == 0, done.stderr
     [record] = read_jsonl(ws.results)
     assert record["status"] == "success"

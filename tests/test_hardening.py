@@ -210,8 +210,8 @@ def test_everything_derived_from_a_task_name_is_distinct(hws: Workspace) -> None
     "first, second",
     [
         (["--results-name", "monday.jsonl"], ["--results-name", "tuesday.jsonl", "--rerun"]),
-        (["--shard", "1/1"], ["--shard", "1/2"]),  # a changed shard count: another results file
-        ([], ["--results-name", "other.jsonl"]),
+        (["--shard", "1/1"], ["--shard", "1/2", "--rerun"]),  # a changed shard count: another results file
+        ([], ["--results-name", "other.jsonl", "--rerun"]),
     ],
     ids=["monday-tuesday", "shard-count", "default-then-named"],
 )

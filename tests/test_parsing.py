@@ -386,7 +386,9 @@ def test_session_id_of_0_33_is_never_cut() -> None:
 def test_the_config_max_iterations_is_passed_as_a_flag() -> None:
     base = {"core": {"max_iterations": 100}}
     entry = rb.CoreMain(("python", "-m", "openhands.core.main"), rb.OpenHandsOptions(), base, {})
-    argv = rb.build_command(entry.command, entry.options, Path("/p/t.md"), Path("/c.toml"), "s")
+    t = rb.Task("t", Path("/p/t.md"), "t", "sha", None)
+    attempt = rb.Attempt(t, 1, 1, "run1", "s", entry.identity())
+    argv = entry.argv(attempt, Path("/c"))
     assert argv[argv.index("-i") + 1] == "100"
     chosen = rb.CoreMain(("python",), rb.OpenHandsOptions(max_iterations=7), base, {})
     assert chosen.options.max_iterations == 7  # the user's flag wins

@@ -20,20 +20,22 @@ def test_redact_file_masks_a_secret_across_chunk_borders(tmp_path: Path) -> None
 
 def test_torn_last_line_is_tolerated(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
-    path.write_text('{"task_name": "a", "status": "success"}\n{"task_name": "b", "sta')
+    path.write_text('{"run_batch": "0.5.0", "task_name": "a", "status": "success"}\n{"task_name": "b", "sta')
     records, warnings = rb.read_records(path)
     assert [r.task_name for r in records] == ["a"] and len(warnings) == 1 and "line 2" in warnings[0]
 
 
 def test_appending_after_a_torn_line_starts_a_new_line(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
-    path.write_text('{"task_name": "a", "status": "success"}\n{"task_name": "b", "sta')
+    path.write_text('{"run_batch": "0.5.0", "task_name": "a", "status": "success"}\n{"task_name": "b", "sta')
     results = rb.ResultsFile(path)
-    results.append(rb.AttemptRecord.from_json({"task_name": "c", "status": "failed"}))
+    results.append(rb.AttemptRecord.from_json({"run_batch": "0.5.0", "task_name": "c", "status": "failed"}))
     results.release()
     records, warnings = rb.read_records(path)
     assert [r.task_name for r in records] == ["a", "c"] and len(warnings) == 1
-    assert path.read_text().startswith('{"task_name": "a", "status": "success"}\n{"task_name": "b", "sta\n')
+    assert path.read_text().startswith(
+        '{"run_batch": "0.5.0", "task_name": "a", "status": "success"}\n{"task_name": "b", "sta\n'
+    )
 
 
 def cli_conversation(root: Path, status: str, cost: float, error: dict[str, str] | None = None) -> Path:

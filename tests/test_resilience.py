@@ -365,10 +365,10 @@ def test_an_internal_error_still_leaves_a_record(
     ws.prompt("a")
     ws.prompt("b")
 
-    def broken(self: rb.Batch, task: rb.Task, attempt: int) -> tuple[dict, bool]:
-        if task.name == "a":
+    def broken(self: rb.Batch, attempt: rb.Attempt) -> tuple[rb.AttemptRecord, bool]:
+        if attempt.task.name == "a":
             raise RuntimeError("simulated bug")
-        return real(self, task, attempt)
+        return real(self, attempt)
 
     real = rb.Batch.run_attempt
     monkeypatch.setattr(rb.Batch, "run_attempt", broken)

@@ -20,9 +20,14 @@ def task(name: str, sha: str | None = None, problem: str | None = None) -> rb.Ta
     return rb.Task(name, Path(f"/p/{name}.md"), name, sha if sha is not None else f"sha-{name}", problem)
 
 
+EXPERIMENT = rb.Experiment("core-main", "openhands-ai", "1.6.0", "openai/m", "config [llm]", None, "0" * 64)
+
+
 def record(t: rb.Task | str, status: str = "success", **changes: Any) -> rb.AttemptRecord:
     t = task(t) if isinstance(t, str) else t
-    blank = rb.blank_record(t, 1, f"{t.name}-1", f"{t.name}-1-sid", "run1")
+    blank = rb.Attempt(t, 1, 1, "run1", f"{t.name}-1", EXPERIMENT).record(f"{t.name}-1-sid")
+    if isinstance(changes.get("evaluation"), dict):  # written as the record holds it
+        changes["evaluation"] = rb.Evaluation.from_json({"elapsed_seconds": 1.0, **changes["evaluation"]})
     return dataclasses.replace(blank, status=status, **changes)
 
 
@@ -37,8 +42,8 @@ def launch(
     return rb.Launch(rc, timed_out, interrupted, "s", "f", 1.0, error, halted, halt_reason)
 
 
-def names(ts: list[rb.Task]) -> list[str]:
-    return [t.name for t in ts]
+def names(ts: list[rb.Task] | list[rb.Job]) -> list[str]:
+    return [t.task.name if isinstance(t, rb.Job) else t.name for t in ts]
 
 
 # --- plan_batch -----------------------------------------------------------------------------------
@@ -106,7 +111,9 @@ def test_plan_selection_comes_before_skipping() -> None:
     assert names(plan(shard=(1, 2), limit=2).selected) == ["a1", "b1"]  # the shard, then the limit
     limited = plan(limit=2)
     assert names(limited.selected) == ["a1", "a2"] and names(limited.done) == ["a1"] and names(limited.to_run) == ["a2"]
-    assert plan(limit=0).selected == [] and plan(include=("nothing*",)).to_run == []
+    assert plan(limit=0).selected == []
+    with pytest.raises(rb.UsageError, match="matches no task"):  # a selection that selects nothing is a mistake
+        plan(include=("nothing*",))
 
 
 def test_plan_selection_is_case_sensitive() -> None:
@@ -219,7 +226,7 @@ def test_pass_rates_over_the_evaluated_and_the_selected() -> None:
         record("e", evaluation={"verdict": "maybe", "score": 0.3}),  # not a verdict: not evaluated
     ]
     rates = rb.pass_rates(latest)
-    assert rates == {
+    assert rates is not None and dataclasses.asdict(rates) == {
         "evaluated": 3,
         "passed": 1,
         "failed": 1,
@@ -235,7 +242,7 @@ def test_pass_rates_over_the_evaluated_and_the_selected() -> None:
 
 def test_pass_rates_mean_score_only_over_finite_scores() -> None:
     rates = rb.pass_rates([evaluated("a", "passed", float("nan")), evaluated("b", "passed", True)])
-    assert rates is not None and rates["mean_score"] is None and rates["pass_rate_evaluated"] == 1.0
+    assert rates is not None and rates.mean_score is None and rates.pass_rate_evaluated == 1.0
     line = rb.pass_rate_line(rates)
     assert line is not None and "mean score" not in line and "nan" not in line.lower()
     assert line.startswith("Evaluation: 2 passed of 2 evaluated (100%; 100% of the selected tasks)")
@@ -889,7 +896,8 @@ def test_sdk_driver_argv_carries_the_step_limit_and_the_budget() -> None:
         "--max-iterations", "7", "--max-budget-per-task", "0.5", environ={"LLM_MODEL": "m", "LLM_API_KEY": "k"}
     )
     assert isinstance(driver, rb.SdkDriver)
-    argv = driver.argv(Path("/p/t.md"))
+    t = rb.Task("t", Path("/p/t.md"), "t", "sha", None)
+    argv = driver.argv(rb.Attempt(t, 1, 1, "run1", "s", EXPERIMENT), Path("/private"))
     assert argv[:4] == [sys.executable, str(Path(rb.__file__).absolute()), "--sdk-driver", "-f"]
     assert argv[argv.index("--max-iterations") + 1] == "7" and argv[argv.index("--max-budget") + 1] == "0.5"
     assert argv[argv.index("--grace") + 1] == "25"  # saved before run_batch's grace period ends
@@ -942,9 +950,11 @@ def test_attempts_to_grade_skips_errors_the_never_run_and_the_already_graded() -
         "broken": record("broken", "error", stdout_log="/o/logs/b.stdout.log"),
         "no-log": record("no-log", stdout_log=None),
     }
-    selected = [task(n) for n in latest]
-    assert [r.task_name for r in rb.attempts_to_grade(latest, selected, "ev", rerun=False)] == ["new", "other-cmd"]
-    assert [r.task_name for r in rb.attempts_to_grade(latest, selected, "ev", rerun=True)] == [
+    assert [r.task_name for r in rb.attempts_to_grade(list(latest.values()), "ev", rerun=False)] == [
+        "new",
+        "other-cmd",
+    ]
+    assert [r.task_name for r in rb.attempts_to_grade(list(latest.values()), "ev", rerun=True)] == [
         "new",
         "graded",
         "other-cmd",
