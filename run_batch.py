@@ -24,6 +24,7 @@ import difflib
 import errno
 import fcntl
 import fnmatch
+import gc
 import hashlib
 import html
 import io
@@ -214,6 +215,10 @@ class Settings:
     before_hook: tuple[str, ...] = ()  # --before-attempt, split and checked
     before_attempt_timeout: float = 600.0
     prompt_placeholders: bool = False
+    limits: Limits = field(default_factory=lambda: Limits())  # --task-memory, --task-cpus
+    preload: bool = True  # --no-preload turns it off
+    min_free_memory: int | None = None  # bytes
+    max_consecutive_failures: int = 3
     venv: Path | None = None  # set when `poetry run` was resolved to the environment's python
 
     @property
@@ -359,6 +364,13 @@ def _running_options(run: argparse._ArgumentGroup) -> None:
         "environment with openhands-sdk (the V1 CLI's), e.g. --entrypoint sdk",
     )
     run.add_argument(
+        "--no-preload",
+        dest="preload",
+        action="store_false",
+        help="with --entrypoint sdk, start every attempt in a fresh interpreter, instead of importing the SDK once "
+        "per batch and forking each attempt from it (the default on Linux: seconds of start-up saved per attempt)",
+    )
+    run.add_argument(
         "--openhands-version",
         metavar="X.Y.Z",
         help="the OpenHands release --command runs, when run_batch cannot ask its interpreter (a wrapper "
@@ -434,6 +446,34 @@ def _running_options(run: argparse._ArgumentGroup) -> None:
         type=_positive_float,
         default=None,
         help="the same for this invocation only (its records plus its running tasks), e.g. --max-run-cost 5",
+    )
+    run.add_argument(
+        "--task-memory",
+        metavar="SIZE",
+        help="each attempt, with every process it starts, in a control group of its own with this memory limit "
+        "(cgroup v2 delegated to you, or v1 as root); at the limit it is stopped and recorded `error`, "
+        '"out of memory: limit .., peak .." (a prompt\'s front matter task_memory overrides it), e.g. --task-memory 4G',
+    )
+    run.add_argument(
+        "--task-cpus",
+        metavar="N",
+        type=_positive_float,
+        help="each attempt's CPU share, in CPUs (a control group, as for --task-memory), e.g. --task-cpus 1.5",
+    )
+    run.add_argument(
+        "--min-free-memory",
+        metavar="SIZE",
+        help="start a task only while the machine's available memory is above SIZE (the live view and the "
+        "heartbeat say when tasks wait for it), e.g. --min-free-memory 8G",
+    )
+    run.add_argument(
+        "--max-consecutive-failures",
+        metavar="N",
+        type=_int_at_least(0),
+        default=3,
+        help="stop starting tasks once N attempts in a row end in the same failure of the provider or the set-up "
+        "(key refused, endpoint unreachable, model not found), say which and what to check, exit 1; the same "
+        "command resumes once it is fixed (default: 3; 0: never); an agent's failure never counts",
     )
     run.add_argument(
         "--stall-timeout",
@@ -770,11 +810,22 @@ def settings_from_args(argv: list[str], environ: dict[str, str]) -> Settings:
         workspace_per_task=workspaces,
         evaluate_cwd=evaluate_cwd,
         before_hook=hook,
+        limits=Limits(size_option("--task-memory", args.task_memory), args.task_cpus),
+        min_free_memory=size_option("--min-free-memory", args.min_free_memory),
         heartbeat=args.heartbeat if args.heartbeat is not None else (0.0 if args.quiet else 60.0),
         command=command,
         openhands=from_args(OpenHandsOptions, args, extra_args=tuple(extra)),
         selection=from_args(Selection, args, tasks=names, shard=shard),
     )
+
+
+def size_option(option: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    size = parse_size(text)
+    if size is None:
+        raise UsageError(f"{option} {text!r}: give a size such as 4G, 512M or a number of bytes")
+    return size
 
 
 def check_output_options(args: argparse.Namespace) -> None:
@@ -1459,12 +1510,11 @@ def prompt_folder_hints(prompt_dir: Path) -> list[str]:
     upper = [e for e in entries if e.lower().endswith(".md") and not e.endswith(".md") and not e.startswith(".")]
     if upper:
         hints.append(
-            f"{plural(len(upper), 'file')} named *.MD or the like ({', '.join(upper[:3])}) "
-            "are not tasks: only names ending in .md are; rename them"
+            f"{', '.join(upper[:3])}{', ...' if len(upper) > 3 else ''}: "
+            f"{'is not a task' if len(upper) == 1 else 'are not tasks'} (only names ending in .md are); rename "
+            f"{'it' if len(upper) == 1 else 'them'}"
         )
-    nested = [
-        e for e in entries if (prompt_dir / e).is_dir() and any(n.endswith(".md") for n in _listing(prompt_dir / e))
-    ]
+    nested = [e for e in entries if (prompt_dir / e).is_dir() and _holds_prompts(prompt_dir / e)]
     if nested:
         hints.append(
             f"prompts are one level down, in {plural(len(nested), 'folder')} ({', '.join(nested[:3])}"
@@ -1484,6 +1534,15 @@ def with_folder_hints(prompt_dir: Path) -> Iterator[None]:
         if not hints:
             raise
         raise UsageError(f"{exc}; {'; '.join(hints)}") from None
+
+
+def _holds_prompts(folder: Path, depth: int = 2) -> bool:
+    """Whether *.md files lie in folder or below, `depth` levels at most (GitTaskBench's queries/
+    keep theirs two down: queries/<task>/task_meta/)."""
+    names = _listing(folder)
+    if any(n.endswith(".md") for n in names):
+        return True
+    return depth > 1 and any(_holds_prompts(folder / n, depth - 1) for n in names[:200] if (folder / n).is_dir())
 
 
 def _listing(folder: Path) -> list[str]:
@@ -1912,11 +1971,13 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Prepared:
-    """One attempt, ready to launch: argv, environment, and the private files to remove after."""
+    """One attempt, ready to launch: argv, environment, the private files to remove after, and,
+    where the entrypoint starts attempts itself (the preloaded SDK), how it starts one."""
 
     argv: list[str]
     env: dict[str, str]
     private_files: tuple[Path, ...]
+    spawn: Callable[[Path, AttemptFiles, AttemptGroup | None], Process] | None = None
 
 
 @dataclass(frozen=True)
@@ -1954,7 +2015,7 @@ class Entrypoint(Protocol):
 
     def prepare(self, attempt: Attempt, private_dir: Path) -> Prepared: ...
 
-    def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None: ...
+    def request_stop(self, proc: Process, marker: Marker) -> None: ...
 
     def read_outcome(self, attempt: Attempt) -> Outcome: ...
 
@@ -2016,7 +2077,7 @@ def make_tmux_dir(private_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="tmux-", dir=base))
 
 
-def kill_agent_commands(proc: subprocess.Popen[bytes], marker: Marker) -> None:
+def kill_agent_commands(proc: Process, marker: Marker) -> None:
     """End the commands the agent is running, outside OpenHands' process group: OpenHands stops
     gracefully only once they end. Left alone: tmux itself and a tmux pane's shell (killing the
     shell makes the V1 CLI hang); they go with the attempt."""
@@ -2115,7 +2176,7 @@ class CoreMain:
         env.update(attempt_environment(attempt.marker, tmux_dir))
         return Prepared(self.argv(attempt, private_dir), env, (config_path, tmux_dir))
 
-    def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
+    def request_stop(self, proc: Process, marker: Marker) -> None:
         # As a terminal's Ctrl-C would: OpenHands 0.60+ then stops the agent and saves its
         # trajectory, but only after the agent's running command ends: end those commands now.
         signal_quietly(proc.pid, signal.SIGINT, group=True)
@@ -2323,7 +2384,7 @@ class CliV1:
         env, tmux_dir = self.conversations.environment(attempt, private_dir, self.environ)
         return Prepared(self.argv(attempt, private_dir), env, (tmux_dir,))
 
-    def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
+    def request_stop(self, proc: Process, marker: Marker) -> None:
         # It waits for the running command or LLM call before it saves its state: end the command.
         signal_quietly(proc.pid, signal.SIGINT, group=True)
         kill_agent_commands(proc, marker)
@@ -2367,6 +2428,8 @@ class SdkDriver:
     conversations: ConversationFolder
     version: str | None = None
     grace_period: float = DEFAULT_GRACE_PERIOD
+    preloading: bool = True  # import the SDK once per batch and fork each attempt (off: --no-preload)
+    preload: PreloadedSdk | None = None  # set once the run has an id (preload_for)
     name: str = "run_batch's SDK driver (openhands-sdk)"
 
     REFUSED: ClassVar[dict[str, str]] = {
@@ -2402,9 +2465,29 @@ class SdkDriver:
     def prepare(self, attempt: Attempt, private_dir: Path) -> Prepared:
         env, tmux_dir = self.conversations.environment(attempt, private_dir, self.environ)
         env["OPENHANDS_SUPPRESS_BANNER"] = "1"
-        return Prepared(self.argv(attempt, private_dir), env, (tmux_dir,))
+        argv = self.argv(attempt, private_dir)
+        preload = self.preload
+        if preload is None or not preload.ready():
+            return Prepared(argv, env, (tmux_dir,))
+        driver_args = argv[len(self.command) + 2 :]  # after `python run_batch.py --sdk-driver`
 
-    def request_stop(self, proc: subprocess.Popen[bytes], marker: Marker) -> None:
+        def spawn(cwd: Path, files: AttemptFiles, group: AttemptGroup | None) -> Process:
+            return preload.spawn(driver_args, env, cwd, files, group)
+
+        return Prepared(argv, env, (tmux_dir,), spawn)
+
+    def preload_for(self, run_id: str, logs: Path, warn: Callable[[str], None]) -> None:
+        """The batch's preloaded SDK, where a fork can serve: Linux (os.fork, /proc), not turned off."""
+        if self.preloading and hasattr(os, "fork") and sys.platform.startswith("linux"):
+            self.preload = PreloadedSdk(
+                self.command[0], self.environ, logs / f"sdk-server.{run_id}.log", Marker(run_id, "sdk-server"), warn
+            )
+
+    def close(self) -> None:
+        if self.preload is not None:
+            self.preload.close()
+
+    def request_stop(self, proc: Process, marker: Marker) -> None:
         # The driver ends the agent's commands itself (Ctrl-C in their panes) and saves the state.
         signal_quietly(proc.pid, signal.SIGINT, group=True)
 
@@ -2429,16 +2512,36 @@ class SdkDriver:
         return v1_identity("sdk", "openhands-sdk", self.version, self.environ, options)
 
     def about(self) -> About:
+        start = (
+            "the SDK imported once per batch, each attempt forked from it (else a fresh interpreter each)"
+            if self.preloading and hasattr(os, "fork") and sys.platform.startswith("linux")
+            else "a fresh interpreter per attempt" + (" (--no-preload)" if not self.preloading else " (no fork here)")
+        )
         rules = {
             "settings": v1_settings_rule(self.environ),
             "conversations": str(self.conversations.of_pattern()),
             "driver": f"{Path(__file__).absolute()} {SDK_DRIVER_FLAG}, run by {self.command[0]}",
+            "start-up": start,
         }
         return About("sdk", self.version, rules)
 
     def describe(self, attempt: Attempt, secrets: tuple[str, ...]) -> Described:
         workspace = str(attempt.workspace) if attempt.workspace else None  # as OPENHANDS_WORK_DIR
         return Described([mask(a, secrets) for a in self.argv(attempt, Path("<private>"))], None, workspace)
+
+
+def limits_for(settings: Settings, task: Task) -> Limits:
+    """One task's limits: its front matter's over --task-memory and --task-cpus (pure)."""
+    mine = task.settings
+    return Limits(mine.task_memory or settings.limits.memory, mine.task_cpus or settings.limits.cpus)
+
+
+def wanted_limits(settings: Settings, tasks: list[Task]) -> Limits | None:
+    """Every kind of limit any selected task has (what the control groups must offer), or None."""
+    each = [limits_for(settings, t) for t in tasks]
+    memory = max((x.memory for x in each if x.memory), default=None)
+    cpus = max((x.cpus for x in each if x.cpus), default=None)
+    return Limits(memory, cpus) if memory or cpus else None
 
 
 def options_for(options: OpenHandsOptions, task: Task) -> OpenHandsOptions:
@@ -2521,7 +2624,7 @@ def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: 
     if kind == "cli":
         return CliV1(settings.command, settings.openhands, environ, folder, version)
     if kind == "sdk":
-        return SdkDriver(command, settings.openhands, environ, folder, version, settings.grace_period)
+        return SdkDriver(command, settings.openhands, environ, folder, version, settings.grace_period, settings.preload)
     return CoreMain(
         settings.command,
         settings.openhands,
@@ -2613,7 +2716,7 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def kill_everything(proc: subprocess.Popen[bytes] | None, marker: Marker, patience: float = 5.0) -> list[int]:
+def kill_everything(proc: Process | None, marker: Marker, patience: float = 5.0) -> list[int]:
     """SIGKILL the task's process group and every process carrying its marker, until none is
     left (a zombie counts as gone). Returns the pids that had to be killed."""
     killed: list[int] = []
@@ -2635,11 +2738,16 @@ def kill_everything(proc: subprocess.Popen[bytes] | None, marker: Marker, patien
     return killed
 
 
-def wait_for_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+def wait_for_exit(proc: Process, timeout: float) -> int | None:
     """The exit code, or None if still running after `timeout` seconds. Uses a pidfd where the
     OS has one, so an exit is noticed at once rather than at the next poll."""
     if timeout <= 0:
         return proc.poll()
+    if not isinstance(proc, subprocess.Popen):  # forked by the preloaded SDK: it reports the exit
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
     pidfd_open = getattr(os, "pidfd_open", None)
     if pidfd_open is not None:
         try:
@@ -2715,7 +2823,7 @@ class Launch:
     finished_at: str
     elapsed: float
     error: str | None = None  # could not start
-    halted: str | None = None  # the runner stopped this attempt alone: "stalled" or "task-budget"
+    halted: str | None = None  # the runner stopped this attempt alone: "stalled", "task-budget" or "oom"
     halt_reason: str | None = None
 
 
@@ -2743,25 +2851,36 @@ def launch_and_wait(
     grace_period: float,
     stop: StopSignal,
     marker: Marker,
-    request_stop: Callable[[subprocess.Popen[bytes], Marker], None],
+    request_stop: Callable[[Process, Marker], None],
     halt: Halt | None = None,
+    group: AttemptGroup | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> Launch:
-    """Start OpenHands, wait for it to end, the timeout, or a stop; ask it to stop, give it the
-    grace period, then kill every process of the attempt. Its output goes straight to the logs."""
+    """Start OpenHands (born in the attempt's control group, when it has one), wait for it to end,
+    the timeout, or a stop; ask it to stop, give it the grace period, then kill every process of
+    the attempt. Its output goes straight to the logs."""
     started_at, t0 = utc_now(), time.monotonic()
     try:
-        with open_new(files.stdout_log, exclusive=False) as out, open_new(files.stderr_log, exclusive=False) as err:
-            # Own session: a Ctrl-C on the terminal reaches the runner only, which then stops
-            # tasks the graceful way; OpenHands' stdin is closed (a question would hang it).
-            proc = subprocess.Popen(
-                prepared.argv,
-                cwd=cwd,
-                env=prepared.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+        # Own session: a Ctrl-C on the terminal reaches the runner only, which then stops tasks the
+        # graceful way; OpenHands' stdin is closed (a question would hang it).
+        proc: Process
+        if prepared.spawn is not None:  # the preloaded SDK forks it (its own session and logs too)
+            proc = prepared.spawn(cwd, files, group)
+        else:
+            with (
+                open_new(files.stdout_log, exclusive=False) as out,
+                open_new(files.stderr_log, exclusive=False) as err,
+                group.joined() if group else contextlib.nullcontext(),
+            ):
+                proc = subprocess.Popen(
+                    [*(group.spawn_prefix() if group else []), *prepared.argv],
+                    cwd=cwd,
+                    env=prepared.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
     except OSError as exc:
         return Launch(
             None,
@@ -2772,6 +2891,8 @@ def launch_and_wait(
             time.monotonic() - t0,
             f"could not start {prepared.argv[0]}: {exc.strerror or exc}",
         )
+    if on_start is not None:
+        on_start(proc.pid)
     deadline = t0 + timeout if timeout else None
     halt = halt or Halt()
     timed_out = interrupted = False
@@ -2803,6 +2924,196 @@ def launch_and_wait(
     return Launch(
         return_code, timed_out, interrupted, started_at, utc_now(), time.monotonic() - t0, None, halt.kind, halt.reason
     )
+
+
+class Process(Protocol):
+    """A running attempt's process as launch_and_wait handles it: a Popen, or an attempt the
+    preloaded SDK forked (Forked)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> Any: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+@dataclass
+class Forked:
+    """An attempt forked by the preloaded SDK: the server's child, not the runner's, so its exit
+    status comes from the server, which reaps it."""
+
+    pid: int
+    server: PreloadedSdk
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        self.returncode = self.server.exit_of(self.pid, 0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.server.exit_of(self.pid, timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+        self.returncode = code
+        return code
+
+
+class PreloadedSdk:
+    """The runner's side of `run_batch.py --sdk-server` (the section at the end of this file): the
+    SDK imported once per batch, each attempt a fork of it. Started at the first attempt; when it
+    cannot serve (no fork here, the imports left threads running, it died), attempts start their
+    own interpreter as before, and the log says why once."""
+
+    def __init__(
+        self, python: str, environ: dict[str, str], log_path: Path, marker: Marker, warn: Callable[[str], None]
+    ) -> None:
+        self.python, self.environ, self.log_path, self.marker, self.warn = python, environ, log_path, marker, warn
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.state = "new"  # new | starting | ready | failed
+        self.why: str | None = None
+        self.version: str | None = None
+        self.missing: list[str] = []
+        self._changed = threading.Condition()
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._exits: dict[int, int] = {}
+        self._next = 0
+        self._send = threading.Lock()
+        self.said = False
+
+    def ready(self, patience: float = 600.0) -> bool:
+        """Whether attempts can be forked; starts the server on the first call, waits for it."""
+        with self._changed:
+            if self.state == "new":
+                self.state = "starting"
+                self._start()
+            deadline = time.monotonic() + patience
+            while self.state == "starting" and time.monotonic() < deadline:
+                self._changed.wait(0.5)
+            if self.state == "starting":
+                self._fail("it did not say it was ready in time")
+            if not self.said:
+                self.said = True
+                if self.state == "ready":
+                    for lack in self.missing:
+                        self.warn(f"openhands-sdk {self.version or UNKNOWN} lacks {lack}")
+                else:
+                    self.warn(f"the preloaded SDK cannot serve ({self.why}): each attempt starts its own interpreter")
+            return self.state == "ready"
+
+    def _start(self) -> None:
+        env = {
+            **self.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": self.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+            "OPENHANDS_SUPPRESS_BANNER": "1",
+            "PYTHONUNBUFFERED": "1",
+            **self.marker.environment(),
+        }
+        try:
+            with open_new(self.log_path, exclusive=False) as log:
+                self.proc = subprocess.Popen(
+                    [self.python, str(Path(__file__).absolute()), SDK_SERVER_FLAG],
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    start_new_session=True,  # a Ctrl-C reaches the runner alone, which stops it
+                )
+        except OSError as exc:
+            self._fail(f"could not start it: {exc.strerror or exc}")
+            return
+        threading.Thread(target=self._listen, name="sdk-server", daemon=True).start()
+
+    def _fail(self, why: str) -> None:
+        self.state, self.why = "failed", why
+        self._changed.notify_all()
+
+    def _listen(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError), self._changed:
+                message = json.loads(line)
+                if "ready" in message:
+                    if message["ready"]:
+                        self.state, self.version = "ready", message.get("version")
+                        self.missing = [str(m) for m in message.get("missing") or []]
+                    else:
+                        self._fail(str(message.get("why")))
+                elif "exit" in message:
+                    self._exits[int(message["pid"])] = int(message["exit"])
+                elif "id" in message:
+                    self._answers[int(message["id"])] = message
+                self._changed.notify_all()
+        with self._changed:  # the server is gone: its attempts can no longer be reaped by it
+            if self.state != "failed":
+                self._fail(f"it ended (exit status {self.proc.wait()}); see {self.log_path}")
+            for pid in self._answers_pids():
+                self._exits.setdefault(pid, -signal.SIGKILL)
+                signal_quietly(pid, signal.SIGKILL, group=True)
+
+    def _answers_pids(self) -> list[int]:
+        return [int(a["pid"]) for a in self._answers.values() if "pid" in a]
+
+    def spawn(
+        self, argv: list[str], env: dict[str, str], cwd: Path, files: AttemptFiles, group: AttemptGroup | None
+    ) -> Forked:
+        """Fork one attempt: the driver's arguments, environment, folder, logs and control group."""
+        with self._send:
+            self._next += 1
+            number = self._next
+            request = {
+                "id": number,
+                "argv": argv,
+                "env": env,
+                "cwd": str(cwd),
+                "stdout": str(files.stdout_log),
+                "stderr": str(files.stderr_log),
+                "cgroups": group.procs_files() if group else [],
+            }
+            assert self.proc is not None and self.proc.stdin is not None
+            try:
+                self.proc.stdin.write((json.dumps(request) + "\n").encode())
+                self.proc.stdin.flush()
+            except OSError as exc:
+                raise OSError(exc.errno, f"the preloaded SDK is gone ({exc.strerror})") from None
+        with self._changed:
+            deadline = time.monotonic() + 60  # a fork takes milliseconds: a server that says nothing is stuck
+            while number not in self._answers and self.state == "ready" and time.monotonic() < deadline:
+                self._changed.wait(1.0)
+            answer = self._answers.get(number)
+            if answer is None and self.state == "ready":
+                self._fail("it did not answer a request to start an attempt within 60 s")
+        if answer is None or "pid" not in answer:
+            raise OSError(
+                errno.ECHILD, str(answer.get("error") if answer else f"the preloaded SDK is gone: {self.why}")
+            )
+        return Forked(int(answer["pid"]), self)
+
+    def exit_of(self, pid: int, timeout: float | None) -> int | None:
+        """A forked attempt's exit status, once the server has reaped it (waiting up to `timeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while pid not in self._exits:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._changed.wait(left if left is not None else 1.0)
+            return self._exits[pid]
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            signal_quietly(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
 def remove_container(sid: str, log: RunLog) -> None:
@@ -2846,6 +3157,477 @@ def remove_run_containers(run_id: str, log: RunLog) -> int:
     except (OSError, subprocess.TimeoutExpired):
         log.once("docker-failed", "could not list Docker containers of an earlier run")
         return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Control groups: each attempt's memory and CPU, limited and measured (docs/cgroups.md)
+# ------------------------------------------------------------------------------------------------
+
+CGROUP_PERIOD_US = 100_000  # the CFS period the kernel uses by default: 100 ms
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one attempt may use: --task-memory and --task-cpus, or its front matter's."""
+
+    memory: int | None = None  # bytes
+    cpus: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.memory is not None or self.cpus is not None
+
+    def as_json(self) -> dict[str, Any] | None:
+        return {"memory_bytes": self.memory, "cpus": self.cpus} if self.any else None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one attempt's processes used, together: from its control group, or sampled."""
+
+    peak_memory: int | None = None  # bytes
+    cpu_seconds: float | None = None
+    oom_kills: int = 0  # processes the kernel killed at the memory limit
+    source: str | None = None  # cgroup | sampled
+
+
+def cgroup_mounts(mountinfo: str) -> dict[str, Path]:
+    """Where each cgroup v1 controller is mounted (`memory`, `cpu`, `cpuacct`, ...) and the cgroup2
+    hierarchy (`unified`), from /proc/self/mountinfo's text (pure): a controller's folder comes from
+    the mount options, never a fixed path (cpu and cpuacct are co-mounted on some machines only)."""
+    found: dict[str, Path] = {}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        if tail[0] == "cgroup2":
+            found.setdefault("unified", Path(fields[4]))
+        elif tail[0] == "cgroup":
+            for option in tail[2].split(","):
+                if option in ("memory", "cpu", "cpuacct", "pids"):
+                    found.setdefault(option, Path(fields[4]))
+    return found
+
+
+def own_cgroup(text: str, controller: str) -> str | None:
+    """The cgroup path of a process for a v1 controller, or for v2 (controller ""), from the text
+    of /proc/<pid>/cgroup (pure)."""
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and (controller in parts[1].split(",") or (not controller and parts[0] == "0")):
+            return parts[2]
+    return None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read(1 << 16)
+    except OSError:
+        return ""
+
+
+def _write_text(path: Path, value: str) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(value)
+
+
+def _keyed(text: str, key: str) -> int | None:
+    """The number after `key` in a `key value` file (memory.oom_control, memory.events) (pure)."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+@dataclass
+class AttemptGroup:
+    """One attempt's control group (a folder per v1 controller, or one v2 folder)."""
+
+    version: int
+    dirs: dict[str, Path]  # controller (v2: "unified") -> the attempt's folder
+
+    @contextlib.contextmanager
+    def joined(self) -> Iterator[None]:
+        """While this is open, processes the current thread starts are born in the group: the thread
+        itself moves in (cgroup v1 moves single threads: each worker thread starts its own attempt)
+        and back out after. For v2, where a thread cannot, spawn_prefix() joins instead."""
+        if self.version != 1:
+            yield
+            return
+        tid = str(threading.get_native_id())
+        mine = _read_text(Path("/proc/thread-self/cgroup"))
+        back = {c: d.parents[2] / (own_cgroup(mine, c) or "/").lstrip("/") for c, d in self.dirs.items()}
+        for folder in self.dirs.values():  # <mount>/run_batch/<run>/<attempt>
+            _write_text(folder / "tasks", tid)
+        try:
+            yield
+        finally:
+            for folder in back.values():
+                with contextlib.suppress(OSError):
+                    _write_text(folder / "tasks", tid)
+
+    def spawn_prefix(self) -> list[str]:
+        """argv that joins the v2 group and then execs the rest (Python without site: ~15 ms),
+        since a v2 group takes whole processes only; nothing for v1 (joined())."""
+        if self.version != 2:
+            return []
+        join = "import os,sys; open(sys.argv[1],'w').write('0'); os.execvp(sys.argv[2], sys.argv[2:])"
+        return [sys.executable, "-S", "-c", join, str(self.dirs["unified"] / "cgroup.procs")]
+
+    def procs_files(self) -> list[str]:
+        """The files a process writes `0` to, to join the group (a preloaded SDK's child does)."""
+        return [str(d / "cgroup.procs") for d in self.dirs.values()]
+
+    def oom_kills(self) -> int:
+        if self.version == 1:
+            return _keyed(_read_text(self.dirs.get("memory", Path("/-")) / "memory.oom_control"), "oom_kill") or 0
+        return _keyed(_read_text(self.dirs["unified"] / "memory.events"), "oom_kill") or 0
+
+    def usage(self) -> Usage:
+        if self.version == 1:
+            peak = (
+                _read_text(self.dirs["memory"] / "memory.max_usage_in_bytes").strip() if "memory" in self.dirs else ""
+            )
+            cpu = _read_text(self.dirs["cpuacct"] / "cpuacct.usage").strip() if "cpuacct" in self.dirs else ""
+            return Usage(
+                int(peak) if peak.isdigit() else None,
+                round(int(cpu) / 1e9, 3) if cpu.isdigit() else None,
+                self.oom_kills(),
+                "cgroup",
+            )
+        folder = self.dirs["unified"]
+        high = _read_text(folder / "memory.peak").strip()
+        usec = _keyed(_read_text(folder / "cpu.stat"), "usage_usec")
+        return Usage(
+            int(high) if high.isdigit() else None,
+            None if usec is None else round(usec / 1e6, 3),
+            self.oom_kills(),
+            "cgroup",
+        )
+
+    def remove(self) -> None:
+        """Kill whatever is still in the group (a process may fork meanwhile: read again until
+        empty), then remove its folders; a zombie does not keep a group."""
+        for folder in self.dirs.values():
+            remove_group(folder)
+
+
+def remove_group(folder: Path, patience: float = 5.0) -> None:
+    deadline = time.monotonic() + patience
+    while True:
+        if (folder / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                _write_text(folder / "cgroup.kill", "1")
+        pids = [int(p) for p in _read_text(folder / "cgroup.procs").split() if p.isdigit()]
+        for pid in pids:
+            signal_quietly(pid, signal.SIGKILL)
+        try:
+            for child in sorted((p for p in folder.iterdir() if p.is_dir()), reverse=True):
+                remove_group(child, max(0.1, deadline - time.monotonic()))
+            folder.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+
+
+@dataclass
+class ControlGroups:
+    """This run's control groups: a folder per hierarchy, each attempt's group inside it."""
+
+    version: int
+    runs: dict[str, Path]  # controller (v2: "unified") -> this run's folder
+
+    @classmethod
+    def open(cls, run_id: str, limits: Limits) -> ControlGroups:
+        """This run's folders, v2 where a subtree is delegated to us, else v1 as root; a usage
+        error that says why and what to do when neither can be had (never a silent no-op)."""
+        mounts = cgroup_mounts(_read_text(Path("/proc/self/mountinfo")))
+        name = f"{run_id}-{os.getpid()}"
+        v2 = delegated_v2(mounts, limits)
+        if v2 is not None:
+            return cls(2, {"unified": make_v2_run(v2, name)})
+        need = ["memory", "cpuacct"] + (["cpu"] if limits.cpus is not None else [])
+        missing = [c for c in need if c not in mounts]
+        if os.geteuid() == 0 and not missing:
+            runs = {}
+            for controller in need:
+                folder = mounts[controller] / "run_batch" / name
+                folder.mkdir(parents=True, exist_ok=True)
+                runs[controller] = folder
+            return cls(1, runs)
+        why = (
+            f"cgroup v1 has no {', '.join(missing)} controller mounted"
+            if missing
+            else "cgroup v1 needs root, and no cgroup v2 subtree with the memory and cpu controllers is delegated "
+            "to you"
+        )
+        raise UsageError(
+            f"--task-memory/--task-cpus need a control group per attempt, and {why}; run as root, or under "
+            "`systemd-run --user --scope -p Delegate=yes run-batch ...`, or leave the limits out"
+        )
+
+    def attempt(self, session: str, limits: Limits) -> AttemptGroup:
+        """A group for one attempt, its limits written before anything joins it."""
+        dirs = {c: run / session for c, run in self.runs.items()}
+        for folder in dirs.values():
+            folder.mkdir()
+        group = AttemptGroup(self.version, dirs)
+        try:
+            if self.version == 1:
+                if limits.memory is not None:
+                    _write_text(dirs["memory"] / "memory.limit_in_bytes", str(limits.memory))
+                    with contextlib.suppress(OSError):  # only where swap accounting exists
+                        _write_text(dirs["memory"] / "memory.memsw.limit_in_bytes", str(limits.memory))
+                if limits.cpus is not None:
+                    _write_text(dirs["cpu"] / "cpu.cfs_period_us", str(CGROUP_PERIOD_US))
+                    _write_text(dirs["cpu"] / "cpu.cfs_quota_us", str(max(1000, int(limits.cpus * CGROUP_PERIOD_US))))
+            else:
+                folder = dirs["unified"]
+                if limits.memory is not None:
+                    _write_text(folder / "memory.max", str(limits.memory))
+                    with contextlib.suppress(OSError):
+                        _write_text(folder / "memory.swap.max", "0")
+                    with contextlib.suppress(OSError):  # the whole attempt goes at once, as v1 cannot
+                        _write_text(folder / "memory.oom.group", "1")
+                if limits.cpus is not None:
+                    _write_text(
+                        folder / "cpu.max", f"{max(1000, int(limits.cpus * CGROUP_PERIOD_US))} {CGROUP_PERIOD_US}"
+                    )
+        except OSError:
+            group.remove()
+            raise
+        return group
+
+    def paths(self) -> list[str]:
+        return [str(p) for p in self.runs.values()]
+
+    def close(self) -> None:
+        for run in self.runs.values():
+            remove_group(run)
+
+
+def delegated_v2(mounts: dict[str, Path], limits: Limits) -> Path | None:
+    """The cgroup2 folder delegated to this process, when it can hold attempt groups with the
+    controllers the limits need (memory, cpu), else None."""
+    unified = mounts.get("unified")
+    path = own_cgroup(_read_text(Path("/proc/self/cgroup")), "")
+    if unified is None or path is None:
+        return None
+    folder = unified / path.lstrip("/")
+    wanted = {"memory"} | ({"cpu"} if limits.cpus is not None else set())
+    offered = set(_read_text(folder / "cgroup.controllers").split())
+    writable = all(os.access(p, os.W_OK) for p in (folder, folder / "cgroup.procs", folder / "cgroup.subtree_control"))
+    return folder if wanted <= offered and writable else None
+
+
+def make_v2_run(folder: Path, name: str) -> Path:
+    """This run's v2 folder under the delegated one. A v2 group with processes cannot give its
+    controllers to children: the runner moves itself into a leaf first."""
+    leaf = folder / "run_batch-runner"
+    leaf.mkdir(exist_ok=True)
+    _write_text(leaf / "cgroup.procs", "0")
+    controllers = " ".join(
+        f"+{c}" for c in ("memory", "cpu", "pids") if c in _read_text(folder / "cgroup.controllers").split()
+    )
+    _write_text(folder / "cgroup.subtree_control", controllers)
+    run = folder / f"run_batch-{name}"
+    run.mkdir(exist_ok=True)
+    _write_text(run / "cgroup.subtree_control", controllers)
+    return run
+
+
+def is_run_group(folder: Path, run_id: str) -> bool:
+    """Whether a folder a lock file names is one of run_batch's control groups of run `run_id`."""
+    mounts = cgroup_mounts(_read_text(Path("/proc/self/mountinfo"))).values()
+    v1 = folder.parent.name == "run_batch" and folder.name.startswith(f"{run_id}-")
+    v2 = folder.name.startswith(f"run_batch-{run_id}-")
+    return (v1 or v2) and any(folder.is_relative_to(m) for m in mounts) and ".." not in folder.parts
+
+
+def sweep_dead_cgroups() -> int:
+    """Remove the v1 groups of runners that are gone (SIGKILLed, the machine rebooted into the same
+    mounts), killing what is left in them; their folder names end in the runner's pid."""
+    removed = 0
+    for controller, mount in cgroup_mounts(_read_text(Path("/proc/self/mountinfo"))).items():
+        if controller == "unified":
+            continue
+        try:
+            runs = [p for p in (mount / "run_batch").iterdir() if p.is_dir()]
+        except OSError:
+            continue
+        for run in runs:
+            pid = run.name.rpartition("-")[2]
+            if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+                remove_group(run)
+                removed += 1
+    return removed
+
+
+def sample_usage(pid: int) -> tuple[int, float]:
+    """(resident bytes, CPU seconds) of a process and its descendants now, walking
+    /proc/<pid>/task/<tid>/children: the estimate used when an attempt has no control group."""
+    page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
+    rss, cpu, todo, seen = 0, 0.0, [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            with open(f"/proc/{current}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            rss += int(fields[21]) * page
+            cpu += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children", "rb") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return rss, round(cpu, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Starting tasks: the provider's rate limits, the machine's memory, failures that repeat
+# ------------------------------------------------------------------------------------------------
+
+# A provider's "slow down", as OpenHands' logs and the SDK print it (LiteLLM's RateLimitError, HTTP
+# 429), and the wait it asks for when it says one.
+_RATE_LIMITED = re.compile(
+    r"RateLimitError|\b429\b[^\n]{0,40}(Too Many Requests|rate)|rate[ _-]?limit(ed| reached| exceeded)", re.I
+)
+_RETRY_AFTER = re.compile(r"retry[-_ ]after[\"']?\s*[:=]?\s*[\"']?(\d{1,5}(?:\.\d+)?)", re.I)
+RATE_RAISE_AFTER = 30.0  # seconds without a rate limit before one more task may run at once
+RATE_FIRST_BACKOFF = 5.0  # seconds no task starts after a rate limit that says no Retry-After
+RATE_MAX_BACKOFF = 300.0
+
+
+def rate_limit_signal(text: str) -> tuple[bool, float | None]:
+    """Whether new log text says the provider limited the rate, and the Retry-After it gave (pure)."""
+    if not _RATE_LIMITED.search(text):
+        return False, None
+    waits = [float(m.group(1)) for m in _RETRY_AFTER.finditer(text)]
+    return True, max(waits) if waits else None
+
+
+@dataclass
+class RateLimit:
+    """Additive increase, multiplicative decrease of how many tasks run at once, driven by the
+    provider's rate limits as the running attempts meet them: at a limit, half the slots and no
+    start until the back-off (the provider's Retry-After, or 5 s doubling to 5 minutes while limits
+    keep coming); then one slot more for each RATE_RAISE_AFTER seconds without one."""
+
+    most: int  # --max-workers
+    slots: int = 0
+    resume_at: float = 0.0
+    backoff: float = 0.0
+    last_limited: float = -math.inf
+    last_raise: float = 0.0
+    events: int = 0
+    waited: float = 0.0  # seconds starts spent waiting for it
+
+    def __post_init__(self) -> None:
+        self.slots = self.slots or self.most
+
+    def limited(self, now: float, retry_after: float | None) -> None:
+        self.events += 1
+        if now >= self.resume_at:  # a new episode; limits met within the back-off are the same one
+            self.slots = max(1, self.slots // 2)
+            recent = now - self.last_limited < 2 * RATE_MAX_BACKOFF
+            self.backoff = min(RATE_MAX_BACKOFF, self.backoff * 2 if recent and self.backoff else RATE_FIRST_BACKOFF)
+        self.resume_at = max(self.resume_at, now + (retry_after if retry_after is not None else self.backoff))
+        self.last_limited = self.last_raise = now
+
+    def calm(self, now: float) -> None:
+        if self.slots < self.most and now - max(self.last_limited, self.last_raise) >= RATE_RAISE_AFTER:
+            self.slots += 1
+            self.last_raise = now
+
+    def allows(self, running: int, now: float) -> bool:
+        return now >= self.resume_at and running < self.slots
+
+    @property
+    def limiting(self) -> bool:
+        return self.slots < self.most or (self.events > 0 and time.monotonic() < self.resume_at)
+
+
+def available_memory() -> int | None:
+    """The machine's available memory in bytes (MemAvailable), or None where /proc cannot say."""
+    for line in _read_text(Path("/proc/meminfo")).splitlines():
+        if line.startswith("MemAvailable:"):
+            parts = line.split()
+            return int(parts[1]) * 1024 if len(parts) > 1 and parts[1].isdigit() else None
+    return None
+
+
+# Failures of the set-up or the provider that every attempt will meet until someone fixes them,
+# with what to check; an agent that failed a hard task is none of these.
+SETUP_FAILURES = (
+    (
+        "authentication refused",
+        re.compile(
+            r"AuthenticationError|\b401\b|Unauthorized|invalid[_ ]api[_ ]key|Incorrect API key|API key not valid", re.I
+        ),
+        "the API key: [llm] api_key in the config, LLM_API_KEY, or agent_settings.json",
+    ),
+    (
+        "endpoint unreachable",
+        re.compile(
+            r"APIConnectionError|Connection refused|ConnectError|Name or service not known|getaddrinfo failed|"
+            r"Failed to establish a new connection|No route to host",
+            re.I,
+        ),
+        "the LLM's base_url (LLM_BASE_URL), the network and the proxy",
+    ),
+    (
+        "model not found",
+        re.compile(
+            r"NotFoundError|model_not_found|model[^\n]{0,60}does not exist|LLM Provider NOT provided|Unknown model",
+            re.I,
+        ),
+        "the model name ([llm] model, LLM_MODEL, agent_settings.json) and the provider prefix",
+    ),
+)
+
+
+def setup_failure(record: AttemptRecord) -> tuple[str, str] | None:
+    """(kind, what to check) when an attempt ended in a failure of the set-up or the provider, from
+    its reason and its log's tail (pure)."""
+    if record.status not in ("failed", "error"):
+        return None
+    text = f"{record.error or ''}\n{record.stderr[-2000:]}\n{record.stdout[-2000:]}"
+    for kind, pattern, check in SETUP_FAILURES:
+        if pattern.search(text):
+            return kind, check
+    return None
+
+
+@dataclass
+class FailureStreak:
+    """Attempts that ended, one after another, in the same set-up failure."""
+
+    kind: str | None = None
+    count: int = 0
+    example: str = ""
+
+    def add(self, record: AttemptRecord) -> tuple[str, str] | None:
+        """Count an ended attempt; the failure's (kind, what to check) when it continues a streak."""
+        found = setup_failure(record)
+        if found is None:
+            self.kind, self.count = None, 0
+            return None
+        if found[0] == self.kind:
+            self.count += 1
+        else:
+            self.kind, self.count = found[0], 1
+        self.example = one_line(record.error or "", 160)
+        return found
 
 
 # ================================================================================================
@@ -3257,8 +4039,8 @@ def classify(launch: Launch, agent_state: str | None, problem: str | None = None
     # from outside (a scheduler's time limit, scancel, a kubelet), not by the task.
     if launch.interrupted or launch.return_code == -signal.SIGTERM:
         return "interrupted"
-    if launch.halted:
-        return "stalled" if launch.halted == "stalled" else "failed"
+    if launch.halted:  # the runner stopped it: no progress, over its budget, or out of memory
+        return {"stalled": "stalled", "oom": "error"}.get(launch.halted, "failed")
     if launch.timed_out:
         return "timeout"
     if launch.return_code != 0:
@@ -3312,8 +4094,8 @@ def explain(
 
 def is_retryable(status: str, launch: Launch, facts: OutputFacts, agent_state: str | None) -> bool:
     """Infrastructure failures are worth another attempt; agent outcomes are not (pure)."""
-    if status == "error":
-        return launch.error is not None  # could not start; an empty prompt stays empty
+    if status == "error":  # could not start, or out of memory; an empty prompt stays empty
+        return launch.error is not None or launch.halted == "oom"
     if status == "stalled":
         return True  # a hung LLM call or tool: worth another try
     if status != "failed" or launch.halted:
@@ -3423,6 +4205,9 @@ def parse_evaluator(
             names = [name for _, name, spec, conv in formatter.parse(word) if name is not None]
         except ValueError as exc:
             raise UsageError(f"{option}: {word!r}: {exc} (write {{{{ and }}}} for a literal brace)") from None
+        for _, name, spec, conversion in formatter.parse(word):
+            if name is not None and (spec or conversion):
+                raise UsageError(f"{option}: {word!r}: placeholders take no format or conversion; write {{{name}}}")
         for name in names:
             if name not in known:
                 listed = ", ".join(f"{{{p}}}" for p in known)
@@ -3446,6 +4231,12 @@ def check_grader_command(
             f"{option} uses {{workspace}}, but attempts have no workspace of their own: "
             "add --workspace-per-task (or --workspace-template DIR)"
         )
+    script = os.path.expanduser(words[1]) if len(words) > 1 else ""
+    interpreter = Path(words[0]).name.startswith(("python", "bash", "sh"))
+    if interpreter and script.endswith((".py", ".sh")) and "{" not in script:  # `python grade.py`
+        path = Path(script) if os.path.isabs(script) else cwd / script
+        if not path.is_file():
+            raise UsageError(f"{option}: {words[1]} is not a file (looked from {cwd}); check the path")
     program = os.path.expanduser(words[0])
     if "{" in program:
         return  # named by a placeholder: known once an attempt has its values
@@ -3576,6 +4367,10 @@ def run_evaluator(
     for path in (log_path, stderr_path):
         redact_file(path, secrets)
     verdict, score, details, reason = verdict_of(code, last_line_of(log_path), timed_out, timeout, start_error)
+    if verdict == "error" and reason and not start_error and not timed_out:
+        # The grader's own last words say why (a missing package, a crash), where the exit code cannot.
+        said = last_line_of(stderr_path)
+        reason = mask(one_line(f"{reason}: {said}", REASON_CHARS), secrets) if said else reason
     elapsed = round(time.monotonic() - t0, 3)
     return Evaluation(verdict, score, details, code, elapsed, str(log_path), reason, str(stderr_path))
 
@@ -4068,6 +4863,13 @@ class LiveAttempt:
     follower: Follower
     halt: Halt
     budget: float | None = None  # --max-budget-per-task (or the task's front matter), held by the runner
+    group: AttemptGroup | None = None  # its control group, when it has limits
+    limits: Limits = field(default_factory=Limits)
+    pid: int | None = None  # OpenHands' process, once started
+    peak_rss: int = 0  # sampled, without a group
+    cpu_seconds: float | None = None
+    log_offsets: dict[Path, int] = field(default_factory=dict)  # how far the logs were read
+    rate_limits: list[float | None] = field(default_factory=list)  # limits met since the monitor looked (Retry-After)
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=utc_now)
     metrics: Metrics = field(default_factory=Metrics)
@@ -4081,6 +4883,22 @@ class LiveAttempt:
     def cost(self) -> float:
         return self.metrics.total_cost or 0.0
 
+    def started_as(self, pid: int) -> None:
+        self.pid = pid
+
+    def sample(self) -> None:
+        """Without a control group: the attempt's processes' memory and CPU now (an estimate)."""
+        if self.group is None and self.pid is not None:
+            rss, cpu = sample_usage(self.pid)
+            if rss:
+                self.peak_rss, self.cpu_seconds = max(self.peak_rss, rss), cpu
+
+    def usage(self) -> Usage:
+        """What it used, from its group (exact) or from the samples (an estimate)."""
+        if self.group is not None:
+            return self.group.usage()
+        return Usage(self.peak_rss or None, self.cpu_seconds, 0, "sampled" if self.peak_rss else None)
+
     def look(self, now: float) -> None:
         """One look: new events, new output; a stall clock that any of them resets."""
         progress = self.follower.poll()
@@ -4091,14 +4909,40 @@ class LiveAttempt:
         size = 0
         for path in (self.files.stdout_log, self.files.stderr_log):
             with contextlib.suppress(OSError):
-                size += path.stat().st_size
+                grown = path.stat().st_size
+                size += grown
+                self.read_new_output(path, grown)
         if progress.events or size != self.output_size:
             self.output_size = size
             self.last_progress, self.last_progress_at = now, utc_now()
 
+    def read_new_output(self, path: Path, size: int) -> None:
+        """What a log gained since the last look (its last MiB at most), searched for the provider's
+        rate limits, which the batch slows down for while the attempt goes on."""
+        start = self.log_offsets.get(path, 0)
+        if size <= start:
+            return
+        start = max(start, size - (1 << 20))
+        with open_regular(path) as f:
+            f.seek(start)
+            text = f.read(size - start).decode("utf-8", "replace")
+        self.log_offsets[path] = size
+        limited, retry_after = rate_limit_signal(text)
+        if limited:
+            self.rate_limits.append(retry_after)
+
+
+def oom_reason(limits: Limits, usage: Usage) -> str:
+    limit = format_bytes(limits.memory) if limits.memory else UNKNOWN
+    peak = format_bytes(usage.peak_memory) if usage.peak_memory else UNKNOWN
+    return f"out of memory: limit {limit}, peak {peak} (the kernel killed {plural(usage.oom_kills, 'process')} of it)"
+
 
 def check_attempt(live: LiveAttempt, now: float, stall_timeout: float | None, task_budget: float | None) -> None:
-    """Stop an attempt that has not moved for stall_timeout, or has spent its budget."""
+    """Stop an attempt that has not moved for stall_timeout, has spent its budget, or had a process
+    killed at its memory limit (cgroup v1 kills one process, which the agent may outlive broken)."""
+    if live.group is not None and (kills := live.group.oom_kills()):
+        live.halt.request("oom", oom_reason(live.limits, dataclasses.replace(live.group.usage(), oom_kills=kills)))
     if stall_timeout is not None and now - live.last_progress >= stall_timeout:
         live.halt.request("stalled", f"no progress for {stall_timeout:g}s; last event: {live.last_event or 'none'}")
     if task_budget is not None and live.cost > task_budget:
@@ -4813,7 +5657,7 @@ def totals_line(totals: Totals) -> str:
     )
 
 
-REPORT_HEAD = ("task", "status", "state", "secs", "cost $", "in tok", "out tok", "verdict", "why")
+REPORT_HEAD = ("task", "status", "state", "secs", "cost $", "in tok", "out tok", "peak mem", "cpu s", "verdict", "why")
 
 
 def report_head(latest: list[AttemptRecord]) -> tuple[str, ...]:
@@ -4833,6 +5677,8 @@ def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
             UNKNOWN if r.total_cost is None else f"{r.total_cost:.4f}",
             format_count(r.total_input_tokens),
             format_count(r.total_output_tokens),
+            format_bytes(r.peak_memory_bytes) if r.peak_memory_bytes else UNKNOWN,
+            UNKNOWN if r.cpu_seconds is None else f"{r.cpu_seconds:.1f}",
             r.verdict or "-",
             one_line(why_not(r), 100),  # a record read back is data from outside
         )
@@ -4866,7 +5712,8 @@ def render_summary(results: ExperimentResults, fmt: str) -> str:
     """--report text of one experiment: json, markdown or an aligned table (pure)."""
     latest = results.latest
     if fmt == "json":
-        return dumps_json({**results.as_json(), "tasks": [r.as_json() for r in latest]}, indent=2)
+        tasks = [{**r.as_json(), "why": why_not(r) or None} for r in latest]
+        return dumps_json({**results.as_json(), "tasks": tasks}, indent=2)
     if fmt == "markdown":
         head = report_head(latest)
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -4938,6 +5785,10 @@ class PlainView:
         """Spend (None: unknown so far) and steps of each running attempt (by session); the live
         view shows them."""
 
+    def status(self, text: str | None) -> None:
+        """Why fewer tasks run than could (rate limited, waiting for memory); the live view shows it,
+        the heartbeat says it."""
+
     def line(self, text: str, err: bool = False) -> None:
         if not self.quiet:
             self.write(text, err)
@@ -4980,6 +5831,7 @@ class LiveView(PlainView):
         self.durations: list[float] = []
         self.running: dict[str, tuple[str, float]] = {}
         self.spend: dict[str, tuple[float | None, int]] = {}  # running attempts' spend and steps, by session
+        self.waiting: str | None = None
         self.t0 = time.monotonic()
         self._state = threading.Lock()
         self.console = Console(highlight=False)
@@ -5005,6 +5857,10 @@ class LiveView(PlainView):
     def progress(self, running: dict[str, tuple[float | None, int]]) -> None:
         with self._state:
             self.spend = {k: v for k, v in running.items() if k in self.running}
+
+    def status(self, text: str | None) -> None:
+        with self._state:
+            self.waiting = text
 
     def finished(self, record: AttemptRecord, line: str, last: bool) -> None:
         with self._state:
@@ -5038,7 +5894,7 @@ class LiveView(PlainView):
             head = Text(
                 f"{done}/{self.total}{' samples' if self.unit == 'sample' else ''} done   {counts}   "
                 f"${so_far:.4f} so far   "
-                f"{format_duration(now - self.t0)} elapsed   {eta}",
+                f"{format_duration(now - self.t0)} elapsed   {eta}" + (f"   {self.waiting}" if self.waiting else ""),
                 style="bold",
             )
             table = Table(box=None, show_header=bool(self.running), pad_edge=False)
@@ -5301,11 +6157,11 @@ def workspace_disk(latest: list[AttemptRecord], output_dir: Path) -> dict[str, i
 
 def format_bytes(n: int) -> str:
     value = float(n)
-    for unit in ("B", "KB", "MB"):
+    for unit in ("B", "KiB", "MiB"):
         if value < 1024:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{value:.1f} GB"
+    return f"{value:.1f} GiB"
 
 
 def workspace_line(disk: dict[str, int]) -> str | None:
@@ -6258,6 +7114,33 @@ def dry_run(
         attempt = Attempt(example, 1, 1, "RUNID", session, experiment, files, workspace)
         described = entrypoint.describe(attempt, secrets)
     unit = "sample" if plan.samples > 1 else "task"
+
+    def effective(task: Task) -> dict[str, Any]:
+        """The task's settings where they differ from every task's: its front matter's."""
+        limits = limits_for(settings, task)
+        options = options_for(settings.openhands, task)
+        found = {
+            "timeout": task.settings.timeout or settings.timeout,
+            "max_iterations": options.max_iterations,
+            "max_budget_per_task": options.max_budget_per_task,
+            "task_memory": limits.memory,
+            "task_cpus": limits.cpus,
+            "samples": task.settings.samples or settings.samples,
+            "tags": list(task.settings.tags),
+            "vars": dict(task.settings.vars),
+        }
+        general: dict[str, Any] = {
+            "timeout": settings.timeout,
+            "max_iterations": settings.openhands.max_iterations,
+            "max_budget_per_task": settings.openhands.max_budget_per_task,
+            "task_memory": settings.limits.memory,
+            "task_cpus": settings.limits.cpus,
+            "samples": settings.samples,
+            "tags": [],
+            "vars": {},
+        }
+        return found if settings.output_format == "json" else {k: v for k, v in found.items() if v != general[k]}
+
     if settings.output_format == "json":
         first: dict[str, Any] = {}
         if described is not None:
@@ -6271,7 +7154,10 @@ def dry_run(
             "max_workers": settings.max_workers,
             "samples": plan.samples,
             "experiment": experiment.as_json(),
-            "to_run": [{"task": j.task.name, "sample": j.sample, "problem": j.task.problem} for j in plan.to_run],
+            "to_run": [
+                {"task": j.task.name, "sample": j.sample, "problem": j.task.problem, "settings": effective(j.task)}
+                for j in plan.to_run
+            ],
             "skipped": [{"task": t.name, "why": "already done"} for t in plan.done],
             "to_grade": [{"task": r.task_name, "sample": r.sample, "attempt": r.attempt} for r in plan.to_grade],
             "openhands": about.as_json(),
@@ -6291,7 +7177,8 @@ def dry_run(
     for j in plan.to_run:
         sample = f"  (sample {j.sample})" if plan.samples > 1 else ""
         problem = f"  (will be recorded as error: {j.task.problem})" if j.task.problem else ""
-        say(f"  run   {printable(j.task.name)}{sample}{problem}")
+        own = ", ".join(f"{k} {v}" for k, v in effective(j.task).items() if v not in (None, [], {}))
+        say(f"  run   {printable(j.task.name)}{sample}{problem}" + (f"  [{own}]" if own else ""))
     for t in plan.done:
         say(f"  skip  {printable(t.name)}  (already done)")
     if plan.to_grade:
@@ -6321,8 +7208,11 @@ class OutputFolder:
     run_id: str
     private_dir: Path
     dead_run: dict[str, Any] | None  # what an earlier run that died left in the lock file
+    cgroups: ControlGroups | None = None  # the attempts' control groups, when they have limits
 
     def close(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.close()
         self.results.release()
         shutil.rmtree(self.private_dir, ignore_errors=True)
 
@@ -6350,8 +7240,24 @@ def check_output_paths(settings: Settings) -> None:
             raise UsageError(f"{settings.output_dir / name} is not a folder; remove it or pick another --output-dir")
 
 
-def open_output_folder(settings: Settings) -> OutputFolder:
-    """Folders, the results file's lock, and a private folder for this run's configs."""
+def open_output_folder(settings: Settings, limits: Limits | None = None) -> OutputFolder:
+    """The control groups when attempts have limits (first: a usage error when there are none to
+    be had, before anything is written), folders, the results file's lock, and a private folder
+    for this run's configs."""
+    run_id = uuid.uuid4().hex[:8]
+    cgroups = None
+    if limits is not None and limits.any:
+        sweep_dead_cgroups()
+        cgroups = ControlGroups.open(run_id, limits)
+    try:
+        return lock_output_folder(settings, run_id, cgroups)
+    except BaseException:
+        if cgroups is not None:
+            cgroups.close()
+        raise
+
+
+def lock_output_folder(settings: Settings, run_id: str, cgroups: ControlGroups | None) -> OutputFolder:
     try:
         for sub in ("trajectories", "logs"):
             (settings.output_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -6361,7 +7267,6 @@ def open_output_folder(settings: Settings) -> OutputFolder:
         ) from None
     if not os.access(settings.output_dir, os.W_OK):
         raise UsageError(f"--output-dir {settings.output_dir}: not writable; pick a folder you can write")
-    run_id = uuid.uuid4().hex[:8]
     results = ResultsFile(settings.results_path)
     private_dir = Path(tempfile.mkdtemp(prefix=f"run_batch-{run_id}-"))  # mode 0700
     try:
@@ -6372,12 +7277,13 @@ def open_output_folder(settings: Settings) -> OutputFolder:
                 "run_id": run_id,
                 "private_dir": str(private_dir),
                 "started_at": utc_now(),
+                "cgroups": cgroups.paths() if cgroups else [],
             }
         )
     except BaseException:
         shutil.rmtree(private_dir, ignore_errors=True)
         raise
-    return OutputFolder(settings.output_dir, results, run_id, private_dir, dead_run)
+    return OutputFolder(settings.output_dir, results, run_id, private_dir, dead_run, cgroups)
 
 
 def mark_dead_run(status_file: Path, previous: dict[str, Any]) -> dict[str, Any] | None:
@@ -6415,6 +7321,12 @@ def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
         return
     killed = kill_everything(None, Marker(old_run, orphans_only=True))
     containers = remove_run_containers(old_run, log)
+    groups = previous.get("cgroups")
+    for folder in (
+        groups if isinstance(groups, list) else []
+    ):  # a lock file is data from outside: only run_batch's own groups of that run
+        if isinstance(folder, str) and is_run_group(Path(folder), old_run):
+            remove_group(Path(folder))
     folder = previous.get("private_dir")
     removed = isinstance(folder, str) and is_own_private_dir(Path(folder), old_run)
     if removed:
@@ -6483,6 +7395,11 @@ class Batch:
     skipped_budget: list[Job] = field(default_factory=list)
     records: list[AttemptRecord] = field(default_factory=list)
     regraded: list[AttemptRecord] = field(default_factory=list)  # to_grade, graded by this run
+    rate: RateLimit = field(default_factory=lambda: RateLimit(1))  # set to --max-workers by make_batch
+    streak: FailureStreak = field(default_factory=FailureStreak)
+    active: int = 0  # attempts started or about to start
+    waiting: dict[int, str] = field(default_factory=dict)  # worker -> what it waits for
+    waited: dict[str, float] = field(default_factory=dict)  # seconds starts waited, by what for
     live: dict[str, LiveAttempt] = field(default_factory=dict)  # running attempts, by session
     started_at: str = field(default_factory=utc_now)
     previous_run: dict[str, Any] | None = None  # a dead run's status, as the status file said `died`
@@ -6508,7 +7425,7 @@ class Batch:
             attempt = self.new_attempt(job)
             try:
                 record, retryable = self.run_attempt(attempt)
-            except Exception as exc:
+            except Exception as exc:  # any bug of the runner's becomes a record, never a lost attempt
                 if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                     # The output folder cannot hold an attempt's files: stop, as for the results file.
                     why = f"cannot write {exc.filename or self.folder.path} ({exc.strerror})"
@@ -6518,12 +7435,17 @@ class Batch:
                     why = f"run_batch internal error: {exc!r} (details in batch_run.log)"
                 record = attempt.record(self.entrypoint.session_id(attempt.session), mask(why, self.secrets))
                 retryable = False
+            finally:
+                self.release()
             last = not retryable or retry == self.settings.retries
             self.finish(record, last)
             if last:
                 return
 
     def may_start(self, job: Job, first: bool) -> bool:
+        """Whether the job's next attempt may start, once there is room: within the budgets, the
+        provider's rate limit, the machine's free memory and --start-delay. A True reserves a
+        place among the running (`active`), which the caller gives back."""
         self.check_budgets()
         with self._lock:
             if self.stop.budget:
@@ -6532,9 +7454,56 @@ class Batch:
                 return False
             if self.stop.stopping:
                 return False
+        if not self.wait_for_room():
+            return False
+        with self._lock:
             wait_for = self._last_start + self.settings.start_delay - time.monotonic()
             self._last_start = max(time.monotonic(), self._last_start + self.settings.start_delay)
-        return not (wait_for > 0 and self.stop.event.wait(wait_for))
+        if wait_for > 0 and self.stop.event.wait(wait_for):
+            self.release()
+            return False
+        return True
+
+    def wait_for_room(self) -> bool:
+        """Wait while the provider's rate limit or the machine's memory leaves no room for one more
+        attempt; False when the batch stops meanwhile. The time spent waiting is counted."""
+        reason, since = "", time.monotonic()
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                if self.stop.stopping:
+                    self.waiting.pop(id(threading.current_thread()), None)
+                    return False
+                rate_ok = self.rate.allows(self.active, now)
+                memory_ok = rate_ok and self.memory_allows()
+                if rate_ok and memory_ok:
+                    self.active += 1
+                    self.waiting.pop(id(threading.current_thread()), None)
+                    if reason:
+                        self.waited[reason] = self.waited.get(reason, 0.0) + now - since
+                    return True
+                reason = "rate limit" if not rate_ok else "memory"
+                self.waiting[id(threading.current_thread())] = reason
+            self.stop.event.wait(0.25)
+
+    def memory_allows(self) -> bool:
+        """Above --min-free-memory, or nothing of this run running (then waiting would be for ever)."""
+        least = self.settings.min_free_memory
+        free = available_memory() if least is not None else None
+        if least is None or free is None or free >= least:
+            return True
+        if self.active == 0:
+            self.log.once(
+                "memory-low",
+                f"{format_bytes(free)} of memory available, under --min-free-memory {format_bytes(least)}, and no "
+                "task of this run is running: starting one anyway",
+            )
+            return True
+        return False
+
+    def release(self) -> None:
+        with self._lock:
+            self.active -= 1
 
     def new_attempt(self, job: Job) -> Attempt:
         """The next attempt of a task (numbered above every earlier one, its other samples' too)."""
@@ -6563,7 +7532,7 @@ class Batch:
             trajectory_saved(attempt.evidence.trajectory)  # the empty claim goes: nothing was saved
             record = attempt.record(sid, mask(f"--before-attempt failed: {hook['reason']}", self.secrets))
             return dataclasses.replace(record, before_attempt=hook), False
-        launch, live, argv = self.launch(attempt)
+        launch, live, argv, usage = self.launch(attempt)
         outcome = self.read_outcome(attempt, live)
         record, retryable = build_record(
             attempt.record(sid),
@@ -6576,7 +7545,20 @@ class Batch:
             self.stop.reason,
             self.secrets,
         )
-        record = dataclasses.replace(record, before_attempt=hook)
+        record = dataclasses.replace(
+            record,
+            before_attempt=hook,
+            peak_memory_bytes=usage.peak_memory,
+            cpu_seconds=usage.cpu_seconds,
+            resource_source=usage.source,
+            limits=live.limits.as_json(),
+        )
+        if usage.oom_kills and record.status != "interrupted":
+            # The kernel killed part of it at its memory limit: whatever the agent made of that, the
+            # outcome is the machine's doing, not the agent's (a retry may fix it; it gets the same
+            # limit: a task that needs more says so in its front matter, task_memory).
+            why = oom_reason(live.limits, usage)
+            record, retryable = dataclasses.replace(record, status="error", error=why), not self.stop.reason
         if self.settings.evaluator and record.status != "error" and not self.stop.stopping:
             record = self.evaluate(record)
         return record, retryable
@@ -6600,7 +7582,12 @@ class Batch:
         reason = None
         if ran.exit_code != 0 or ran.reason:
             said = last_line_of(Path(ran.stderr_log or "")) or last_line_of(Path(ran.log or ""))
-            reason = one_line(f"{ran.reason or f'exit code {ran.exit_code}'}{': ' + said if said else ''}", 300)
+            code = ran.exit_code
+            if code is None:  # it did not start, or timed out, or the batch stopped
+                how = (ran.reason or "did not run").replace("the evaluator ", "")
+            else:
+                how = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
+            reason = one_line(f"{how}: {said}" if said and said not in how else how, 300)
         return {
             "exit_code": ran.exit_code,
             "elapsed_seconds": ran.elapsed_seconds,
@@ -6609,15 +7596,19 @@ class Batch:
             "reason": mask(reason, self.secrets) if reason else None,
         }
 
-    def launch(self, attempt: Attempt) -> tuple[Launch, LiveAttempt, list[str]]:
-        """Configure the attempt, launch it and wait (followed by the monitor meanwhile), then clean
-        up after it: its private files, its container. Returns what happened, what the monitor saw
-        and the argv that ran."""
+    def launch(self, attempt: Attempt) -> tuple[Launch, LiveAttempt, list[str], Usage]:
+        """Configure the attempt, launch it (in a control group of its own when it has limits) and
+        wait, followed by the monitor meanwhile, then clean up after it: its private files, its
+        container, its group. Returns what happened, what the monitor saw, the argv that ran and
+        what the attempt used."""
         prepared = self.entrypoint.prepare(attempt, self.folder.private_dir)
+        limits = limits_for(self.settings, attempt.task)
+        group = self.folder.cgroups.attempt(attempt.session, limits) if self.folder.cgroups and limits.any else None
         budget = options_for(self.settings.openhands, attempt.task).max_budget_per_task
         live = LiveAttempt(
             attempt.task.name, attempt.session, attempt.evidence, self.entrypoint.follow(attempt), Halt(), budget
         )
+        live.group, live.limits = group, limits
         with self._lock:
             self.live[attempt.session] = live
         self.view.started(attempt.task.name, attempt.session)
@@ -6632,6 +7623,8 @@ class Batch:
                 attempt.marker,
                 self.entrypoint.request_stop,
                 live.halt,
+                group,
+                live.started_as,
             )
         finally:
             with self._lock:
@@ -6643,7 +7636,10 @@ class Batch:
                 else:
                     path.unlink(missing_ok=True)
             self.entrypoint.clean_up(attempt, self.log)
-        return launch, live, prepared.argv
+            usage = live.usage()
+            if group is not None:
+                group.remove()
+        return launch, live, prepared.argv, usage
 
     def read_outcome(self, attempt: Attempt, live: LiveAttempt) -> Outcome:
         """What the attempt left; when its totals were never saved (killed), the spend the monitor
@@ -6696,11 +7692,16 @@ class Batch:
             for live in running:
                 try:
                     live.look(now)
+                    live.sample()
                 except Exception as exc:  # a follower's bug must not stop the watch
                     self.log.once(f"follow-{type(exc).__name__}", f"could not follow a running task: {exc!r}")
+                self.slow_down(live, now)
                 check_attempt(live, now, self.settings.stall_timeout, live.budget)
+            with self._lock:
+                self.rate.calm(now)
             self.check_budgets()
             self.view.progress({r.session: (r.metrics.total_cost, r.steps) for r in running})
+            self.view.status(self.waiting_line())
             self.write_status("running")
             if (
                 self.settings.heartbeat
@@ -6709,6 +7710,31 @@ class Batch:
             ):
                 last_heartbeat = now
                 self.view.write(self.heartbeat_line())
+
+    def slow_down(self, live: LiveAttempt, now: float) -> None:
+        """The rate limits a running attempt met since the last look: fewer starts for a while."""
+        with self._lock:
+            limits, live.rate_limits = live.rate_limits, []
+            for retry_after in limits:
+                before = self.rate.slots
+                self.rate.limited(now, retry_after)
+                if self.rate.slots != before:
+                    self.log.write(
+                        f"{printable(live.task)}: the provider limits the rate; {self.rate.slots} of "
+                        f"{self.rate.most} tasks at once, no start for {self.rate.resume_at - now:.0f}s",
+                        console=True,
+                    )
+
+    def waiting_line(self) -> str | None:
+        """`rate limited: 2 of 4 slots`, `3 starts wait for memory`: why fewer tasks run than could."""
+        with self._lock:
+            parts = []
+            if self.rate.slots < self.rate.most or time.monotonic() < self.rate.resume_at:
+                parts.append(f"rate limited: {self.rate.slots} of {self.rate.most} slots")
+            memory = sum(1 for why in self.waiting.values() if why == "memory")
+            if memory:
+                parts.append(f"{plural(memory, 'start')} waiting for memory")
+        return "; ".join(parts) or None
 
     def spend(self) -> dict[str, float]:
         """This run's recorded spend, the running attempts' spend, and the folder's (every results file)."""
@@ -6747,12 +7773,12 @@ class Batch:
         return sum(durations) / len(durations) * left / min(self.settings.max_workers, left)
 
     def heartbeat_line(self) -> str:
-        spend, eta = self.spend(), self.eta()
+        spend, eta, waiting = self.spend(), self.eta(), self.waiting_line()
         return (
             f"[heartbeat {utc_now()[11:19]}] {self.done}/{len(self.jobs)}{' samples' if self.unit == 'sample' else ''} "
             f"done, {len(self.live)} running, "
             f"${spend['this_run']:.4f} spent this run (${spend['running']:.4f} by running tasks), "
-            f"ETA {UNKNOWN if eta is None else format_duration(eta)}"
+            f"ETA {UNKNOWN if eta is None else format_duration(eta)}" + (f"; {waiting}" if waiting else "")
         )
 
     def write_status(self, state: str) -> None:
@@ -6840,6 +7866,21 @@ class Batch:
                 line += "  (NOT RECORDED: the results file cannot be written)"
         self.log.write(line)
         self.view.finished(record, line, last)
+        self.count_failure(record)
+
+    def count_failure(self, record: AttemptRecord) -> None:
+        """--max-consecutive-failures: the same set-up failure N times in a row stops the batch (a
+        wrong key or a dead endpoint fails every task, each after OpenHands' start-up)."""
+        most = self.settings.max_consecutive_failures
+        with self._lock:
+            found = self.streak.add(record)
+            count, example = self.streak.count, self.streak.example
+        if found and most and count >= most:
+            kind, check = found
+            self.stop.fail(
+                f"{count} attempts in a row ended in the same failure, {kind} (the last: {example}); check {check}. "
+                "No new task started"
+            )
 
 
 def retry_delay(backoff: float, retry: int) -> float:
@@ -6857,6 +7898,8 @@ def execute(batch: Batch) -> None:
     try:
         run_pool(batch)
     finally:
+        if isinstance(batch.entrypoint, SdkDriver):
+            batch.entrypoint.close()
         done.set()
         monitor.join()
         batch.write_status("interrupted" if batch.stop.stopping else "finished")  # a budget interrupts too
@@ -6963,14 +8006,49 @@ def summary_lines(
     slowest = sorted(shown, key=lambda r: -r.elapsed_time_seconds)[:3]
     if slowest:
         lines.append(
-            "Slowest: " + ", ".join(f"{printable(r.task_name)} {r.elapsed_time_seconds:.0f}s" for r in slowest)
+            "Slowest: "
+            + ", ".join(
+                f"{printable(r.task_name)}{f' (sample {r.sample})' if plan.samples > 1 else ''} "
+                f"{r.elapsed_time_seconds:.0f}s"
+                for r in slowest
+            )
         )
-    lines += filter(None, [outlier_line(mine.latest), pass_rate_line(totals.evaluation), measures_line(mine.measures)])
+    lines += filter(None, [outlier_line(mine.latest), resources_line(shown), waits_line(batch)])
+    lines += filter(None, [pass_rate_line(totals.evaluation), measures_line(mine.measures)])
     lines += filter(
         None, [scores_line(mine.scores), f"Experiment {mine.experiment.describe()}" if mine.experiment else None]
     )
     lines.append(f"Results: {s.results_path}  Summary: {s.output_dir / 'summary.json'}")
     return lines
+
+
+def resources_line(records: list[AttemptRecord]) -> str | None:
+    """The attempts that took the most memory and CPU (pure)."""
+    memory = sorted((r for r in records if r.peak_memory_bytes), key=lambda r: -(r.peak_memory_bytes or 0))[:3]
+    cpu = sorted((r for r in records if r.cpu_seconds), key=lambda r: -(r.cpu_seconds or 0))[:3]
+    if not memory:
+        return None
+    source = "sampled" if any(r.resource_source == "sampled" for r in memory) else "control groups"
+    return (
+        "Largest memory: "
+        + ", ".join(f"{printable(r.task_name)} {format_bytes(r.peak_memory_bytes or 0)}" for r in memory)
+        + "; most CPU: "
+        + ", ".join(f"{printable(r.task_name)} {r.cpu_seconds:.0f}s" for r in cpu)
+        + f" ({source})."
+    )
+
+
+def waits_line(batch: Batch) -> str | None:
+    """How long starts waited, and for what: the provider's rate limit, the machine's memory."""
+    parts = []
+    if batch.rate.events:
+        waited = batch.waited.get("rate limit", 0.0)
+        parts.append(
+            f"{format_duration(waited)} for the provider's rate limit ({plural(batch.rate.events, 'limit')} met)"
+        )
+    if batch.waited.get("memory"):
+        parts.append(f"{format_duration(batch.waited['memory'])} for memory")
+    return "Starts waited " + " and ".join(parts) + "." if parts else None
 
 
 def sum_up(batch: Batch, plan: Plan, wall: float) -> list[AttemptRecord]:
@@ -6993,6 +8071,8 @@ def sum_up(batch: Batch, plan: Plan, wall: float) -> list[AttemptRecord]:
         "this_run_tasks": len({r.task_name for r in batch.records}),
         "this_run_attempts": len(batch.records),
         "graded_without_running": len(batch.regraded),
+        "rate_limits_met": batch.rate.events,
+        "start_waits_seconds": {k: round(v, 1) for k, v in batch.waited.items()},
         "not_started": sorted({j.task.name for j in not_started}),
         "skipped_for_budget": sorted({j.task.name for j in batch.skipped_budget}),
         "runner_peak_rss_mb": peak_rss_mb(),
@@ -7082,7 +8162,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
         return dry_run(settings, plan, entrypoint, experiment, secrets)
 
     stop = StopSignal()
-    folder = open_output_folder(settings)
+    folder = open_output_folder(settings, wanted_limits(settings, plan.selected))
     try:
         batch = make_batch(settings, plan, entrypoint, experiment, folder, secrets, stop, earlier)
         try:
@@ -7164,6 +8244,8 @@ def make_batch(
     log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
     if hint:
         log.warn(hint)
+    if isinstance(entrypoint, SdkDriver) and plan.to_run:
+        entrypoint.preload_for(folder.run_id, settings.output_dir / "logs", log.warn)
     return Batch(
         settings,
         plan.to_run,
@@ -7177,6 +8259,7 @@ def make_batch(
         attempts=attempt_numbers(earlier.every),
         folder_spend=ShardSpend(settings.output_dir, earlier.every),
         to_grade=plan.to_grade,
+        rate=RateLimit(settings.max_workers),
     )
 
 
@@ -7297,6 +8380,8 @@ THIS_RUN_KEYS = (
     "this_run_tasks",
     "this_run_attempts",
     "graded_without_running",
+    "rate_limits_met",
+    "start_waits_seconds",
     "not_started",
     "skipped_for_budget",
     "runner_peak_rss_mb",
@@ -7432,6 +8517,9 @@ def driver_interrupt_commands(conversation: Any) -> None:
     looks otherwise, run_batch's kill of the agent's commands after the grace period remains)."""
     with contextlib.suppress(Exception):
         executor = conversation.agent.tools_map["terminal"].executor
+        if callable(getattr(executor, "interrupt", None)):  # SDK 1.58: its own way
+            executor.interrupt()
+            return
         pool = getattr(executor, "_pool", None)
         panes = list(getattr(pool, "_all_panes", None) or []) or [getattr(executor, "_session", None)]
         for pane in panes:
@@ -7621,8 +8709,187 @@ def run_sdk_driver(argv: list[str]) -> int:
     return 0 if finished and not failure else 1
 
 
+# ------------------------------------------------------------------------------------------------
+# The preloaded SDK: imported once per batch, each attempt a fork of it (docs/openhands.md, "SDK
+# driver, preloaded")
+# ------------------------------------------------------------------------------------------------
+# Importing the SDK and its tools takes seconds of CPU and hundreds of MB (LiteLLM alone is most of
+# it), which every attempt paid again. `python run_batch.py --sdk-server` imports them once; the
+# runner then asks it, one JSON line on its stdin per attempt, to fork a child that becomes the
+# attempt exactly as a fresh interpreter would: its own session, working folder, environment, log
+# files, control group; it answers with the child's pid, and with its exit status once it ends.
+# A fork copies no thread: the server refuses to serve when the imports left one running.
+
+SDK_SERVER_FLAG = "--sdk-server"
+
+
+def driver_imports() -> None:
+    """Everything the driver imports, and what its first LLM call would import late (the HTTP
+    stack, LiteLLM's tokenizer), so that a forked attempt imports nothing itself."""
+    import httpx
+    import litellm
+    from openhands.sdk import LLM, Agent, AgentContext, Conversation, LLMSummarizingCondenser  # noqa: F401
+    from openhands.sdk.context import load_project_skills  # noqa: F401
+    from openhands.sdk.event import ActionEvent  # noqa: F401
+    from openhands.sdk.event.conversation_error import ConversationErrorEvent  # noqa: F401
+    from openhands.sdk.security.confirmation_policy import NeverConfirm  # noqa: F401
+
+    driver_tools()
+    with contextlib.suppress(Exception):
+        litellm.token_counter(model="gpt-4o", text="warm up")
+    httpx.Client().close()
+
+
+def driver_hooks() -> list[str]:
+    """What a release lacks of the SDK parts the driver relies on beyond its public API, each with
+    what is lost without it (checked after the imports; docs/openhands.md, "SDK driver")."""
+    from openhands.sdk.conversation.state import ConversationState
+
+    missing = []
+    if not (callable(getattr(ConversationState, "_save_base_state", None)) and hasattr(ConversationState, "acquire")):
+        missing.append(
+            "ConversationState._save_base_state: the spend is saved only when the SDK saves its state, so a "
+            "killed attempt's cost may be unknown (as with the V1 CLI)"
+        )
+    if not callable(getattr(ConversationState, "block_action", None)):
+        missing.append("ConversationState.block_action: a stop lets the step in flight run its action")
+    try:
+        from openhands.tools.terminal.impl import TerminalExecutor
+
+        interrupt = callable(getattr(TerminalExecutor, "interrupt", None))
+    except ImportError:
+        interrupt = False
+    try:
+        from openhands.tools.terminal.terminal.tmux_pane_pool import TmuxPanePool
+
+        panes = "_all_panes" in getattr(TmuxPanePool, "__dataclass_fields__", {})
+    except ImportError:
+        panes = False
+    if not (interrupt or panes):
+        missing.append(
+            "a way to press Ctrl-C in the agent's terminal: a stop waits for the running command until run_batch "
+            "kills it at the end of --grace-period"
+        )
+    return missing
+
+
+def sdk_version() -> str | None:
+    import importlib.metadata
+
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        return importlib.metadata.version("openhands-sdk")
+    return None
+
+
+def server_say(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def run_sdk_server() -> int:
+    """Import the SDK once, then fork one attempt per request until stdin closes (the runner is
+    done, or gone: then the attempts it left run on, and the next run cleans them up as it does
+    any dead run's)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # docs/openhands.md, "Offline start"
+    try:
+        driver_imports()
+    except Exception as exc:
+        server_say({"ready": False, "why": one_line(f"the SDK cannot be imported: {type(exc).__name__}: {exc}")})
+        return 1
+    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if threads:
+        why = f"the SDK's imports left {plural(len(threads), 'thread')} running ({', '.join(threads)[:200]})"
+        server_say({"ready": False, "why": why + "; a fork would copy them half-alive"})
+        return 1
+    gc.freeze()  # the imported objects stay shared with every attempt: no copy-on-write of them
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_write)
+    for sig in (signal.SIGINT, signal.SIGHUP):  # the runner ends it by closing stdin
+        signal.signal(sig, signal.SIG_IGN)
+    server_say({"ready": True, "version": sdk_version(), "missing": driver_hooks(), "pid": os.getpid()})
+    pending = b""  # requests are read as bytes and split here: a buffered reader would hide the
+    while True:  # second of two lines that arrived together from select()
+        readable, _, _ = select.select([0, wake_read], [], [])
+        if wake_read in readable:
+            with contextlib.suppress(OSError):
+                os.read(wake_read, 512)
+            report_children()
+        if 0 in readable:
+            data = os.read(0, 1 << 20)
+            if not data:
+                return 0
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                server_fork(json.loads(line), (wake_read, wake_write))
+
+
+def report_children() -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        server_say({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+
+
+def server_fork(request: dict[str, Any], wake: tuple[int, int]) -> None:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        server_say({"id": request.get("id"), "error": f"fork failed: {exc.strerror or exc}"})
+        return
+    if pid:
+        server_say({"id": request.get("id"), "pid": pid})
+        return
+    code = 70
+    try:
+        become_attempt(request, wake)
+        code = run_sdk_driver(list(request["argv"]))
+    except BaseException:  # the attempt's stderr says why; the runner records exit 70
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def become_attempt(request: dict[str, Any], wake: tuple[int, int]) -> None:
+    """In the forked child: what a fresh interpreter started for the attempt would have, its own
+    session, control group, folder, stdin, log files and environment."""
+    signal.set_wakeup_fd(-1)
+    for fd in wake:
+        os.close(fd)
+    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    os.setsid()
+    for procs in request.get("cgroups", []):
+        with open(procs, "w", encoding="ascii") as f:
+            f.write("0")
+    os.chdir(request["cwd"])
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        log = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        os.dup2(log, fd)
+        os.close(log)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = [str(Path(__file__).absolute()), SDK_DRIVER_FLAG, *request["argv"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [SDK_SERVER_FLAG]:  # run by OpenHands' own Python, once per batch
+        code = run_sdk_server()
+        sys.stdout.flush()
+        os._exit(code)
     if argv[:1] == [SDK_DRIVER_FLAG]:  # run by OpenHands' own Python, for one attempt
         code = run_sdk_driver(argv[1:])
         sys.stdout.flush()

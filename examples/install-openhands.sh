@@ -21,6 +21,12 @@
 #                 PLAYWRIGHT_BROWSERS_PATH (and a USER other than root/openhands) and runs
 #                 `python -m openhands.core.main`: give run_batch
 #                 `--command DIR/bin/openhands-core-main --openhands-version 0.33.0`. Python 3.12.
+#     sdk-1.58.2  the SDK alone: openhands-sdk and openhands-tools 1.58.2, for run_batch's own driver:
+#                 `--entrypoint sdk --command DIR/bin/python`. Every dependency pinned to the list
+#                 this script carries (what pip resolved on 2026-12-07; unpinned, pip takes minutes
+#                 to resolve the same set and a later day may give another). Python 3.12 or 3.13.
+#     sdk-1.21.0  the SDK of the V1 CLI 1.16.0 (openhands-sdk and openhands-tools 1.21.0) without the
+#                 CLI, pinned to the versions in the CLI's environment of 2026-12-07. Python 3.12.
 #   DIR           default ${XDG_CACHE_HOME:-~/.cache}/run_batch/openhands-V
 #   --python PATH (or OPENHANDS_BASE_PYTHON=PATH): the Python to build it on, instead of searching.
 #   --find-python: only say which Python it would build on (last line: its path); install nothing.
@@ -34,11 +40,27 @@ set -euo pipefail
 
 # --- what can be installed: one `case` arm per OpenHands generation -----------------------------
 # PACKAGE/PACKAGE_VERSION: the PyPI release; PYTHONS: the Python minor versions it runs on, the
-# preferred first; PIN: `wheel-lock` pins every dependency to the poetry.lock inside the wheel;
-# CHECK: a command run once inside the new environment to prove it starts; SIZE/TIME: estimates
-# (measured on 2 cores); LABEL: its name in messages; EXTRAS: more packages, pinned the same way;
-# LOCAL_RUNTIME: also set up what 0.33's local runtime runs (Poetry, Chromium, the wrapper).
-EXTRAS=() LOCAL_RUNTIME=
+# preferred first; PIN: `wheel-lock` pins every dependency to the poetry.lock inside the wheel,
+# `carried` to the list pins_for prints (below), `none` leaves it to pip;
+# CHECK: a command run once inside the new environment to prove it starts (CHECK_SAY: how the
+# progress line names it, when not the command itself); SIZE/TIME: estimates (measured on 2
+# cores); LABEL: its name in messages; EXTRAS: more packages, pinned the same way; LOCAL_RUNTIME:
+# also set up what 0.33's local runtime runs (Poetry, Chromium, the wrapper); RUN_HINT: how to give
+# it to run_batch, said after the install.
+EXTRAS=() LOCAL_RUNTIME= CHECK_SAY= RUN_HINT=
+# What run_batch's SDK driver imports (run_batch.py, "The SDK driver"): the check of the SDK installs.
+SDK_DRIVER_IMPORTS='from openhands.sdk import LLM, Agent, AgentContext, Conversation, ConversationExecutionStatus, LLMSummarizingCondenser
+from openhands.sdk.context import load_project_skills
+from openhands.sdk.event import ActionEvent
+from openhands.sdk.event.conversation_error import ConversationErrorEvent
+from openhands.sdk.security.confirmation_policy import NeverConfirm
+from openhands.sdk.tool import Tool
+from openhands.tools import TaskToolSet
+from openhands.tools.file_editor import FileEditorTool
+from openhands.tools.preset.default import get_default_condenser, register_builtins_agents
+from openhands.tools.task_tracker import TaskTrackerTool
+from openhands.tools.terminal import TerminalTool
+from pydantic import SecretStr'
 spec() {
   case $1 in
     1.6.0)
@@ -54,8 +76,16 @@ spec() {
       EXTRAS=(jupyter-kernel-gateway) LOCAL_RUNTIME=1
       CHECK=(bin/openhands-core-main --help) SIZE="1.1 GB" TIME="2-4 minutes"
       LABEL="openhands-ai 0.33.0" ;;
+    sdk-1.58.2|sdk-1.21.0)
+      PACKAGE=openhands-sdk PACKAGE_VERSION=${1#sdk-} PIN=carried
+      EXTRAS=("openhands-tools==$PACKAGE_VERSION")
+      CHECK=(bin/python -c "$SDK_DRIVER_IMPORTS") CHECK_SAY="the imports of run_batch's SDK driver"
+      LABEL="openhands-sdk $PACKAGE_VERSION (with openhands-tools)"
+      RUN_HINT="run_batch.py --entrypoint sdk --command DIR/bin/python, with LLM_MODEL and LLM_API_KEY (and LLM_BASE_URL) set, or an agent_settings.json in ~/.openhands"
+      if [[ $1 == sdk-1.58.2 ]]; then PYTHONS="3.12 3.13" SIZE="660 MB" TIME="3-5 minutes"
+      else PYTHONS="3.12" SIZE="610 MB" TIME="3-5 minutes"; fi ;;
     *)
-      echo "install-openhands: unknown version '$1'; known: 1.6.0 (openhands-ai, default), cli-1.16.0 (the V1 CLI), 0.33.0 (openhands-ai, local runtime)" >&2
+      echo "install-openhands: unknown version '$1'; known: 1.6.0 (openhands-ai, default), cli-1.16.0 (the V1 CLI), 0.33.0 (openhands-ai, local runtime), sdk-1.58.2 and sdk-1.21.0 (the SDK alone, for --entrypoint sdk)" >&2
       exit 2 ;;
   esac
 }
@@ -102,6 +132,7 @@ installed() {
 how_to_run() {
   [[ -z $LOCAL_RUNTIME ]] ||
     say "run it with: run_batch.py --command $DIR/bin/openhands-core-main --openhands-version $PACKAGE_VERSION, and [core] runtime = \"local\" and a workspace_base in the config"
+  [[ -z $RUN_HINT ]] || say "run it with: ${RUN_HINT//DIR/$DIR}"
 }
 if [[ -z $FIND_ONLY ]] && installed; then
   say "$LABEL is installed in $DIR"
@@ -203,10 +234,11 @@ fi
 # A folder holding something else is never touched; one this script started is finished or redone.
 if [[ -e $DIR && ! -d $DIR ]]; then die "$DIR exists and is not a folder; give another DIR"; fi
 if [[ -d $DIR && -n $(ls -A "$DIR") && ! -e $STARTED ]]; then
-  # Another generation's install: its marker, or the metadata of openhands-ai or openhands.
+  # Another generation's install: its marker, or the metadata of openhands-ai, openhands or the SDK.
   other=$(head -n 1 "$MARKER" 2>/dev/null ||
           compgen -G "$DIR/lib/python3.*/site-packages/openhands_ai-*.dist-info" ||
-          compgen -G "$DIR/lib/python3.*/site-packages/openhands-[0-9]*.dist-info") || true
+          compgen -G "$DIR/lib/python3.*/site-packages/openhands-[0-9]*.dist-info" ||
+          compgen -G "$DIR/lib/python3.*/site-packages/openhands_sdk-*.dist-info") || true
   other=${other##*/}
   if [[ -n $other && -x $PY ]]; then
     die "$DIR holds another install (${other%.dist-info}), not $LABEL: give another DIR"
@@ -335,6 +367,13 @@ print(f"{len(pins)} pins written to {out}")
 EOF
   REQUIREMENT=("$WHEEL")
   CONSTRAINTS=(-c "$DIR/constraints.txt")
+elif [[ $PIN == carried ]]; then
+  # The pins are the rows between `#pins VERSION ...` and `#end` at the end of this file.
+  step 2/$N "pinning $LABEL's dependencies to the list this script carries"
+  sed -n "/^#pins $VERSION /,/^#end/{/^#/d;p;}" "$0" | tr -s ' ' '\n' | grep . > "$DIR/constraints.txt" || true
+  (( $(wc -l < "$DIR/constraints.txt") > 10 )) || fail "reading the pins of $VERSION at the end of $0"
+  echo "$(wc -l < "$DIR/constraints.txt") pins written to $DIR/constraints.txt" >> "$LOG"
+  CONSTRAINTS=(-c "$DIR/constraints.txt")
 else
   step 2/$N "no lock file to pin to: pip resolves $LABEL's dependencies"
 fi
@@ -397,9 +436,10 @@ EOF
   chmod +x "$DIR/bin/openhands-core-main"
 fi
 
-step $N/$N "checking that it starts: ${CHECK[*]}"
+step $N/$N "checking that it starts: ${CHECK_SAY:-${CHECK[*]}}"
 # (LiteLLM would fetch its price list from the network first; its own copy is enough here.)
-(cd "$DIR" && LITELLM_LOCAL_MODEL_COST_MAP=True OPENHANDS_SUPPRESS_BANNER=1 "${CHECK[@]}") >>"$LOG" 2>&1 || fail "the check ${CHECK[*]}"
+(cd "$DIR" && LITELLM_LOCAL_MODEL_COST_MAP=True OPENHANDS_SUPPRESS_BANNER=1 "${CHECK[@]}") >>"$LOG" 2>&1 ||
+  fail "the check ${CHECK_SAY:-${CHECK[*]}}"
 if [[ -n $LOCAL_RUNTIME ]]; then
   say "    and that Poetry names this venv and that Playwright launches the browser"
   first=$(cd "$SP" && VIRTUAL_ENV=$DIR PATH=$DIR/bin:$PATH poetry show -v 2>>"$LOG") ||
@@ -419,3 +459,92 @@ rm -f "$STARTED"
 say "done in $(( SECONDS - START )) s: $LABEL in $DIR ($(du -sm "$DIR" | cut -f1) MB)"
 how_to_run
 echo "$PY"
+exit 0
+
+# --- the carried pins ------------------------------------------------------------------------------
+# For each `PIN=carried` version: every package of the environment its check passed in, as
+# `pip freeze` listed it, minus the packages asked for (step 2 turns them into constraints.txt).
+#pins sdk-1.58.2 (pip's resolution of openhands-sdk==1.58.2 openhands-tools==1.58.2 on 2026-12-07, Python 3.12.1)
+  agent-client-protocol==0.12.1 aiofile==3.12.3 aiofiles==25.1.0 aiohappyeyeballs==2.7.1
+  aiohttp==3.14.3 aiosignal==1.4.0 annotated-doc==0.0.7 annotated-types==0.8.0 anthropic==0.76.0
+  anyio==4.12.1 attrs==26.1.0 authlib==1.9.10 backoff==2.2.1 beartype==0.23.1 beautifulsoup4==4.15.0
+  binaryornot==0.6.0 blake3==1.0.11 boto3==1.44.18 botocore==1.44.18 browser-harness==0.1.12
+  browser-use-sdk==3.4.2 browser-use==0.13.9 bubus==1.5.6 cachetools==8.0.3 caio==0.12.10
+  cdp-use==1.4.5 certifi==2026.10.19.post1 cffi==2.1.1 charset-normalizer==3.5.3 click==8.3.3
+  cloudpickle==3.1.2 cryptography==51.0.1 cyclopts==5.5.2 deprecation==2.1.0 distro==1.9.0
+  dnspython==2.9.2 docstring-parser==0.18.0 email-validator==2.4.0 exceptiongroup==1.3.2
+  fakeredis==2.41.0 fastmcp-slim==3.4.11 fastmcp==3.4.11 fastuuid==0.14.0 fetch-use==0.4.0
+  filelock==3.32.7 frozenlist==1.8.0 fsspec==2026.9.0 func-timeout==4.3.5 google-api-core==2.29.0
+  google-api-python-client==2.188.0 google-auth-httplib2==0.4.4 google-auth-oauthlib==1.2.4
+  google-auth==2.48.0 google-genai==1.65.0 googleapis-common-protos==1.76.0 griffelib==2.4.1
+  groq==1.0.0 grpcio==1.85.4 h11==0.16.0 h2==4.4.1 hf-xet==1.8.0 hpack==4.2.0 httpcore==1.0.9
+  httplib2==0.32.1 httpx-sse==0.4.3 httpx==0.28.1 huggingface-hub==1.16.1 hyperframe==6.1.0
+  idna==3.21 importlib-metadata==8.9.0 inquirerpy==0.3.4 jaraco.classes==3.4.0 jaraco.context==6.1.2
+  jaraco.functools==4.6.0 jeepney==0.9.0 jinja2==3.1.6 jiter==0.19.0 jmespath==1.1.0 joserfc==1.8.0
+  json-repair==0.64.6 jsonref==1.1.0 jsonschema-path==0.5.0 jsonschema-specifications==2025.9.1
+  jsonschema==4.26.0 keyring==25.7.0 libtmux==0.62.0 litellm==1.105.7 lmnr-claude-code-proxy==0.2.0
+  lmnr==0.7.66 lupa==2.8 lxml==6.2.1 markdown-it-py==4.3.0 markdownify==1.2.2 markupsafe==3.0.4
+  mcp==1.28.1 mdurl==0.1.2 more-itertools==11.2.1 multidict==6.9.1 oauthlib==4.0.1 ollama==0.6.1
+  openai==2.26.0 openapi-pydantic==0.6.0 opentelemetry-api==1.45.1
+  opentelemetry-exporter-http-transport==0.66b1 opentelemetry-exporter-otlp-common==0.66b1
+  opentelemetry-exporter-otlp-proto-common==1.45.1 opentelemetry-exporter-otlp-proto-grpc==1.45.1
+  opentelemetry-exporter-otlp-proto-http==1.45.1 opentelemetry-instrumentation-threading==0.66b1
+  opentelemetry-instrumentation==0.66b1 opentelemetry-proto==1.45.1 opentelemetry-sdk==1.45.1
+  opentelemetry-semantic-conventions-ai==0.4.13 opentelemetry-semantic-conventions==0.66b1
+  orjson==3.13.0 packaging==26.4 pathable==0.6.0 pfzy==0.3.4 pillow==12.3.0 platformdirs==4.14.9
+  portalocker==4.4.2 posthog==7.7.0 prompt-toolkit==3.0.53 propcache==0.5.4 proto-plus==1.29.0
+  protobuf==6.33.6 psutil==7.2.2 py-key-value-aio==0.4.6 pyasn1-modules==0.4.2 pyasn1==0.6.5
+  pycparser==3.12 pydantic-core==2.46.5 pydantic-settings==2.16.3 pydantic==2.13.5 pygments==2.21.0
+  pyjwt==2.15.1 pyotp==2.9.0 pyparsing==3.3.3 pypdf==6.15.0 pyperclip==1.11.0
+  python-dateutil==2.9.0.post0 python-docx==1.2.0 python-dotenv==1.2.2 python-frontmatter==1.3.0
+  python-json-logger==4.2.0 python-multipart==0.0.34 pyyaml==6.0.4 redis==8.2.0 referencing==0.37.0
+  regex==2026.12.2 reportlab==4.4.9 requests-oauthlib==2.0.0 requests==2.33.0 rich-rst==2.2.0
+  rich==14.3.3 rpds-py==2026.9.1 rsa==4.9.1 s3transfer==0.19.3 screeninfo==0.8.1
+  secretstorage==3.5.0 shellingham==1.5.4 six==1.17.0 sniffio==1.3.1 socksio==1.0.0
+  sortedcontainers==2.4.0 soupsieve==4.1.4 sse-starlette==3.7.1 starlette==1.10.0 tenacity==9.1.4
+  tiktoken==0.14.0 tokenizers==0.23.3 tom-swe==1.0.3 tqdm==4.70.1 tree-sitter-bash==0.25.1
+  tree-sitter==0.26.1 typer==0.29.2 typing-extensions==4.15.0 typing-inspection==0.4.5
+  uncalled-for==0.6.2 uritemplate==4.2.0 urllib3==2.8.0 uuid7==0.1.0 uvicorn==0.55.0
+  watchfiles==1.3.0 wcwidth==0.9.5 websockets==15.0.1 wrapt==1.17.3 yarl==1.25.1 zipp==4.1.2
+#end
+#pins sdk-1.21.0 (pip's resolution of openhands-sdk==1.21.0 openhands-tools==1.21.0 within the V1 CLI 1.16.0's environment of 2026-12-07, Python 3.12.1)
+  agent-client-protocol==0.8.1 aiofile==3.12.3 aiofiles==25.1.0 aiohappyeyeballs==2.7.1
+  aiohttp==3.14.5 aiosignal==1.4.0 annotated-types==0.8.0 anthropic==0.125.0 anyio==4.16.0
+  attrs==26.1.0 authlib==1.9.10 backoff==2.2.1 bashlex==0.18 beartype==0.23.1 beautifulsoup4==4.15.0
+  binaryornot==0.6.0 blake3==1.0.11 boto3==1.44.18 botocore==1.44.18 browser-use-sdk==3.12.1
+  browser-use==0.11.13 bubus==1.5.6 cachetools==8.0.3 caio==0.12.10 cdp-use==1.4.5
+  certifi==2026.10.19.post1 cffi==2.1.1 charset-normalizer==3.5.3 click==8.5.1 cloudpickle==3.1.3
+  cryptography==51.0.1 cyclopts==5.5.2 deprecation==2.1.0 distro==1.9.0 dnspython==2.9.2
+  docstring-parser==0.18.0 email-validator==2.4.0 exceptiongroup==1.3.2 fakeredis==2.41.0
+  fastmcp-slim==4.1.7 fastmcp==4.1.7 fastuuid==0.14.0 filelock==4.3.2 frozenlist==1.8.0
+  fsspec==2026.9.0 func-timeout==4.3.5 google-api-core==2.44.0 google-api-python-client==2.202.0
+  google-auth-httplib2==0.4.4 google-auth-oauthlib==1.5.0 google-auth==2.63.1 google-genai==1.75.0
+  googleapis-common-protos==1.76.0 griffelib==2.4.1 groq==1.7.0 grpcio==1.85.4 h11==0.16.0 h2==4.4.1
+  hf-xet==1.8.0 hpack==4.2.0 httpcore2==2.17.0 httpcore==1.0.9 httplib2==0.32.1 httpx2==2.17.0
+  httpx==0.29.0 huggingface-hub==2.4.0 hyperframe==6.1.0 idna==3.21 importlib-metadata==8.9.0
+  inquirerpy==0.3.4 jinja2==3.1.6 jiter==0.19.0 jmespath==1.1.0 joserfc==1.8.0 json-repair==0.64.6
+  jsonref==1.1.0 jsonschema-path==0.5.0 jsonschema-specifications==2025.9.1 jsonschema==4.26.0
+  libtmux==0.62.0 litellm==1.110.2 lmnr-claude-code-proxy==0.2.0 lmnr==0.8.1 lupa==2.8 lxml==6.2.1
+  markdown-it-py==4.3.0 markdownify==1.2.3 markupsafe==3.0.4 mcp-types==2.3.0 mcp==2.3.0
+  mdurl==0.1.2 multidict==7.2.1 oauthlib==4.0.1 ollama==0.6.3 openai==2.54.0 openapi-pydantic==0.6.0
+  opentelemetry-api==1.45.1 opentelemetry-exporter-http-transport==0.66b1
+  opentelemetry-exporter-otlp-common==0.66b1 opentelemetry-exporter-otlp-proto-common==1.45.1
+  opentelemetry-exporter-otlp-proto-grpc==1.45.1 opentelemetry-exporter-otlp-proto-http==1.45.1
+  opentelemetry-instrumentation-threading==0.66b1 opentelemetry-instrumentation==0.66b1
+  opentelemetry-proto==1.45.1 opentelemetry-sdk==1.45.1 opentelemetry-semantic-conventions-ai==0.5.1
+  opentelemetry-semantic-conventions==0.66b1 orjson==3.13.0 packaging==26.4 pathable==0.6.0
+  pfzy==0.3.4 pillow==13.0.0 platformdirs==4.14.9 portalocker==2.10.1 posthog==7.91.1
+  prompt-toolkit==3.0.53 propcache==0.5.4 proto-plus==1.29.0 protobuf==7.36.2 psutil==7.2.2
+  py-key-value-aio==0.4.6 pyasn1-modules==0.4.2 pyasn1==0.6.5 pycparser==3.12 pydantic-core==2.50.5
+  pydantic-settings==2.16.3 pydantic==2.14.4 pygments==2.21.0 pyjwt==2.15.1 pyotp==2.12.1
+  pyparsing==3.3.3 pypdf==7.1.1 pyperclip==1.11.0 python-dateutil==2.9.0.post0 python-docx==1.2.0
+  python-dotenv==1.2.4 python-frontmatter==1.3.0 python-json-logger==4.2.0 python-multipart==0.0.34
+  pyyaml==6.0.4 redis==8.2.0 referencing==0.37.0 regex==2026.12.2 reportlab==5.1.0
+  requests-oauthlib==2.0.0 requests==2.34.2 rich-rst==2.2.0 rich==14.2.0 rpds-py==2026.9.1
+  s3transfer==0.19.3 screeninfo==0.8.1 six==1.17.0 sniffio==1.3.1 socksio==1.0.0
+  sortedcontainers==2.4.0 soupsieve==4.1.4 sse-starlette==3.7.1 starlette==1.10.0 tenacity==9.1.4
+  tiktoken==0.14.0 tokenizers==0.23.3 tom-swe==1.0.3 tqdm==4.70.1 truststore==0.10.5
+  typing-extensions==4.16.0 typing-inspection==0.4.5 uncalled-for==0.6.2 uritemplate==4.2.0
+  urllib3==2.8.0 uuid7==0.1.0 uvicorn==0.55.0 watchfiles==1.3.0 wcwidth==0.9.5 websockets==16.1.1
+  wrapt==2.5.2 yarl==1.25.1 zipp==4.1.2
+#end

@@ -18,12 +18,22 @@ It follows docs/openhands.md and what the real openhands-ai 1.6.0 was seen to do
 
 What the agent does is chosen by lines in the prompt:
     RUN: <command>          the command the agent runs (default: echo hello)
-    STANDIN: <behaviour>    llm-error | llm-auth | max-iterations | stuck | crash | crash-times N |
-                            no-state | debug-metrics | print-mb N | print-secret | background |
-                            hang | slow-start S | long-line-mb N [stdout|stderr] |
-                            big-trajectory-mb N | big-event-mb N | no-trajectory | error-mb N |
-                            tick S | hang-after-events N | wipe-on-stop
+    STANDIN: <behaviour>    llm-error | llm-auth | llm-unreachable | rate-limited N [S] | max-iterations |
+                            stuck | crash | crash-times N | no-state | debug-metrics | print-mb N |
+                            print-secret | background | hang | slow-start S |
+                            long-line-mb N [stdout|stderr] | big-trajectory-mb N | big-event-mb N |
+                            no-trajectory | error-mb N | tick S | hang-after-events N | wipe-on-stop
     (several STANDIN lines combine).
+    llm-auth                as the real 1.6.0 when the provider answers 401 (a wrong key): the agent's
+                            error line, litellm's traceback ending in AuthenticationError, state ERROR
+    llm-unreachable         as the real 1.6.0 when nothing listens at base_url: litellm's
+                            "InternalServerError: OpenAIException - Connection error." after 4.5 KB
+                            of traceback, state ERROR
+    rate-limited N [S]      the first LLM call meets N rate limits (HTTP 429) first, each logged as
+                            the real 1.6.0 logs a retried one (retry_mixin.py, `litellm.RateLimitError`),
+                            S seconds apart (default 1), then succeeds
+    The environment variable STANDIN_LLM=auth or =unreachable makes every task fail as llm-auth or
+    llm-unreachable does: the provider's state, not the task's (unset it to "fix the key").
     tick S                  for S seconds, an agent action with a grown llm_metrics (one more LLM
                             call) every 0.5 s, printing nothing, then the usual end; ignores -b;
                             SIGINT ends it within 0.5 s (STOPPED, trajectory saved)
@@ -42,7 +52,8 @@ What the agent does is chosen by lines in the prompt:
                             and a traceback whose exception message is N MiB on one line
 Each LLM call costs PROMPT/COMPLETION tokens below, priced by [llm] input/output_cost_per_token.
 If STANDIN_RECORD_DIR is set, the argv, working directory, workspace, config and environment it
-was started with are written to <STANDIN_RECORD_DIR>/<sid>.json for the tests to inspect.
+was started with, the task text it got (`-f` file or `-t`) and its /proc/self/cgroup, are written to
+<STANDIN_RECORD_DIR>/<sid>.json for the tests to inspect.
 """
 
 from __future__ import annotations
@@ -219,6 +230,64 @@ def run_command(command: str, cwd: str | None = None) -> tuple[int, str]:
     return code, out.decode(errors="replace")
 
 
+# What the real openhands-ai 1.6.0 printed (tests/llm_server.py `LLM: auth`, and a closed port),
+# shortened: the agent's error line, litellm's traceback, its last exception line, the status.
+LLM_FAILURES = {
+    "auth": (
+        "litellm.AuthenticationError: AuthenticationError: OpenAIException - Incorrect API key provided: "
+        "sk-e2e-*****6789. You can find your API key at https://platform.openai.com/account/api-keys.",
+        "openai.AuthenticationError: Error code: 401 - {'error': {'message': 'Incorrect API key provided: "
+        "sk-e2e-*****6789. You can find your API key at https://platform.openai.com/account/api-keys.', "
+        "'type': 'invalid_request_error', 'param': None, 'code': 'invalid_api_key'}}",
+        "litellm.exceptions.AuthenticationError: litellm.AuthenticationError: AuthenticationError: "
+        "OpenAIException - Incorrect API key provided: sk-e2e-*****6789. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        "AUTHENTICATION",
+    ),
+    "unreachable": (
+        "litellm.InternalServerError: InternalServerError: OpenAIException - Connection error.",
+        "httpx.ConnectError: [Errno 111] Connection refused",
+        "litellm.exceptions.InternalServerError: litellm.InternalServerError: InternalServerError: "
+        "OpenAIException - Connection error.",
+        "INTERNAL_SERVER_ERROR",
+    ),
+}
+
+
+# A retried rate limit, as the real 1.6.0 logged it against tests/llm_server.py's `LLM: 429 N`.
+RATE_LIMITED = (
+    "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached for gpt-4o in organization "
+    "org-scripted on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 2s.."
+)
+RETRY_HINT = "You can customize retry values in the configuration."
+
+
+def llm_failure(sid: str, kind: str) -> None:
+    """Log an LLM call that failed for good, as the real 1.6.0 does (the caller ends in ERROR): its
+    traceback puts about 4.5 KB of frames (tenacity, litellm) between the cause and the end."""
+    said, cause, last, code = LLM_FAILURES[kind]
+    log(
+        "ERROR",
+        "agent_controller.py:386",
+        f"[Agent Controller {sid}] Error while running the agent (session ID: {sid}): {said}",
+    )
+    site = "/opt/openhands/lib/python3.12/site-packages"
+    frames = "".join(
+        f'  File "{site}/tenacity/__init__.py", line {300 + n}, in wrapped_f\n    return copy(f, *args, **kw)\n'
+        f"           ^^^^^^^^^^^^^^^^^^^^\n"
+        for n in range(30)
+    )
+    sys.stderr.write(
+        f'Traceback (most recent call last):\n  File "{site}/httpx/_transports/default.py", line 101, in '
+        f"map_httpcore_exceptions\n    yield\n{cause}\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        f"Traceback (most recent call last):\n{frames}"
+        f'  File "{site}/litellm/main.py", line 4046, in completion\n    raise exception_type(\n{last}\n'
+    )
+    sys.stderr.flush()
+    log("ERROR", "loop.py:32", f"STATUS$ERROR_LLM_{code}")
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, on_sigint)
     p = argparse.ArgumentParser()
@@ -260,6 +329,10 @@ def main() -> int:
         workspace = os.path.abspath(os.path.expanduser(workspace))
         os.makedirs(workspace, exist_ok=True)
 
+    try:
+        task: str | None = Path(args.file).read_text(encoding="utf-8") if args.file else args.task
+    except (OSError, UnicodeDecodeError):
+        task = None  # fails below, as before, once recorded
     record_dir = os.environ.get("STANDIN_RECORD_DIR")
     if record_dir:
         Path(record_dir, f"{sid}.json").write_text(
@@ -277,6 +350,8 @@ def main() -> int:
                     "pgid": os.getpgid(0),
                     "sid_unix": os.getsid(0),
                     "unknown_args": unknown,
+                    "task": task,
+                    "cgroup": Path("/proc/self/cgroup").read_text(),
                     "env": dict(os.environ),
                     "config_mode": oct(os.stat(args.config_file).st_mode & 0o777)
                     if os.path.exists(args.config_file)
@@ -285,7 +360,8 @@ def main() -> int:
             )
         )
 
-    task = Path(args.file).read_text(encoding="utf-8") if args.file else args.task
+    if task is None:
+        task = Path(args.file).read_text(encoding="utf-8")  # the error it raises
     directives = dict(re.findall(r"^STANDIN:[ \t]*([\w-]+)[ \t]*(.*)$", task, re.M))  # one per line
     run = re.search(r"^RUN:\s*(.+)$", task, re.M)
     command = run.group(1).strip() if run else "echo hello"
@@ -384,15 +460,20 @@ def main() -> int:
             write_chunks(sys.stdout if where.strip() == "stdout" else sys.stderr, float(size or 200))
         return 0
 
-    if "llm-error" in directives or "llm-auth" in directives:
-        code = "AUTHENTICATION" if "llm-auth" in directives else "INTERNAL_SERVER_ERROR"
+    if "llm-error" in directives:
         log(
             "ERROR",
             "agent_controller.py:386",
             f"[Agent Controller {sid}] Error while running the agent "
             f"(session ID: {sid}): litellm.InternalServerError: OpenAIException - scripted failure",
         )
-        log("ERROR", "loop.py:32", f"STATUS$ERROR_LLM_{code}")
+        log("ERROR", "loop.py:32", "STATUS$ERROR_LLM_INTERNAL_SERVER_ERROR")
+        return end("ERROR")
+    provider = os.environ.get("STANDIN_LLM", "")
+    if provider in ("auth", "unreachable"):
+        directives[f"llm-{provider}"] = ""
+    if "llm-auth" in directives or "llm-unreachable" in directives:
+        llm_failure(sid, "auth" if "llm-auth" in directives else "unreachable")
         return end("ERROR")
 
     if "tick" in directives:  # steady progress and growing spend, -b ignored
@@ -415,6 +496,11 @@ def main() -> int:
             return 0
         if stopping:
             return end("STOPPED")
+    if "rate-limited" in directives:
+        count, _, pause = directives["rate-limited"].partition(" ")
+        for attempt in range(1, int(count or 1) + 1):
+            log("ERROR", "retry_mixin.py:105", f"{RATE_LIMITED} Attempt #{attempt} | {RETRY_HINT}")
+            time.sleep(float(pause or 1))
     metrics = session.llm_call()
     session.add(
         {

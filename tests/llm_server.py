@@ -9,6 +9,13 @@ directives in the task text (the first user message), so one server serves a who
     LLM: fail                every request gets HTTP 500 (the agent ends in ERROR)
     LLM: loop                never finish: run the command again on every turn
     LLM: hang                answer the first turn, then hold every later request open (a hung call)
+    LLM: 429 N [S]           the first N requests of this task get HTTP 429 with `Retry-After: S`
+                             (default 2) and OpenAI's rate-limit error body; then it answers as usual
+    LLM: auth                every request gets HTTP 401 with OpenAI's "Incorrect API key" body
+    LLM: no-model            every request gets HTTP 404 with OpenAI's `model_not_found` body
+
+ScriptedLLM.refuse_keys = True answers every request of every task that way (a wrong key), until
+it is set back to False (the key fixed).
 
 Then the next turn calls `finish`. Every answer carries a `usage` block of fixed size
 (PROMPT_TOKENS / COMPLETION_TOKENS per call), so the tests know the exact token totals.
@@ -39,9 +46,53 @@ def _text(content: Any) -> str:
     return ""
 
 
+def task_of(messages: list[dict[str, Any]]) -> str:
+    """The task text: the first user message."""
+    return next((_text(m.get("content")) for m in messages if m.get("role") == "user"), "")
+
+
+def rate_limited(task: str) -> tuple[int, float] | None:
+    """(N, Retry-After seconds) of an `LLM: 429 N [S]` line, or None (pure)."""
+    m = re.search(r"^LLM:\s*429\s+(\d+)(?:\s+(\d+(?:\.\d+)?))?\s*$", task, re.M)
+    return (int(m.group(1)), float(m.group(2) or 2)) if m else None
+
+
+# What OpenAI answers (HTTP 401, 404 and 429), as its API documents and sends them.
+AUTH_ERROR = {
+    "error": {
+        "message": "Incorrect API key provided: sk-e2e-*****6789. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
+}
+MODEL_ERROR = {
+    "error": {
+        "message": "The model `scripted` does not exist or you do not have access to it.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "model_not_found",
+    }
+}
+RATE_ERROR = {
+    "error": {
+        "message": "Rate limit reached for gpt-4o in organization org-scripted on requests per min (RPM): "
+        "Limit 3, Used 3, Requested 1. Please try again in 2s.",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
+
+
 def plan_reply(messages: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
     """Status code and assistant message for this conversation (pure; the tests use it too)."""
-    task = next((_text(m.get("content")) for m in messages if m.get("role") == "user"), "")
+    task = task_of(messages)
+    if re.search(r"^LLM:\s*auth\s*$", task, re.M):
+        return 401, None
+    if re.search(r"^LLM:\s*no-model\s*$", task, re.M):
+        return 404, None
     turn = sum(1 for m in messages if m.get("role") == "assistant")
     if re.search(r"^LLM:\s*fail\s*$", task, re.M):
         return 500, None
@@ -79,12 +130,28 @@ class _Handler(BaseHTTPRequestHandler):
             request = json.loads(body or b"{}")
         except json.JSONDecodeError:
             request = {}
-        self.server.count_request()
-        status, message = plan_reply(request.get("messages") or [])
+        messages = request.get("messages") or []
+        task = task_of(messages)
+        limited = rate_limited(task)
+        seen = self.server.count_request(task)
+        headers: dict[str, str] = {}
+        if self.server.refuse_keys:
+            status, message = 401, None
+        elif limited is not None and seen <= limited[0]:
+            status, message = 429, None
+            headers["Retry-After"] = f"{limited[1]:g}"
+        else:
+            status, message = plan_reply(messages)
         if status == 0:  # a hung call: no answer until the server shuts down (or 10 minutes)
             self.server.closing.wait(600)
             return
-        if message is None:
+        if status == 401:
+            payload: dict[str, Any] = AUTH_ERROR
+        elif status == 404:
+            payload = MODEL_ERROR
+        elif status == 429:
+            payload = RATE_ERROR
+        elif message is None:
             payload = {"error": {"message": "scripted failure", "type": "server_error"}}
         else:
             payload = {
@@ -103,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -113,12 +182,22 @@ class ScriptedLLM(ThreadingHTTPServer):
     def __init__(self, port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.requests = 0
+        self.by_task: dict[str, int] = {}  # requests per task text (`LLM: 429 N` counts them)
+        self.limited = 0  # requests answered 429
+        self.refuse_keys = False  # answer every request 401, as for a wrong key
         self.closing = threading.Event()
         self._lock = threading.Lock()
 
-    def count_request(self) -> None:
+    def count_request(self, task: str = "") -> int:
+        """Count a request; how many this task has made, this one included."""
         with self._lock:
             self.requests += 1
+            self.by_task[task] = self.by_task.get(task, 0) + 1
+            seen = self.by_task[task]
+            limited = rate_limited(task)
+            if limited is not None and seen <= limited[0]:
+                self.limited += 1
+            return seen
 
     @property
     def base_url(self) -> str:

@@ -137,7 +137,8 @@ def batch(tmp_path_factory: pytest.TempPathFactory, server: ScriptedLLM) -> dict
         timeout=400,
     )
     second = subprocess.run(
-        [*base, "--tasks", "unreachable", "--llm-config", "unreachable", "--timeout", "120"],
+        # another endpoint is another experiment (issue 22): kept apart in the same folder by a label
+        [*base, "--tasks", "unreachable", "--llm-config", "unreachable", "--label", "unreachable", "--timeout", "120"],
         env=env,
         capture_output=True,
         text=True,
@@ -153,6 +154,8 @@ def test_finished_task_has_exact_cost_and_tokens(batch: dict) -> None:
     assert r["total_input_tokens"] == 2 * PROMPT_TOKENS and r["total_output_tokens"] == 2 * COMPLETION_TOKENS
     assert r["total_cost"] == pytest.approx(2 * (PROMPT_TOKENS * COST_IN + COMPLETION_TOKENS * COST_OUT))
     assert r["metrics_source"] == "trajectory" and Path(r["trajectory_path"]).is_file()
+    # the record says which model and which release ran (issue 22)
+    assert (r["experiment"]["model"], r["experiment"]["openhands_version"]) == ("openai/scripted", "1.6.0")
 
 
 def test_llm_error_exits_zero_but_is_failed(batch: dict) -> None:

@@ -333,6 +333,8 @@ def test_finished_task_has_exact_cost_and_tokens(batches: dict[str, Any]) -> Non
     assert (r["total_input_tokens"], r["total_output_tokens"]) == (2 * PROMPT_TOKENS, 2 * COMPLETION_TOKENS)
     assert r["total_cost"] == pytest.approx(2 * ONE_CALL)
     assert r["metrics_source"] == "trajectory"
+    # the record says which model and which release ran (issue 22)
+    assert (r["experiment"]["model"], r["experiment"]["openhands_version"]) == (MODEL, "0.33.0")
     trajectory = json.loads(Path(r["trajectory_path"]).read_text())
     last = [e["llm_metrics"] for e in trajectory if e.get("llm_metrics")][-1]
     assert r["total_cost"] == pytest.approx(last["accumulated_cost"])

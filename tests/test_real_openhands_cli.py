@@ -324,6 +324,8 @@ def test_finished_task_has_exact_cost_and_tokens(batch: dict[str, Any]) -> None:
     assert (r["total_input_tokens"], r["total_output_tokens"]) == (2 * PROMPT_TOKENS, 2 * COMPLETION_TOKENS)
     assert r["total_cost"] == pytest.approx(2 * CALL_COST) == pytest.approx(0.006)
     assert r["metrics_source"] == "state"
+    # the record says which model and which release ran (issue 22)
+    assert (r["experiment"]["model"], r["experiment"]["openhands_version"]) == (MODEL, "1.16.0")
     assert r["command"][1:5] == ["--headless", "--always-approve", "--override-with-envs", "-f"]
     assert len(r["session_id"]) == 32 and int(r["session_id"], 16) >= 0
     conversation = batch["outputs"][1] / "conversations" / "finishes" / r["session_id"]

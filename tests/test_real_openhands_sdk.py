@@ -24,6 +24,7 @@ from llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM
 from test_real_openhands_cli import (
     CALL_COST,
     CLI,
+    MODEL,
     NOT_FOUND,
     WAITS,
     Project,
@@ -41,6 +42,16 @@ pytestmark = [
 ]
 TIMEOUT = 90  # the driver starts in 5-15 s here; the timeout case then waits in its command
 SDK = ("--entrypoint", "sdk")
+
+
+def sdk_version() -> str | None:
+    """The openhands-sdk release installed beside the V1 CLI, from its dist-info folder (no Python
+    started): what the driver runs, and what its records name as the release."""
+    found = sorted(Path(CLI).parent.parent.glob("lib/python3.*/site-packages/openhands_sdk-*.dist-info")) if CLI else []
+    return found[-1].name.removeprefix("openhands_sdk-").removesuffix(".dist-info") if found else None
+
+
+SDK_VERSION = sdk_version()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,6 +101,8 @@ def test_finished_task_with_exact_cost_in_its_own_workspace(batch: dict[str, Any
     assert (r["status"], r["agent_state"], r["return_code"]) == ("success", "FINISHED", 0), r["stderr"]
     assert (r["total_input_tokens"], r["total_output_tokens"]) == (2 * PROMPT_TOKENS, 2 * COMPLETION_TOKENS)
     assert r["total_cost"] == pytest.approx(2 * CALL_COST) and r["metrics_source"] == "state"
+    # the record says which model and which release ran (issue 22): the SDK of the 1.16.0 CLI
+    assert SDK_VERSION and (r["experiment"]["model"], r["experiment"]["openhands_version"]) == (MODEL, SDK_VERSION)
     assert r["command"][1:3] == [str(Path(__file__).parent.parent / "run_batch.py"), "--sdk-driver"]
     assert Path(r["command"][0]).name.startswith("python")  # the CLI's own interpreter
     assert (Path(r["workspace"]) / "made.txt").read_text() == "made\n"
