@@ -121,6 +121,10 @@ with a timeout per task. Every trajectory and log is kept, and one JSON line per
 (status, agent state, time, cost, tokens) is appended to a results file."""
 
 EPILOG = """\
+A prompt may start with front matter (YAML between --- lines) setting, for its task alone: timeout,
+max_iterations, max_budget_per_task, task_memory, task_cpus, samples, tags, vars. The command line's
+options are the defaults it overrides.
+
 -- OPENHANDS_ARGS
   everything after -- is passed to OpenHands unchanged, e.g. -- --selected-repo me/repo
 
@@ -2073,7 +2077,9 @@ def attempt_environment(marker: Marker, tmux_dir: Path) -> dict[str, str]:
 
 def make_tmux_dir(private_dir: Path) -> Path:
     """A private folder for one attempt's tmux server; short, since a socket path has a limit."""
-    base = private_dir if len(str(private_dir)) < 60 else Path("/tmp")
+    # The socket is <dir>/tmux-<uid>/openhands-<32 hex> (SDK 1.58), 107 bytes at most; with a longer
+    # TMUX_TMPDIR tmux silently takes the shared /tmp/tmux-<uid>/ instead.
+    base = private_dir if len(str(private_dir)) <= 40 else Path("/tmp")
     return Path(tempfile.mkdtemp(prefix="tmux-", dir=base))
 
 
@@ -3011,7 +3017,9 @@ class PreloadedSdk:
             "OPENHANDS_SUPPRESS_BANNER": "1",
             "PYTHONUNBUFFERED": "1",
             **self.marker.environment(),
+            MARKER_SESSION: SESSION_PLACEHOLDER,  # each attempt writes its own over it (mark_session)
         }
+        env.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")  # no fetch at the first Anthropic call
         try:
             with open_new(self.log_path, exclusive=False) as log:
                 self.proc = subprocess.Popen(
@@ -3509,7 +3517,9 @@ RATE_MAX_BACKOFF = 300.0
 
 
 def rate_limit_signal(text: str) -> tuple[bool, float | None]:
-    """Whether new log text says the provider limited the rate, and the Retry-After it gave (pure)."""
+    """Whether new log text says the provider limited the rate, and the Retry-After it gave (pure).
+    OpenHands 1.6's agent leaving its RATE_LIMITED state is the end of one, not a new one."""
+    text = text.replace("from AgentState.RATE_LIMITED", "")
     if not _RATE_LIMITED.search(text):
         return False, None
     waits = [float(m.group(1)) for m in _RETRY_AFTER.finditer(text)]
@@ -3580,7 +3590,7 @@ SETUP_FAILURES = (
         "endpoint unreachable",
         re.compile(
             r"APIConnectionError|Connection refused|ConnectError|Name or service not known|getaddrinfo failed|"
-            r"Failed to establish a new connection|No route to host",
+            r"Failed to establish a new connection|No route to host|OpenAIException - Connection error",
             re.I,
         ),
         "the LLM's base_url (LLM_BASE_URL), the network and the proxy",
@@ -3698,17 +3708,17 @@ def _price(text: str) -> float | None:
     return None
 
 
-def scan_output(lines: Iterable[str]) -> OutputFacts:
-    """Facts from OpenHands' log text, line by line so any size fits in memory (pure)."""
-    facts = OutputFacts()
-    action: tuple[str, str, str] | None = None
-    latest_cache = [0, 0]
-    debug_cost: str | None = None
-    debug_in = debug_out = 0
-    box: dict[str, float] = {}
-    after_traceback = False
-    for raw in lines:
-        line = ANSI.sub("", raw.rstrip("\r\n")) if "\x1b" in raw else raw.rstrip("\r\n")
+class AgentLines:
+    """What OpenHands says of the agent in every release's log: its state transitions, the reason
+    it stopped (a limit, a loop, a STATUS$ERROR), and errors (the 'Error while running the agent'
+    line, a traceback's exception, an openhands:ERROR line, 0.33's root-logger line)."""
+
+    def __init__(self) -> None:
+        self.facts = OutputFacts()
+        self.after_traceback = False
+
+    def feed(self, line: str) -> None:
+        facts = self.facts
         # Cheap substring tests first: most lines are none of these.
         if "AgentState." in line and (m := _STATE.search(line)):
             facts.agent_state = agent_state_name(m.group(2)) or facts.agent_state
@@ -3719,50 +3729,100 @@ def scan_output(lines: Iterable[str]) -> OutputFacts:
         if "Error while running the agent" in line and (m := _AGENT_ERROR.search(line)):
             facts.last_exception = m.group(1).strip()
         if line.startswith("Traceback (most recent call last)"):
-            after_traceback = True
-        elif after_traceback and line and not line[0].isspace():
+            self.after_traceback = True
+        elif self.after_traceback and line and not line[0].isspace():
             if m := _EXCEPTION.match(line):
                 facts.last_exception = m.group(1).strip()
-            after_traceback = False
+            self.after_traceback = False
         if "openhands:ERROR" in line and (m := _LOG_PREFIX.match(line)):
             facts.last_error_line = m.group(2).strip()
         elif line.startswith("ERROR:root:<class '") and (m := _ROOT_ERROR.match(line)):  # 0.33
             facts.last_exception = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"
+
+
+class ActionMetricsLines:
+    """openhands-ai 1.x's `Action metrics - accumulated_cost: ..., accumulated tokens ...` INFO line:
+    full precision, every LLM of the agent, accumulated (the last one is the total)."""
+
+    def __init__(self) -> None:
+        self.last: tuple[str, str, str] | None = None
+        self.cache = [0, 0]
+
+    def feed(self, line: str) -> None:
         if "accumulated tokens" in line and (m := _ACTION_METRICS.search(line)):
-            action = (m.group(1), m.group(2), m.group(3))
-            if lm := _ACTION_LATEST.search(line):
-                latest_cache[0] += int(lm.group(3))
-                latest_cache[1] += int(lm.group(4))
-        if "Cost" in line:
-            if m := _DEBUG_COST.search(line):
-                debug_cost = m.group(1)
-            if (m := _BOX_COST.search(line)) and (price := _price(m.group(1))) is not None:
-                box["cost"] = price
+            self.last = (m.group(1), m.group(2), m.group(3))
+            if latest := _ACTION_LATEST.search(line):
+                self.cache[0] += int(latest.group(3))
+                self.cache[1] += int(latest.group(4))
+
+    def metrics(self) -> Metrics | None:
+        if self.last is None:
+            return None
+        cost, tokens_in, tokens_out = self.last
+        return Metrics(_price(cost), int(tokens_in), int(tokens_out), self.cache[0], self.cache[1], "output")
+
+
+class SummaryBoxLines:
+    """The end-of-run box (`Total Cost (USD): $...`, `Total Input Tokens: ...`, cache hits and
+    writes) of the CLI entrypoints: totals, cost to the cent or better."""
+
+    FIELDS = (("in", _BOX_IN), ("out", _BOX_OUT), ("cache_read", _BOX_CACHE_READ), ("cache_write", _BOX_CACHE_WRITE))
+
+    def __init__(self) -> None:
+        self.box: dict[str, float] = {}
+
+    def feed(self, line: str) -> None:
+        if "Cost" in line and (m := _BOX_COST.search(line)) and (price := _price(m.group(1))) is not None:
+            self.box["cost"] = price
+        if "Tokens" in line or "Cache" in line:
+            for key, pattern in self.FIELDS:
+                if m := pattern.search(line):
+                    self.box[key] = _int(m.group(1)) or 0
+
+    def metrics(self) -> Metrics | None:
+        if not self.box:
+            return None
+        whole = {key: int(self.box[key]) if key in self.box else None for key, _ in self.FIELDS}
+        return Metrics(
+            self.box.get("cost"), whole["in"], whole["out"], whole["cache_read"], whole["cache_write"], "output"
+        )
+
+
+class DebugMetricsLines:
+    """The DEBUG `Accumulated Cost: X USD` and per-call `Input tokens: N | Output tokens: M` lines
+    of older releases: 2 decimals, the agent's LLM only; tokens per call, so summed."""
+
+    def __init__(self) -> None:
+        self.cost: str | None = None
+        self.tokens_in = self.tokens_out = 0
+
+    def feed(self, line: str) -> None:
+        if "Cost" in line and (m := _DEBUG_COST.search(line)):
+            self.cost = m.group(1)
         if "tokens" in line and (m := _DEBUG_TOKENS.search(line)):
-            debug_in += _int(m.group(1)) or 0
-            debug_out += _int(m.group(2)) or 0
-        if "Tokens" in line:
-            for key, pattern in (("in", _BOX_IN), ("out", _BOX_OUT)):
-                if m := pattern.search(line):
-                    box[key] = _int(m.group(1)) or 0
-        if "Cache" in line:
-            for key, pattern in (("cache_read", _BOX_CACHE_READ), ("cache_write", _BOX_CACHE_WRITE)):
-                if m := pattern.search(line):
-                    box[key] = _int(m.group(1)) or 0
+            self.tokens_in += _int(m.group(1)) or 0
+            self.tokens_out += _int(m.group(2)) or 0
 
-    def whole(key: str) -> int | None:
-        return int(box[key]) if key in box else None
+    def metrics(self) -> Metrics | None:
+        if self.cost is None:
+            return None
+        return Metrics(_price(self.cost), self.tokens_in or None, self.tokens_out or None, None, None, "output")
 
-    if action:  # full precision, every LLM, accumulated
-        facts.metrics = Metrics(
-            _price(action[0]), int(action[1]), int(action[2]), latest_cache[0], latest_cache[1], "output"
-        )
-    elif box:
-        facts.metrics = Metrics(
-            box.get("cost"), whole("in"), whole("out"), whole("cache_read"), whole("cache_write"), "output"
-        )
-    elif debug_cost is not None:  # 2 decimals, agent LLM only; tokens are per call, summed
-        facts.metrics = Metrics(_price(debug_cost), debug_in or None, debug_out or None, None, None, "output")
+
+def scan_output(lines: Iterable[str]) -> OutputFacts:
+    """Facts from OpenHands' log text, line by line so any size fits in memory (pure): what it says
+    of the agent, and cost and tokens from whichever format it printed them in. Where several
+    formats are there, the most exact wins: the action metrics line, then the summary box, then the
+    debug lines (docs/openhands.md, "Cost and tokens")."""
+    agent = AgentLines()
+    formats = (ActionMetricsLines(), SummaryBoxLines(), DebugMetricsLines())
+    for raw in lines:
+        line = ANSI.sub("", raw.rstrip("\r\n")) if "\x1b" in raw else raw.rstrip("\r\n")
+        agent.feed(line)
+        for found in formats:
+            found.feed(line)
+    facts = agent.facts
+    facts.metrics = next((m for m in (f.metrics() for f in formats) if m is not None), Metrics())
     return facts
 
 
@@ -8748,8 +8808,8 @@ def driver_hooks() -> list[str]:
     missing = []
     if not (callable(getattr(ConversationState, "_save_base_state", None)) and hasattr(ConversationState, "acquire")):
         missing.append(
-            "ConversationState._save_base_state: the spend is saved only when the SDK saves its state, so a "
-            "killed attempt's cost may be unknown (as with the V1 CLI)"
+            "ConversationState._save_base_state: the spend is saved when the SDK saves its state (after each "
+            "step from 1.58, at a change of status in 1.21), so a killed attempt may lose its last calls' cost"
         )
     if not callable(getattr(ConversationState, "block_action", None)):
         missing.append("ConversationState.block_action: a stop lets the step in flight run its action")
@@ -8786,6 +8846,16 @@ def server_say(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def driver_refusal() -> str | None:
+    """Why the driver cannot run on this SDK at all (it reads the spend from the conversation's
+    stats), or None."""
+    from openhands.sdk.conversation.conversation_stats import ConversationStats
+
+    if "usage_to_metrics" not in getattr(ConversationStats, "model_fields", {}):
+        return "its ConversationStats has no usage_to_metrics, where the driver reads the spend"
+    return None
+
+
 def run_sdk_server() -> int:
     """Import the SDK once, then fork one attempt per request until stdin closes (the runner is
     done, or gone: then the attempts it left run on, and the next run cleans them up as it does
@@ -8795,6 +8865,9 @@ def run_sdk_server() -> int:
         driver_imports()
     except Exception as exc:
         server_say({"ready": False, "why": one_line(f"the SDK cannot be imported: {type(exc).__name__}: {exc}")})
+        return 1
+    if refusal := driver_refusal():
+        server_say({"ready": False, "why": f"openhands-sdk {sdk_version() or UNKNOWN} cannot serve: {refusal}"})
         return 1
     threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if threads:
@@ -8859,6 +8932,29 @@ def server_fork(request: dict[str, Any], wake: tuple[int, int]) -> None:
         os._exit(code)
 
 
+SESSION_PLACEHOLDER = "~" * 120  # the server's RUN_BATCH_SESSION, overwritten in each attempt's copy
+
+
+def mark_session(session: str) -> None:
+    """Make /proc/<pid>/environ of a forked attempt carry its own session marker, as a process
+    started for it would: the kernel shows the environment the server was started with, whose
+    marker is a placeholder of fixed length, overwritten here in place (the sweep that finds every
+    process of an attempt reads that file)."""
+    if not session or len(session) > len(SESSION_PLACEHOLDER):
+        return
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50 and 51)
+        needle = f"{MARKER_SESSION}={SESSION_PLACEHOLDER}".encode()
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            at = mem.read(end - start).find(needle)
+            if at >= 0:
+                mem.seek(start + at + len(MARKER_SESSION) + 1)
+                mem.write(session.encode() + b"\0" + b"~" * (len(SESSION_PLACEHOLDER) - len(session) - 1))
+
+
 def become_attempt(request: dict[str, Any], wake: tuple[int, int]) -> None:
     """In the forked child: what a fresh interpreter started for the attempt would have, its own
     session, control group, folder, stdin, log files and environment."""
@@ -8868,6 +8964,7 @@ def become_attempt(request: dict[str, Any], wake: tuple[int, int]) -> None:
     for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     os.setsid()
+    mark_session(str(request["env"].get(MARKER_SESSION, "")))
     for procs in request.get("cgroups", []):
         with open(procs, "w", encoding="ascii") as f:
             f.write("0")

@@ -83,7 +83,7 @@ spec() {
       LABEL="openhands-sdk $PACKAGE_VERSION (with openhands-tools)"
       RUN_HINT="run_batch.py --entrypoint sdk --command DIR/bin/python, with LLM_MODEL and LLM_API_KEY (and LLM_BASE_URL) set, or an agent_settings.json in ~/.openhands"
       if [[ $1 == sdk-1.58.2 ]]; then PYTHONS="3.12 3.13" SIZE="660 MB" TIME="3-5 minutes"
-      else PYTHONS="3.12" SIZE="610 MB" TIME="3-5 minutes"; fi ;;
+      else PYTHONS="3.12" SIZE="740 MB" TIME="3-5 minutes"; fi ;;
     *)
       echo "install-openhands: unknown version '$1'; known: 1.6.0 (openhands-ai, default), cli-1.16.0 (the V1 CLI), 0.33.0 (openhands-ai, local runtime), sdk-1.58.2 and sdk-1.21.0 (the SDK alone, for --entrypoint sdk)" >&2
       exit 2 ;;

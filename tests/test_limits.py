@@ -422,8 +422,8 @@ def test_rate_limit_honours_retry_after() -> None:
 
 # === pure: a failing batch ========================================================================
 
-# Records' reasons as the real 1.6.0 left them (2026-12-07): tests/llm_server.py's `LLM: auth`,
-# and a closed port. A failed task's record keeps the last 4,000 characters of each log.
+# Records' reasons as the real 1.6.0 left them (2026-12-07): tests/llm_server.py's `LLM: auth` and
+# `LLM: no-model`, and a closed port. A failed task's record keeps the last 4,000 characters of each log.
 AUTH_REASON = (
     "STATUS$ERROR_LLM_AUTHENTICATION: litellm.exceptions.AuthenticationError: litellm.AuthenticationError: "
     "AuthenticationError: OpenAIException - Incorrect API key provided: sk-e2e-*****6789. You can find your "
@@ -448,6 +448,12 @@ UNREACHABLE_TAIL = (
 )
 
 
+MODEL_REASON = (  # `LLM: no-model`: HTTP 404, model_not_found
+    "litellm.exceptions.NotFoundError: litellm.NotFoundError: OpenAIException - The model `scripted` does "
+    "not exist or you do not have access to it."
+)
+
+
 def failed(error: str, stderr: str = "", status: str = "failed") -> rb.AttemptRecord:
     return rb.AttemptRecord(task_name="t", status=status, error=error, stderr=stderr)
 
@@ -457,6 +463,11 @@ def test_setup_failure_knows_a_refused_key() -> None:
     assert kind == "authentication refused" and "API key" in check
     sdk = "exit code 1: litellm.AuthenticationError: AuthenticationError: OpenAIException - Incorrect API key"
     assert (rb.setup_failure(failed(sdk)) or ("",))[0] == "authentication refused"
+
+
+def test_setup_failure_knows_a_model_that_is_not_there() -> None:
+    kind, check = rb.setup_failure(failed(MODEL_REASON)) or ("", "")
+    assert kind == "model not found" and "model name" in check
 
 
 def test_setup_failure_knows_an_unreachable_endpoint_as_the_real_openhands_says_it() -> None:
@@ -945,7 +956,9 @@ def server() -> Iterator[ScriptedLLM]:
     llm.shutdown()
 
 
-STORM = "Busy provider.\nLLM: 429 6\n"  # 3 HTTP calls per litellm call: two 429s logged, then served
+# 3 HTTP calls per litellm call (the OpenAI client retries twice): two 429s logged, then served. The
+# server counts a task's calls by its text: each storm's text is its own.
+STORM = "Busy provider ({}).\nLLM: 429 6\n"
 WORKS = "Work a while.\nRUN: sleep 15\n"
 
 
@@ -960,7 +973,7 @@ def test_a_429_storm_with_the_real_openhands(tmp_path: Path, server: ScriptedLLM
     config = project / "config.toml"  # OpenHands retries a rate limit itself, logging each
     config.write_text(config.read_text().replace("num_retries = 0", "num_retries = 4\nretry_min_wait = 1", 1))
     for name in ("a1", "a2"):
-        (prompts / f"{name}.md").write_text(STORM)
+        (prompts / f"{name}.md").write_text(STORM.format(f"core.main {name}"))
     for name in ("b1", "b2", "b3", "b4"):
         (prompts / f"{name}.md").write_text(WORKS)
     before = server.limited
@@ -985,7 +998,7 @@ def test_a_429_storm_with_the_sdk_driver(tmp_path: Path, server: ScriptedLLM) ->
     retries = {"llm": {"model": MODEL, "usage_id": "agent", "num_retries": 4, "retry_min_wait": 1}}
     project = Project(tmp_path / "sdk", server, settings=retries)
     for name in ("a1", "a2"):
-        project.prompt(name, STORM)
+        project.prompt(name, STORM.format(f"sdk {name}"))
     for name in ("b1", "b2", "b3", "b4"):
         project.prompt(name, WORKS)
     before = server.limited
