@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 DEFAULT_COMMAND = "poetry run python -m openhands.core.main"
 DEFAULT_GRACE_PERIOD = 30.0
@@ -378,7 +378,8 @@ def _running_options(run: argparse._ArgumentGroup) -> None:
         "--openhands-version",
         metavar="X.Y.Z",
         help="the OpenHands release --command runs, when run_batch cannot ask its interpreter (a wrapper "
-        "script); it decides the release's rules (file store, session id, stop), e.g. --openhands-version 0.33.0",
+        "script); it decides the release's rules run_batch follows (where the file store is, how the session id "
+        "is made) and is recorded with every result, e.g. --openhands-version 0.33.0",
     )
     run.add_argument(
         "--max-workers",
@@ -673,8 +674,9 @@ def _output_options(out: argparse._ArgumentGroup) -> None:
         metavar="DIR",
         nargs="+",
         help="with --report: compare two or more output folders task by task (flips, pass rates with intervals, "
-        "the paired difference and whether it is more than noise, cost and time); DIR@LABEL picks one "
-        "experiment of a folder that holds several, e.g. --report --compare runs/gpt-4o runs/claude",
+        "the paired difference and whether it is more than noise, cost and time), each later one against the "
+        "first; paths are taken from the current folder; DIR@LABEL picks one experiment of a folder that holds "
+        "several, e.g. --report --compare runs/gpt-4o runs/claude",
     )
     out.add_argument(
         "--format",
@@ -1611,10 +1613,29 @@ def latest_by_sample(records: Iterable[AttemptRecord]) -> dict[tuple[str, int], 
 def sample_done(record: AttemptRecord | None, task: Task, samples: int) -> bool:
     """Whether a sample needs no new attempt: with one sample per task, its latest attempt
     succeeded (0.4's rule: a failed task runs again); with several, it ended in the agent's own
-    outcome. Either way only for the same prompt text (pure)."""
+    outcome (a failure of the machine or the provider is not one). Either way only for the same
+    prompt text (pure)."""
     if record is None or task.prompt_sha256 is None or record.prompt_sha256 != task.prompt_sha256:
         return False  # an unreadable prompt now is not "the same prompt"
-    return record.status == "success" if samples == 1 else record.status in FINAL_STATUSES
+    if samples == 1:
+        return record.status == "success"
+    return record.status in FINAL_STATUSES and not (record.status == "failed" and infrastructure_failure(record))
+
+
+# What a failed attempt's reason says when the agent never had its chance: OpenHands or its runtime
+# did not start, the LLM was unavailable (as is_retryable judges from the run itself).
+_INFRASTRUCTURE = re.compile(
+    r"STATUS\$ERROR_LLM_(INTERNAL_SERVER_ERROR|SERVICE_UNAVAILABLE)|RateLimitError|APIConnectionError|"
+    r"ServiceUnavailable|Failed to start runtime|AgentRuntimeUnavailableError"
+)
+
+
+def infrastructure_failure(record: AttemptRecord) -> bool:
+    """Whether a `failed` attempt failed for the machine's or the provider's reasons, not the
+    agent's (pure): it exited before the agent ran, or its reason names such a failure."""
+    if record.return_code not in (0, None) and record.agent_state in (None, "LOADING"):
+        return True
+    return bool(_INFRASTRUCTURE.search(record.error or "")) or setup_failure(record) is not None
 
 
 def plan_batch(
@@ -1633,6 +1654,10 @@ def plan_batch(
     selected = select_tasks(tasks, selection, prompt_dir)
     latest = latest_by_sample(recorded)
     wanted = {t.name: t.settings.samples or samples for t in selected}  # front matter over --samples
+    # A task already sampled several times keeps the rule of samples, whatever K this run asks for:
+    # running its failed first sample again until it passes would inflate pass@k.
+    sampled = {r.task_name for r in recorded if r.sample > 1}
+    rule = {name: 2 if name in sampled else k for name, k in wanted.items()}
     done_samples = (
         set()
         if rerun
@@ -1640,7 +1665,7 @@ def plan_batch(
             (t.name, k)
             for t in selected
             for k in range(1, wanted[t.name] + 1)
-            if sample_done(latest.get((t.name, k)), t, wanted[t.name])
+            if sample_done(latest.get((t.name, k)), t, rule[t.name])
         }
     )
     done = [t for t in selected if all((t.name, k) in done_samples for k in range(1, wanted[t.name] + 1))]
@@ -1731,6 +1756,17 @@ _AGENT_ENV = re.compile(r"^(LLM_|AGENT_|SANDBOX_|RUNTIME$|MAX_ITERATIONS$|MAX_BU
 def agent_environment(environ: dict[str, str]) -> dict[str, str]:
     """The user's variables that configure the agent, secrets left out (pure)."""
     return {k: v for k, v in sorted(environ.items()) if _AGENT_ENV.match(k) and not _SECRET_ENV.search(k)}
+
+
+def without_model(node: Any) -> Any:
+    """A configuration without the model and the LLM's address, which an experiment records in
+    fields of their own: so that a changed model changes the model, not the configuration too (pure)."""
+    if isinstance(node, dict):
+        dropped = ("model", "base_url", "LLM_MODEL", "LLM_BASE_URL")
+        return {k: without_model(v) for k, v in node.items() if k not in dropped}
+    if isinstance(node, list):
+        return [without_model(v) for v in node]
+    return node
 
 
 def llm_section(config: dict[str, Any], name: str | None) -> dict[str, Any]:
@@ -2060,10 +2096,15 @@ class Release:
     def graceful_sigint(self) -> bool:
         return self._key >= (0, 60)
 
+    @property
+    def without_core_main(self) -> bool:
+        return (1, 7) <= self._key < (99,)  # an unknown release gets the newest rules, which have it
+
     def rules(self) -> dict[str, str]:
         return {
             "file_store_default": self.file_store_default,
             "session_id": "NAME-h[:16] (before 0.51)" if self.legacy_session_id else "cut to 32 (0.51+)",
+            # What a stop gets from this release (shown by --dry-run; run_batch stops every release alike).
             "sigint": "graceful stop, trajectory saved" if self.graceful_sigint else "KeyboardInterrupt, no trajectory",
         }
 
@@ -2228,11 +2269,12 @@ class CoreMain:
         effective = task_config(self.base_config, self.options, Path("-"), "-", "-")
         effective["core"].pop("save_trajectory_path", None)
         effective["sandbox"].get("docker_runtime_kwargs", {}).pop("labels", None)
+        effective["llm"] = section  # the LLM settings the agent uses; the model and host apart, below
         options = self.options
         config = {
-            "config": without_secrets(effective),
-            "flags": [options.llm_config, options.agent_cls, list(options.extra_args)],
-            "environment": agent_environment(self.environ),
+            "config": without_model(without_secrets(effective)),
+            "flags": [options.agent_cls, list(options.extra_args)],
+            "environment": without_model(agent_environment(self.environ)),
         }
         return Experiment(
             "core-main", "openhands-ai", self.release.version, model, source, url_host(base_url), stable_hash(config)
@@ -2319,9 +2361,9 @@ def v1_identity(
     if not isinstance(model, str) or not model:
         model, source = None, f"no model: neither LLM_MODEL nor {path}"
     config = {
-        "agent_settings": without_secrets(settings),
+        "agent_settings": without_model(without_secrets(settings)),
         "options": options,
-        "environment": agent_environment(environ),
+        "environment": without_model(agent_environment(environ)),
     }
     return Experiment(kind, package, version, model, source, url_host(base_url), stable_hash(config))
 
@@ -2626,6 +2668,12 @@ def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: 
     if kind == "sdk" and Path(command[0]).name == "openhands":  # the V1 CLI's program: its Python
         command = (script_interpreter(command[0]) or command[0],)
     version = settings.openhands_version or ask_version(command, kind, environ)
+    if kind == "core-main" and version and Release(version).without_core_main:
+        python = settings.command[0] if "-m" in settings.command else "<the Python of that environment>"
+        raise UsageError(
+            f"--command runs openhands-ai {version}, which has no openhands.core.main (gone since 1.7); its "
+            f"environment has the OpenHands SDK: run it with --entrypoint sdk --command {python}"
+        )
     folder = ConversationFolder(settings.output_dir)
     if kind == "cli":
         return CliV1(settings.command, settings.openhands, environ, folder, version)
@@ -4430,7 +4478,7 @@ def run_evaluator(
     if verdict == "error" and reason and not start_error and not timed_out:
         # The grader's own last words say why (a missing package, a crash), where the exit code cannot.
         said = last_line_of(stderr_path)
-        reason = mask(one_line(f"{reason}: {said}", REASON_CHARS), secrets) if said else reason
+        reason = mask(one_line(f"{said} ({reason})", REASON_CHARS), secrets) if said else reason
     elapsed = round(time.monotonic() - t0, 3)
     return Evaluation(verdict, score, details, code, elapsed, str(log_path), reason, str(stderr_path))
 
@@ -5696,7 +5744,7 @@ def finished_line(record: AttemptRecord, done: int, total: int, last: bool = Tru
         score = "" if record.evaluation.score is None else f" {record.evaluation.score:g}"
         line += f"  verdict {record.verdict}{score}"
         if record.evaluation.reason and record.verdict != "passed":
-            line += f" ({one_line(record.evaluation.reason, 80)})"
+            line += f" ({one_line(record.evaluation.reason, 160)})"
     if record.sample > 1:
         line += f"  (sample {record.sample})"
     if record.attempt > 1:
@@ -5740,7 +5788,7 @@ def report_rows(latest: list[AttemptRecord]) -> list[tuple[str, ...]]:
             format_bytes(r.peak_memory_bytes) if r.peak_memory_bytes else UNKNOWN,
             UNKNOWN if r.cpu_seconds is None else f"{r.cpu_seconds:.1f}",
             r.verdict or "-",
-            one_line(why_not(r), 100),  # a record read back is data from outside
+            one_line(why_not(r), 160),  # a record read back is data from outside
         )
         for r in latest
     ]
@@ -5754,8 +5802,9 @@ def table_lines(latest: list[AttemptRecord]) -> list[str]:
 
 
 def experiment_lines(results: ExperimentResults) -> list[str]:
-    """Below a table: the totals, the verdicts, the measures, the scores (pure)."""
+    """Below a table: the totals, the verdicts, the measures, the scores, what made them (pure)."""
     return [
+        results.heading(),
         totals_line(results.totals),
         *filter(
             None,
@@ -6079,7 +6128,7 @@ class ExperimentResults:
 
     def heading(self) -> str:
         if self.experiment is None:
-            return "Records of run_batch 0.3/0.4 (no experiment identity)"
+            return "Records of run_batch 0.3/0.4 (no experiment identity)" if self.records else "No records"
         return f"Experiment {self.experiment.describe()}"
 
     def as_json(self) -> dict[str, Any]:
@@ -6112,11 +6161,11 @@ def split_experiments(records: list[AttemptRecord], current: Experiment | None =
     """A folder's records, experiment by experiment, in the order each first appears; never summed
     into one (pure)."""
     known: dict[str, Experiment] = {}
-    for r in records:
-        if r.experiment_id and r.experiment and r.experiment_id not in known:
+    for r in records:  # the latest record's: its evaluator is the one whose verdicts are newest
+        if r.experiment_id and r.experiment:
             known[r.experiment_id] = r.experiment
     if current is not None:
-        known.setdefault(current.id, current)
+        known[current.id] = current
     owner = legacy_owner(list(known.values()), current)
     groups: dict[str | None, list[AttemptRecord]] = {}
     for r in records:
@@ -6492,14 +6541,61 @@ def trajectory_html(record: AttemptRecord, output_dir: Path, cap: int = HTML_TRA
             return head + "<p>The record names a trajectory outside the output folder: not shown.</p>"
         with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
-            if size > HTML_TRAJECTORY_FILE_CAP:
-                return head + f"<p>The trajectory is {size >> 20} MB: too big to show here; open the file.</p>"
+            if size > HTML_TRAJECTORY_FILE_CAP:  # never read whole: its first and last events only
+                first, last = events_at_ends(f, size)
+                gap = (
+                    f"<li class=gap>… steps not shown here: those between the first and the last (the file is "
+                    f"{size >> 20} MiB, too big to read whole); open the trajectory file.</li>"
+                )
+                shown = [
+                    *fit_from_start(trajectory_steps(first), cap // 2),
+                    gap,
+                    *fit_from_end(trajectory_steps(last), cap // 2),
+                ]
+                return "".join([head, "<ol class=steps>", *shown, "</ol>"])
             events = loads_json(f.read(HTML_TRAJECTORY_FILE_CAP + 1))
     except (OSError, ValueError, RecursionError):
         return head + "<p>The trajectory could not be read.</p>"
     if not isinstance(events, list):
         return head + "<p>The trajectory is not a list of events.</p>"
     return "".join([head, "<ol class=steps>", *first_and_last(trajectory_steps(events), cap), "</ol>"])
+
+
+def events_at_ends(f: BinaryIO, size: int, window: int = 1 << 20) -> tuple[list[Any], list[Any]]:
+    """The events in the first and in the last MiB of a trajectory (a JSON list) too big to read
+    whole: from the start, one after another; at the end, each `{` tried until one reads as an
+    event that ends where a list item ends (a nested object is not taken for one)."""
+    decoder = json.JSONDecoder()
+    f.seek(0)
+    text = f.read(window).decode("utf-8", "replace")
+    first, at = [], text.find("[") + 1
+    while True:
+        at = len(text) - len(text[at:].lstrip(" \n\r\t,"))
+        try:
+            event, at = decoder.raw_decode(text, at)
+        except ValueError:
+            break
+        first.append(event)
+    f.seek(max(0, size - window))
+    text = f.read(window).decode("utf-8", "replace")
+    last, at, tries = [], text.find("{"), 0
+    while 0 <= at < len(text) and tries < 500:
+        if text[max(0, at - 64) : at].rstrip()[-1:] not in (",", "["):  # not where a list item starts
+            at = text.find("{", at + 1)
+            continue
+        tries += 1
+        try:
+            event, end = decoder.raw_decode(text, at)
+        except ValueError:
+            at = text.find("{", at + 1)
+            continue
+        follows = text[end:].lstrip()[:1]
+        if isinstance(event, dict) and follows in (",", "]") and ({"action", "observation", "kind"} & event.keys()):
+            last.append(event)
+            at = text.find("{", end)
+        else:
+            at = text.find("{", at + 1)
+    return first, last
 
 
 def trajectory_steps(events: list[Any]) -> list[str]:
@@ -6541,26 +6637,31 @@ def trajectory_steps(events: list[Any]) -> list[str]:
     return items
 
 
+def fit_from_start(items: list[str], budget: int) -> list[str]:
+    """The first items that fit in `budget` characters (one at least) (pure)."""
+    taken: list[str] = []
+    used = 0
+    for item in items:
+        if taken and used + len(item) > budget:
+            break
+        taken.append(item)
+        used += len(item)
+    return taken
+
+
+def fit_from_end(items: list[str], budget: int) -> list[str]:
+    """The last items that fit in `budget` characters (one at least) (pure)."""
+    return fit_from_start(items[::-1], budget)[::-1]
+
+
 def first_and_last(items: list[str], cap: int) -> list[str]:
     """Every item when they fit in `cap` characters; else the first ones and the last ones, half the
     cap each, and a line saying how many steps between them are not shown (pure): how an agent
     started and how it ended are what a reader of a long trajectory looks for."""
     if sum(len(i) for i in items) <= cap:
         return items
-    head: list[str] = []
-    used = 0
-    for item in items:
-        if used + len(item) > cap // 2 and head:
-            break
-        head.append(item)
-        used += len(item)
-    tail: list[str] = []
-    used = 0
-    for item in reversed(items[len(head) :]):
-        if used + len(item) > cap // 2 and tail:
-            break
-        tail.insert(0, item)
-        used += len(item)
+    head = fit_from_start(items, cap // 2)
+    tail = fit_from_end(items[len(head) :], cap // 2)
     hidden = len(items) - len(head) - len(tail)
     gap = (
         f"<li class=gap>… {hidden} steps not shown here (the page shows the first and the last); "
@@ -6976,6 +7077,12 @@ def comparison_lines(c: Comparison) -> list[str]:
             + ", ".join(f.replace("_", " ") for f in c.beyond_model)
             + "): a difference cannot be put down to the model alone."
         )
+    if c.a_scores.graded != c.b_scores.graded:
+        graded = "A" if c.a_scores.graded else "B"
+        lines.append(
+            f"Note: only {graded} was graded by an evaluator: its passes are verdicts, the other's are statuses "
+            "(grade both with --evaluate-only to compare like with like)."
+        )
     flipped = [p for p in c.pairs if p.flip]
     lines.append(f"{plural(len(c.pairs), 'task')} in both; {plural(len(flipped), 'task')} changed:")
     for p in sorted(flipped, key=lambda p: (p.delta, p.task)):
@@ -7122,6 +7229,7 @@ def report(settings: Settings) -> int:
         return compare_runs(settings)
     folder = settings.output_dir
     groups, _ = report_groups(settings)
+    groups = groups or [experiment_results([], None)]  # nothing of run_batch's here: an empty report
     latest = [r for g in groups for r in g.latest]
     live = read_live_runs(folder)
     disk = workspace_disk(latest, folder)
@@ -8024,7 +8132,7 @@ def summary_lines(
     """The final summary: what this run did, then the state of the experiment in the folder (pure)."""
     s, totals = batch.settings, mine.totals
     counts = ", ".join(f"{n} {st}" for st, n in totals.counts.items() if n) or "nothing recorded"
-    unit = batch.unit
+    unit = "sample" if plan.samples > 1 or any(r.sample > 1 for r in mine.latest) else "task"
     if not batch.records and not plan.to_run:
         lines = [
             f"Nothing to run: {plural(len(plan.selected), 'selected task')} "
@@ -8048,7 +8156,7 @@ def summary_lines(
             f"Stopped: {batch.stop.budget}; {plural(len(batch.skipped_budget), unit)} skipped, not failed "
             f"(${batch.cost_so_far:.4f} recorded this run). Raise the budget and run the same command to go on."
         )
-    each = "task" if plan.samples == 1 else "sample"
+    each = unit
     mean = "" if totals.mean_cost is None else f", mean ${totals.mean_cost:.4f} per {each}"
     tokens_mean = (
         ""
@@ -8182,6 +8290,13 @@ class Earlier:
 
 def read_earlier(settings: Settings) -> Earlier:
     own, warnings = read_records(settings.results_path)
+    if not own and any("another tool" in w for w in warnings):
+        # GitTaskBench's own batch script writes batch_results.jsonl too: appending ours to it would
+        # leave a file neither tool reads whole.
+        raise UsageError(
+            f"{settings.results_path} was written by another tool; keep it as it is: give run_batch a file of "
+            "its own with --results-name (e.g. run_batch.jsonl), or another --output-dir"
+        )
     others, other_warnings = read_folder_records(settings.output_dir, skip=settings.results_path)
     return Earlier(own, others, [*warnings, *other_warnings])
 

@@ -294,11 +294,6 @@ def test_a_new_evaluator_grades_again_and_never_runs_an_agent_again(ws: Workspac
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    reason="run_batch bug: summary.json's experiment names the evaluator of the folder's first record, "
-    "not the one whose verdicts it holds",
-    strict=True,
-)
 def test_summary_json_names_the_evaluator_whose_verdicts_it_holds(ws: Workspace) -> None:
     ws.prompt("always-a")
     assert run(ws, "--evaluate", evaluator(ws, "by-task")).returncode == 0
@@ -309,11 +304,6 @@ def test_summary_json_names_the_evaluator_whose_verdicts_it_holds(ws: Workspace)
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    reason="run_batch bug: --report's table and markdown print the experiment (model, release) only when "
-    "the folder holds more than one; issue 22 asks every --report format to show it",
-    strict=True,
-)
 def test_every_report_format_names_the_experiment(ws: Workspace) -> None:
     set_model(ws, "openai/gpt-4o")
     ws.prompt("a")
@@ -402,13 +392,20 @@ def test_another_tools_results_are_named_once_and_never_counted_or_rewritten(ws:
     assert "batch_results.jsonl" in warning and "lines 1-6" in warning and "6 lines" in warning
     assert "another tool" in warning
 
+    # Their file has our default name: appending to it would mix two tools' lines. Exit 2, one line,
+    # nothing run or written, and the way on.
+    refused = run(ws)
+    assert refused.returncode == 2 and "--results-name" in refused.stderr and refused.stderr.count("\n") == 1
+    assert len(ws.launches()) == 0 and foreign.read_bytes() == original
+
     # a folder budget below their spend still starts our tasks: theirs is not this folder's spend
-    done = run(ws, "--max-total-cost", "1")
+    ours_name = ("--results-name", "run_batch.jsonl")
+    done = run(ws, *ours_name, "--max-total-cost", "1")
     assert done.returncode == 0, done.stderr
     assert len(ws.launches()) == 2
     assert sum("another tool" in line for line in done.stderr.splitlines()) == 1
-    assert foreign.read_bytes().startswith(original)  # their lines kept as they were
-    ours = read_jsonl(foreign)[6:]
+    assert foreign.read_bytes() == original  # their file untouched, byte for byte
+    ours = read_jsonl(ws.output / "run_batch.jsonl")
     assert sorted(r["task_name"] for r in ours) == ["mine", "repo-0"] and all("run_batch" in r for r in ours)
 
     table = run(ws, "--report")
@@ -416,7 +413,7 @@ def test_another_tools_results_are_named_once_and_never_counted_or_rewritten(ws:
     data = report_json(ws)
     assert sorted(t["task_name"] for t in data["tasks"]) == ["mine", "repo-0"]
     assert data["totals"]["total_cost"] < 1  # none of their $300
-    again = run(ws)
+    again = run(ws, *ours_name)
     assert "Nothing to run" in again.stdout and len(ws.launches()) == 2
 
 
@@ -650,7 +647,7 @@ def test_samples_that_all_score_alike_and_the_edges_k_equal_n_c_zero_c_n(ws: Wor
 
 @pytest.mark.e2e
 def test_a_failed_sample_stands_with_samples_but_a_failed_task_runs_again_without(ws: Workspace) -> None:
-    ws.prompt("broken", "STANDIN: llm-error\n")
+    ws.prompt("broken", "STANDIN: stuck\n")  # the agent's own failure (an LLM outage would run again)
     first = run(ws, "--samples", "2")
     assert first.returncode == 1
     assert [(r["sample"], r["status"]) for r in read_jsonl(ws.results)] == [(1, "failed"), (2, "failed")]
@@ -665,11 +662,6 @@ def test_a_failed_sample_stands_with_samples_but_a_failed_task_runs_again_withou
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    reason="run_batch bug: with --samples K > 1 a sample whose runtime failed to start (an infrastructure "
-    "failure, retried by --retries, status `failed`) is final: never run again, and counted as not passed",
-    strict=True,
-)
 def test_a_sample_that_never_reached_the_agent_runs_again(ws: Workspace) -> None:
     ws.prompt("once", "STANDIN: crash-times 1\n")  # the first launch: "Failed to start runtime", exit 1
     run(ws, "--samples", "2")
@@ -810,11 +802,6 @@ def test_compare_notes_sides_that_differ_in_more_than_the_model(ws: Workspace) -
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    reason="run_batch bug: config_sha256 hashes the [llm] model too, so a change of the model alone is "
-    "reported as 'differ in more than the model (config sha256)'",
-    strict=True,
-)
 def test_compare_says_nothing_more_when_only_the_model_changed(ws: Workspace) -> None:
     set_model(ws, "openai/gpt-4o")
     a = side(ws, "A", {"t": PASSES})

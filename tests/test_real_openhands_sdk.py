@@ -1,31 +1,58 @@
-"""End to end with `--entrypoint sdk`: run_batch's own driver, run by the Python of the real V1 CLI's
-environment (openhands-sdk 1.21.0 and openhands-tools, installed with the CLI by
-`bash examples/install-openhands.sh --version cli-1.16.0`), against the scripted LLM server.
+"""End to end with `--entrypoint sdk`: run_batch's own driver on two real SDKs, in both of its
+start-ups, against the scripted LLM server.
+
+The SDKs, each found where the project's installer puts it (or named by a variable); missing, its
+tests skip and say which command installs it, or fail when RUN_BATCH_TESTS_REQUIRE names its part:
+  - 1.21.0, the V1 CLI's (`bash examples/install-openhands.sh --version cli-1.16.0`, OPENHANDS_CLI;
+    `--command` is the CLI's program, whose Python run_batch then uses); part `cli`.
+  - 1.58.2, the SDK alone (`bash examples/install-openhands.sh --version sdk-1.58.2`,
+    OPENHANDS_SDK_PYTHON; `--command` is its Python); part `sdk-1.58`.
+The start-ups: preloaded (the default: the SDK imported once per batch by `run_batch.py
+--sdk-server`, each attempt forked from it) and per attempt (`--no-preload`: a fresh interpreter).
 
 What the driver adds over the CLI, each shown for real: the step limit (`--max-iterations`), the
 budget per task, an exit status that tells, a stop in a second or two at a timeout or Ctrl-C with
 the state and its cost saved, and the spend saved after every LLM call, so that even a SIGKILLed
-attempt's conversation still holds its cost. The runners share the helpers of the CLI's tests
-(`Project`, `Runs`), started side by side to keep the module to about a minute.
+attempt's conversation still holds its cost. The full set runs once per SDK (1.21.0 per attempt,
+1.58.2 preloaded), a smaller one (a finished task with its exact cost, a timeout, Ctrl-C) in the
+other start-up. Every runner of one combination starts at once (`Runs`, `Project` of the CLI's
+tests), so each combination takes about as long as its timeout case: 1-2 minutes on a loaded
+2-core machine.
+
+Then, per SDK, preloaded: four attempts forked side by side share nothing (environment, working
+folder, conversation folder, LLM client), each forked attempt shows its own session marker in
+/proc/<pid>/environ (what the sweep reads), a SIGKILLed runner's forked attempts are cleaned up
+by the next run, and with `--task-memory` (as root, cgroup v1) the forked attempt runs in its
+control group.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
+import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import alive, processes_with, read_jsonl, required, wait_until
-from llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM
+from conftest import SCRIPT, alive, processes_with, read_jsonl, required, wait_until
+from llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM, _Handler, task_of
+from test_limits import CGROUP_PROBLEM
 from test_real_openhands_cli import (
     CALL_COST,
     CLI,
+    GRACE,
+    INSTALL,
     MODEL,
-    NOT_FOUND,
     WAITS,
     Project,
     Runs,
@@ -35,34 +62,223 @@ from test_real_openhands_cli import (
     nothing_left,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(CLI is None and not required("cli"), reason=NOT_FOUND),
-]
-TIMEOUT = 90  # the driver starts in 5-15 s here; the timeout case then waits in its command
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SDK = ("--entrypoint", "sdk")
+# From the attempt's start: per attempt, the driver's own import (10-40 s here with six imports at
+# once); preloaded, the import is done before the attempt starts and the fork reaches the LLM in seconds.
+TIMEOUT = {False: 90, True: 40}
+PLACEHOLDER = "~" * 120  # the server's RUN_BATCH_SESSION, which each fork overwrites with its own
 
 
-def sdk_version() -> str | None:
-    """The openhands-sdk release installed beside the V1 CLI, from its dist-info folder (no Python
-    started): what the driver runs, and what its records name as the release."""
-    found = sorted(Path(CLI).parent.parent.glob("lib/python3.*/site-packages/openhands_sdk-*.dist-info")) if CLI else []
+# --- the SDKs and the start-ups -------------------------------------------------------------------
+
+
+def installed(python_or_program: str | None) -> str | None:
+    """The openhands-sdk release of the environment of a Python (or of a program in its bin
+    folder), from its dist-info folder (no Python started): what the records must name."""
+    if not python_or_program:
+        return None
+    env = Path(python_or_program).parent.parent
+    found = sorted(env.glob("lib/python3.*/site-packages/openhands_sdk-*.dist-info"))
     return found[-1].name.removeprefix("openhands_sdk-").removesuffix(".dist-info") if found else None
 
 
-SDK_VERSION = sdk_version()
+def find_sdk_158() -> str | None:
+    if os.environ.get("OPENHANDS_SDK_PYTHON"):
+        return os.environ["OPENHANDS_SDK_PYTHON"]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    python = cache / "run_batch" / "openhands-sdk-1.58.2" / "bin" / "python"
+    return str(python) if os.access(python, os.X_OK) else None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def sdk_is_there() -> None:
-    if CLI is None:
-        pytest.fail(f"RUN_BATCH_TESTS_REQUIRE asks for the V1 CLI (its SDK), but {NOT_FOUND}", pytrace=False)
+@dataclass(frozen=True)
+class Sdk:
+    release: str  # what the tests are written for
+    command: str | None  # --command: the V1 CLI's program, or the SDK environment's Python
+    part: str  # its name in RUN_BATCH_TESTS_REQUIRE
+    install: str  # the command that installs it
+    variable: str  # the variable that names another install
+
+    @property
+    def version(self) -> str | None:
+        return installed(self.command)
+
+    def check(self) -> None:
+        """Skip, or fail when required, without the install."""
+        if self.command is None:
+            missing = f"no openhands-sdk {self.release}: run `{self.install}` (or set {self.variable})"
+            if required(self.part):
+                pytest.fail(f"RUN_BATCH_TESTS_REQUIRE asks for {self.part}, but {missing}", pytrace=False)
+            pytest.skip(missing)
+
+
+SDK_121 = Sdk("1.21.0", CLI, "cli", INSTALL, "OPENHANDS_CLI")
+SDK_158 = Sdk(
+    "1.58.2",
+    find_sdk_158(),
+    "sdk-1.58",
+    "bash examples/install-openhands.sh --version sdk-1.58.2",
+    "OPENHANDS_SDK_PYTHON",
+)
+
+
+@dataclass(frozen=True)
+class Mode:
+    sdk: Sdk
+    preloaded: bool
+    full: bool  # the whole set of cases, or the smaller one
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return SDK if self.preloaded else (*SDK, "--no-preload")
+
+    @property
+    def timeout(self) -> int:
+        return TIMEOUT[self.preloaded]
+
+    def __str__(self) -> str:
+        return f"{self.sdk.release}-{'preloaded' if self.preloaded else 'per-attempt'}"
+
+
+MODES = [
+    Mode(SDK_121, preloaded=False, full=True),
+    Mode(SDK_121, preloaded=True, full=False),
+    Mode(SDK_158, preloaded=True, full=True),
+    Mode(SDK_158, preloaded=False, full=False),
+]
+FULL = [m for m in MODES if m.full]
+PRELOADED = [m for m in MODES if m.preloaded]
+every_mode = pytest.mark.parametrize("mode", MODES, ids=str, indirect=True)
+full_modes = pytest.mark.parametrize("mode", FULL, ids=str, indirect=True)
+preloaded_modes = pytest.mark.parametrize("mode", PRELOADED, ids=str, indirect=True)
+each_sdk = pytest.mark.parametrize("sdk", [SDK_121, SDK_158], ids=lambda s: s.release, indirect=True)
+
+
+class SdkProject(Project):
+    """The CLI tests' project, run with this SDK's --command."""
+
+    def __init__(self, root: Path, server: ScriptedLLM, sdk: Sdk) -> None:
+        super().__init__(root, server)
+        self.sdk = sdk
+
+    def command(self, *args: str) -> list[str]:
+        base = [sys.executable, str(SCRIPT), "--prompt-dir", str(self.prompts), "--project-dir", str(self.project)]
+        return [*base, "--command", str(self.sdk.command), "--grace-period", str(GRACE), *args]
+
+
+# --- what the processes show ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One process of a run, as /proc showed it."""
+
+    pid: int
+    ppid: int
+    role: str  # server (run_batch.py --sdk-server, or a fork of it) | driver (--sdk-driver)
+    session: str | None  # its RUN_BATCH_SESSION in /proc/<pid>/environ
+
+
+def look_at(pid: int) -> Seen | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    role = "server" if b"--sdk-server" in cmdline else "driver" if b"--sdk-driver" in cmdline else None
+    if role is None:
+        return None
+    ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+    sessions = [e.split(b"=", 1)[1].decode(errors="replace") for e in environ if e.startswith(b"RUN_BATCH_SESSION=")]
+    return Seen(pid, ppid, role, sessions[0] if sessions else None)
+
+
+class Watch:
+    """Every process of a run that is run_batch's server or driver (its marker, then /proc), seen
+    every 0.2 s until stopped: which is whose child, and which marker each shows."""
+
+    def __init__(self, run_id: str) -> None:
+        self.marker = f"RUN_BATCH_RUN_ID={run_id}"
+        self.seen: dict[int, Seen] = {}
+        self.alive_at_once: dict[str, int] = {}  # role: the most alive together
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now: dict[str, int] = {}
+            for pid in processes_with(self.marker):
+                if (seen := look_at(pid)) is not None:
+                    # its parent as first seen (the server's forks outlive it), its marker as last
+                    # seen (a fork overwrites the server's placeholder a moment after it starts)
+                    first = self.seen.setdefault(pid, seen)
+                    if seen.session != first.session and seen.session != PLACEHOLDER:
+                        self.seen[pid] = dataclasses.replace(first, session=seen.session)
+                    key = f"{seen.role}-{'fork' if self._forked(seen) else 'own'}"
+                    now[key] = now.get(key, 0) + 1
+            for key, n in now.items():
+                self.alive_at_once[key] = max(n, self.alive_at_once.get(key, 0))
+            self._stop.wait(0.2)
+
+    def _forked(self, seen: Seen) -> bool:
+        """A child of the run's server (not a fork of one of its attempts, a moment before an exec)."""
+        parent = self.seen.get(seen.ppid)
+        return parent is not None and parent.role == "server" and parent.session == PLACEHOLDER
+
+    def stop(self) -> Watch:
+        self._stop.set()
+        self._thread.join()
+        return self
+
+    def servers(self, runner: int) -> list[Seen]:
+        return [s for s in self.seen.values() if s.role == "server" and s.ppid == runner and not self._forked(s)]
+
+    def forks(self) -> list[Seen]:
+        """The attempts forked by the run's server."""
+        return [s for s in self.seen.values() if s.role == "server" and self._forked(s)]
+
+
+# --- the scripted LLM, with every request kept ----------------------------------------------------
+
+
+class Recording(_Handler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with contextlib.suppress(ValueError):
+            self.server.seen.append((self.client_address, json.loads(body)))  # type: ignore[attr-defined]
+        self.rfile = io.BytesIO(body)
+        super().do_POST()
+
+
+class RecordingLLM(ScriptedLLM):
+    """The scripted server, keeping each request and the client's address it came from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.RequestHandlerClass = Recording
+        self.seen: list[tuple[tuple[str, int], dict[str, Any]]] = []
+
+    def of_task(self, word: str) -> list[tuple[tuple[str, int], list[dict[str, Any]]]]:
+        """The requests whose task text (the first user message) contains word."""
+        return [
+            (addr, r.get("messages") or []) for addr, r in list(self.seen) if word in task_of(r.get("messages") or [])
+        ]
+
+
+def said_back(messages: list[dict[str, Any]]) -> str:
+    """What the LLM was sent besides the system prompt and the task: the observations."""
+    return json.dumps([m for m in messages if m.get("role") not in ("system", "user")])
+
+
+# --- fixtures -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedLLM]:
-    llm = ScriptedLLM().start()
+def server() -> Iterator[RecordingLLM]:
+    llm = RecordingLLM().start()
     yield llm
     llm.shutdown()
 
@@ -75,36 +291,103 @@ def runs() -> Iterator[Runs]:
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory, server: ScriptedLLM, runs: Runs) -> dict[str, Any]:
-    """Four runners side by side: a finished task in its own workspace; a step limit; a budget;
-    a timeout while the agent's command runs."""
-    root = tmp_path_factory.mktemp("sdk")
-    plain, steps, budget, times_out = (Project(root / n, server) for n in ("plain", "steps", "budget", "timeout"))
-    plain.prompt("finishes", "Write a file.\nRUN: echo made > made.txt\n")
-    steps.prompt("loops", "Never done.\nLLM: loop\nRUN: echo again\n")
-    budget.prompt("spends", "Never done.\nLLM: loop\nRUN: echo again\n")
-    times_out.prompt("sleeps", WAITS)
+def mode(request: pytest.FixtureRequest) -> Mode:
+    chosen: Mode = request.param
+    chosen.sdk.check()
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def sdk(request: pytest.FixtureRequest) -> Sdk:
+    chosen: Sdk = request.param
+    chosen.check()
+    return chosen
+
+
+@dataclass
+class Started:
+    proc: subprocess.Popen[str]
+    marker: str
+    watch: Watch
+
+    @property
+    def run_id(self) -> str:
+        return self.marker.split("=", 1)[1]
+
+
+def start(runs: Runs, project: Project, *args: str, quiet: bool = False, after: str | None = None) -> Started:
+    proc, marker = runs.start(project, *args, quiet=quiet, after=after)
+    return Started(proc, marker, Watch(marker.split("=", 1)[1]))
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory, server: RecordingLLM, runs: Runs, mode: Mode) -> dict[str, Any]:
+    """Every runner of one combination at once: a timeout while the agent's command runs; a
+    finished task in its own workspace; Ctrl-C while the agent's command runs; for the full set,
+    a step limit, a budget, and a runner SIGKILLed while its agent's command runs, then the next
+    run in its folder."""
+    root = tmp_path_factory.mktemp(str(mode))
+    names = ["timeout", "plain", "interrupted"] + (["steps", "budget", "killed"] if mode.full else [])
+    projects = {n: SdkProject(root / n, server, mode.sdk) for n in names}
+    projects["timeout"].prompt("sleeps", WAITS)
+    projects["plain"].prompt("finishes", "Write a file.\nRUN: echo made > made.txt\n")
+    projects["interrupted"].prompt("sleeps", WAITS)
+    args = {
+        "timeout": ("--timeout", str(mode.timeout)),
+        "plain": ("--timeout", "240", "--workspace-per-task"),
+        "interrupted": (),
+    }
+    if mode.full:
+        projects["steps"].prompt("loops", "Never done.\nLLM: loop\nRUN: echo again\n")
+        projects["budget"].prompt("spends", "Never done.\nLLM: loop\nRUN: echo again\n")
+        projects["killed"].prompt("sleeps", WAITS)
+        projects["killed"].prompt("after", "Say hello.\n")
+        args["steps"] = ("--timeout", "240", "--max-iterations", "3")
+        args["budget"] = ("--timeout", "240", "--max-budget-per-task", "0.007")
+        args["killed"] = ("--tasks", "sleeps")
     started = time.monotonic()
-    procs = {}
-    procs["timeout"], _ = runs.start(times_out, *SDK, "--timeout", str(TIMEOUT))
-    procs["plain"], _ = runs.start(plain, *SDK, "--timeout", "240", "--workspace-per-task")
-    procs["steps"], _ = runs.start(steps, *SDK, "--timeout", "240", "--max-iterations", "3")
-    procs["budget"], _ = runs.start(budget, *SDK, "--timeout", "240", "--max-budget-per-task", "0.007")
-    done = {name: finished(proc) for name, proc in procs.items()}
-    projects = {"plain": plain, "steps": steps, "budget": budget, "timeout": times_out}
-    records = {name: r for p in projects.values() for name, r in by_task(p.output).items()}
-    return {**done, "records": records, "projects": projects, "seconds": time.monotonic() - started}
+    runners = {n: start(runs, projects[n], *mode.args, *args[n], quiet=n == "killed") for n in names}
+    result: dict[str, Any] = {"mode": mode, "projects": projects, "runners": runners}
+
+    ctrl_c = runners["interrupted"]
+    assert wait_until(lambda: agent_command_running(ctrl_c.marker), 150), "the agent's sleep never started"
+    stopped_at = time.monotonic()
+    ctrl_c.proc.send_signal(signal.SIGINT)
+    if mode.full:
+        doomed = runners["killed"]
+        assert wait_until(lambda: agent_command_running(doomed.marker), 150), "the agent's sleep never started"
+        doomed.proc.kill()
+        doomed.proc.wait()
+        result["left_by_kill"] = [p for p in processes_with(doomed.marker) if alive(p)]
+        result["killed_states"] = [
+            json.loads(p.read_text())
+            for p in (projects["killed"].output / "conversations").glob("sleeps/*/base_state.json")
+        ]
+        next_run = start(runs, projects["killed"], *mode.args, "--tasks", "after", after=doomed.run_id)
+        result["next"] = finished(next_run.proc)
+        next_run.watch.stop()
+    result["interrupted"] = finished(ctrl_c.proc, timeout=120)
+    result["ctrl_c_seconds"] = time.monotonic() - stopped_at
+    for name, runner in runners.items():
+        if name != "killed":
+            result[name] = finished(runner.proc)
+        runner.watch.stop()
+    result["records"] = {name: r for n, p in projects.items() if n != "killed" for name, r in by_task(p.output).items()}
+    result["seconds"] = time.monotonic() - started
+    return result
 
 
-def test_finished_task_with_exact_cost_in_its_own_workspace(batch: dict[str, Any]) -> None:
+@every_mode
+def test_finished_task_with_exact_cost_in_its_own_workspace(batch: dict[str, Any], mode: Mode) -> None:
     r = batch["records"]["finishes"]
     assert (r["status"], r["agent_state"], r["return_code"]) == ("success", "FINISHED", 0), r["stderr"]
     assert (r["total_input_tokens"], r["total_output_tokens"]) == (2 * PROMPT_TOKENS, 2 * COMPLETION_TOKENS)
     assert r["total_cost"] == pytest.approx(2 * CALL_COST) and r["metrics_source"] == "state"
-    # the record says which model and which release ran (issue 22): the SDK of the 1.16.0 CLI
-    assert SDK_VERSION and (r["experiment"]["model"], r["experiment"]["openhands_version"]) == (MODEL, SDK_VERSION)
+    # the record says which model and which release ran (issue 22)
+    assert mode.sdk.version == mode.sdk.release
+    assert (r["experiment"]["model"], r["experiment"]["openhands_version"]) == (MODEL, mode.sdk.release)
     assert r["command"][1:3] == [str(Path(__file__).parent.parent / "run_batch.py"), "--sdk-driver"]
-    assert Path(r["command"][0]).name.startswith("python")  # the CLI's own interpreter
+    assert Path(r["command"][0]).name.startswith("python")  # the SDK environment's own interpreter
     assert (Path(r["workspace"]) / "made.txt").read_text() == "made\n"
     events = json.loads(Path(r["trajectory_path"]).read_text())
     assert [e["kind"] for e in events][:2] == ["SystemPromptEvent", "MessageEvent"]
@@ -114,6 +397,33 @@ def test_finished_task_with_exact_cost_in_its_own_workspace(batch: dict[str, Any
     assert batch["plain"].returncode == 0
 
 
+@every_mode
+def test_each_attempt_starts_the_way_its_mode_says(batch: dict[str, Any], mode: Mode) -> None:
+    """Preloaded: one server per run (its log in logs/), the runner's child, and each attempt its
+    fork, showing the attempt's own marker; with far less CPU than an import. Per attempt: the
+    runner's own child running the driver, and no server."""
+    for name in ("plain", "timeout"):
+        runner, project = batch["runners"][name], batch["projects"][name]
+        [r] = by_task(project.output).values()
+        server_log = project.output / "logs" / f"sdk-server.{runner.run_id}.log"
+        servers, forks = runner.watch.servers(runner.proc.pid), runner.watch.forks()
+        if mode.preloaded:
+            assert server_log.is_file(), sorted(p.name for p in (project.output / "logs").iterdir())
+            assert len(servers) == 1, runner.watch.seen
+            [fork] = forks
+            assert (fork.ppid, fork.session) == (servers[0].pid, r["session_name"])
+            drivers = [s for s in runner.watch.seen.values() if s.role == "driver"]
+            assert drivers == [], "no attempt of its own interpreter"
+        else:
+            assert not server_log.exists() and servers == [] and forks == []
+            [driver] = [s for s in runner.watch.seen.values() if s.role == "driver"]
+            assert (driver.ppid, driver.session) == (runner.proc.pid, r["session_name"])
+    plain = batch["records"]["finishes"]
+    if mode.preloaded:  # an import costs 7-12 s of CPU here; a forked attempt under 1 s (sampled)
+        assert plain["resource_source"] == "sampled" and plain["cpu_seconds"] < 4, plain["cpu_seconds"]
+
+
+@full_modes
 def test_the_step_limit_holds(batch: dict[str, Any]) -> None:
     r = batch["records"]["loops"]
     assert (r["status"], r["agent_state"], r["return_code"]) == ("failed", "ERROR", 1), r["stderr"]
@@ -121,6 +431,7 @@ def test_the_step_limit_holds(batch: dict[str, Any]) -> None:
     assert r["total_input_tokens"] == 3 * PROMPT_TOKENS  # three steps, not the SDK's 500
 
 
+@full_modes
 def test_the_budget_per_task_holds(batch: dict[str, Any]) -> None:
     r = batch["records"]["spends"]
     assert r["status"] == "failed" and "0.007" in r["error"], r["error"]
@@ -128,66 +439,231 @@ def test_the_budget_per_task_holds(batch: dict[str, Any]) -> None:
     assert r["total_cost"] == pytest.approx(3 * CALL_COST)
 
 
-def test_timeout_stops_at_once_and_keeps_the_cost(batch: dict[str, Any]) -> None:
+@every_mode
+def test_timeout_stops_at_once_and_keeps_the_cost(batch: dict[str, Any], mode: Mode) -> None:
     r = batch["records"]["sleeps"]
-    assert r["status"] == "timeout" and r["error"] == f"timed out after {TIMEOUT}s", r["stderr"]
+    assert r["status"] == "timeout" and r["error"] == f"timed out after {mode.timeout}s", r["stderr"]
     assert r["agent_state"] == "PAUSED", "the driver saves its state as paused after a stop"
     assert (r["total_input_tokens"], r["total_cost"]) == (PROMPT_TOKENS, pytest.approx(CALL_COST))
-    assert r["elapsed_time_seconds"] < TIMEOUT + 10  # not the 30 s grace period: the driver stopped itself
+    assert r["elapsed_time_seconds"] < mode.timeout + 10  # not the 30 s grace period: the driver stopped itself
     assert r["return_code"] == 128 + signal.SIGINT
     assert nothing_left(r["run_id"]) == []
 
 
-@pytest.fixture(scope="module")
-def signals(tmp_path_factory: pytest.TempPathFactory, server: ScriptedLLM, runs: Runs) -> dict[str, Any]:
-    """Two runners whose agent runs a long command: one gets Ctrl-C, the other SIGKILL; then the
-    next run in the killed one's folder."""
-    root = tmp_path_factory.mktemp("sdk-signals")
-    interrupted, killed = Project(root / "interrupted", server), Project(root / "killed", server)
-    for project in (interrupted, killed):
-        project.prompt("sleeps", WAITS)
-    killed.prompt("after", "Say hello.\n")
-    markers = {}
-    ctrl_c, markers["ctrl_c"] = runs.start(interrupted, *SDK)
-    doomed, markers["killed"] = runs.start(killed, *SDK, "--tasks", "sleeps", quiet=True)
-    assert wait_until(lambda: agent_command_running(markers["ctrl_c"]), 120), "the agent's sleep never started"
-    stopped_at = time.monotonic()
-    ctrl_c.send_signal(signal.SIGINT)
-    assert wait_until(lambda: agent_command_running(markers["killed"]), 120), "the agent's sleep never started"
-    doomed.kill()
-    doomed.wait()
-    result: dict[str, Any] = {
-        "markers": markers,
-        "left_by_kill": [p for p in processes_with(markers["killed"]) if alive(p)],
-    }
-    result["ctrl_c"] = finished(ctrl_c, timeout=120)
-    result["ctrl_c_seconds"] = time.monotonic() - stopped_at
-    result["ctrl_c_records"] = read_jsonl(interrupted.output / "batch_results.jsonl")
-    result["killed_states"] = [
-        json.loads(p.read_text()) for p in (killed.output / "conversations").glob("sleeps/*/base_state.json")
-    ]
-    killed_id = markers["killed"].split("=", 1)[1]
-    next_run, _ = runs.start(killed, *SDK, "--tasks", "after", after=killed_id)
-    result["next"] = finished(next_run)
-    return result
-
-
-def test_ctrl_c_stops_the_driver_gracefully(signals: dict[str, Any]) -> None:
-    assert signals["ctrl_c"].returncode == 130, signals["ctrl_c"].stderr
-    [r] = signals["ctrl_c_records"]
+@every_mode
+def test_ctrl_c_stops_the_driver_gracefully(batch: dict[str, Any]) -> None:
+    assert batch["interrupted"].returncode == 130, batch["interrupted"].stderr
+    [r] = read_jsonl(batch["projects"]["interrupted"].output / "batch_results.jsonl")
     assert (r["status"], r["agent_state"]) == ("interrupted", "PAUSED"), r["stderr"]
     assert (r["total_input_tokens"], r["total_cost"]) == (PROMPT_TOKENS, pytest.approx(CALL_COST))
-    assert signals["ctrl_c_seconds"] < 20  # the driver's own stop, well inside the grace period
+    assert batch["ctrl_c_seconds"] < 20  # the driver's own stop, well inside the grace period
     assert nothing_left(r["run_id"]) == []
 
 
-def test_a_killed_attempt_keeps_its_cost_and_the_next_run_cleans_up(signals: dict[str, Any]) -> None:
-    assert signals["left_by_kill"], "the killed runner's driver should outlive it"
-    [state] = signals["killed_states"]
+@full_modes
+def test_a_killed_attempt_keeps_its_cost_and_the_next_run_cleans_up(batch: dict[str, Any], mode: Mode) -> None:
+    assert batch["left_by_kill"], "the killed runner's driver should outlive it"
+    killed = batch["runners"]["killed"]
+    if mode.preloaded:  # the attempt forked by the killed run's server outlives both
+        [fork] = killed.watch.forks()
+        assert fork.pid in batch["left_by_kill"]
+    [state] = batch["killed_states"]
     usage = state["stats"]["usage_to_metrics"]
     # saved after the first LLM call, while it ran: the V1 CLI's file says 0 here
     assert sum(m["accumulated_cost"] for m in usage.values()) == pytest.approx(CALL_COST)
-    done = signals["next"]
+    done = batch["next"]
     assert done.returncode == 0, done.stdout + done.stderr
     assert "did not finish" in done.stdout
-    assert nothing_left(signals["markers"]["killed"].split("=", 1)[1]) == []
+    assert nothing_left(killed.run_id) == []
+
+
+# --- preloaded: attempts side by side -------------------------------------------------------------
+
+PARALLEL = 4
+SHOW = 'RUN: echo "task={name} session=$RUN_BATCH_SESSION tmux=$TMUX_TMPDIR"; pwd; sleep 5\n'
+
+
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory: pytest.TempPathFactory, server: RecordingLLM, runs: Runs, sdk: Sdk) -> dict[str, Any]:
+    """Preloaded, side by side: four tasks at once, each printing its marker, tmux folder and working
+    folder; three attempts whose runner is SIGKILLed while they run, then the next run in its folder;
+    with control groups, one task under --task-memory that prints its own groups."""
+    root = tmp_path_factory.mktemp(f"parallel-{sdk.release}")
+    side, doomed_project = SdkProject(root / "side", server, sdk), SdkProject(root / "killed", server, sdk)
+    tag = f"side-by-side-{sdk.release}"  # the text that tells this module's requests apart
+    for i in range(1, PARALLEL + 1):
+        side.prompt(f"p{i}", f"Show where you are ({tag} p{i}).\n" + SHOW.format(name=f"p{i}"))
+    for i in range(1, 4):
+        doomed_project.prompt(f"sleeps-{i}", f"Wait ({i}).\n{WAITS.split(chr(10), 1)[1]}")
+    doomed_project.prompt("after", "Say hello.\n")
+    common = ("--timeout", "240", "--max-workers", str(PARALLEL))
+    started = time.monotonic()
+    side_run = start(runs, side, *SDK, *common, "--workspace-per-task")
+    doomed = start(runs, doomed_project, *SDK, *common, "--tasks", "sleeps-1,sleeps-2,sleeps-3", quiet=True)
+    limited = None
+    if CGROUP_PROBLEM is None:
+        grouped = SdkProject(root / "grouped", server, sdk)
+        grouped.prompt("grouped", f"Show your groups ({tag} grouped).\nRUN: cat /proc/self/cgroup\n")
+        limited = (grouped, start(runs, grouped, *SDK, "--timeout", "240", "--task-memory", "2G"))
+    result: dict[str, Any] = {"tag": tag, "side_run": side_run, "doomed": doomed}
+
+    def sleeping() -> int:  # the killed run's attempts whose agent's command runs, by their marker
+        sessions = set()
+        for pid in processes_with(doomed.marker):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep":
+                    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                    sessions |= {e for e in environ if e.startswith(b"RUN_BATCH_SESSION=")}
+        return len(sessions)
+
+    assert wait_until(lambda: sleeping() == 3, 180), f"the agents' sleeps never all ran ({sleeping()})"
+    [doomed_server] = doomed.watch.servers(doomed.proc.pid)
+    doomed.proc.kill()
+    doomed.proc.wait()
+    result["left_by_kill"] = [p for p in processes_with(doomed.marker) if alive(p)]
+    result["server_ended"] = wait_until(lambda: not alive(doomed_server.pid), 10)
+    next_run = start(runs, doomed_project, *SDK, "--tasks", "after", after=doomed.run_id)
+    result["next"] = finished(next_run.proc)
+    next_run.watch.stop()
+    doomed.watch.stop()
+    result["side"] = finished(side_run.proc)
+    side_run.watch.stop()
+    result["records"], result["side_output"] = by_task(side.output), side.output
+    if limited is not None:
+        result["grouped"] = finished(limited[1].proc)
+        limited[1].watch.stop()
+        result["grouped_record"] = by_task(limited[0].output)["grouped"]
+    result["seconds"] = time.monotonic() - started
+    return result
+
+
+@each_sdk
+def test_parallel_forked_attempts_each_have_their_own_environment_and_folders(parallel: dict[str, Any]) -> None:
+    assert parallel["side"].returncode == 0, parallel["side"].stdout + parallel["side"].stderr
+    records = parallel["records"]
+    assert sorted(records) == [f"p{i}" for i in range(1, PARALLEL + 1)]
+    for r in records.values():
+        assert (r["status"], r["agent_state"]) == ("success", "FINISHED"), r["stderr"]
+        assert r["total_cost"] == pytest.approx(2 * CALL_COST)
+    forks = parallel["side_run"].watch.forks()
+    assert parallel["side_run"].watch.alive_at_once.get("server-fork") == PARALLEL, "not side by side"
+    assert sorted(f.session for f in forks) == sorted(r["session_name"] for r in records.values())
+    # own conversation folders: conversations/<task>/<its conversation id>/, the one in its folder
+    output = parallel["side_output"]
+    assert len({r["session_id"] for r in records.values()}) == PARALLEL
+    for name, r in records.items():
+        [folder] = (output / "conversations" / name).iterdir()
+        assert folder.name == r["session_id"]
+        state = json.loads((folder / "base_state.json").read_text())
+        assert state["id"].replace("-", "") == r["session_id"] and state["execution_status"] == "finished"
+        assert Path(r["workspace"]).is_relative_to(output / "workspaces") and Path(r["workspace"]).is_dir()
+    assert len({r["workspace"] for r in records.values()}) == PARALLEL  # its pwd: the other test
+
+
+@each_sdk
+def test_parallel_forked_attempts_each_have_their_own_llm_client(
+    parallel: dict[str, Any], server: RecordingLLM
+) -> None:
+    """Each task's requests carry its own prompt and only its own observations (its marker, tmux
+    folder and working folder, never another's), two per task, over connections of its own."""
+    records = parallel["records"]
+    ports: dict[str, set[int]] = {}
+    for name, r in records.items():
+        requests = server.of_task(f"({parallel['tag']} {name})")
+        assert len(requests) == 2, f"{name}: {len(requests)} requests"  # the command, then finish
+        ports[name] = {addr[1] for addr, _ in requests}
+        observed = said_back(requests[1][1])
+        assert f"task={name} session={r['session_name']} tmux=" in observed
+        assert r["workspace"] in observed  # pwd: its own working folder
+        for other_name, other in records.items():
+            if other_name != name:
+                assert other["session_name"] not in observed and other["workspace"] not in observed
+    tmux_dirs = set()
+    for name in records:
+        observed = said_back(server.of_task(f"({parallel['tag']} {name})")[1][1])
+        tmux_dirs.add(observed.split("tmux=", 1)[1].split("\\n", 1)[0])
+    assert len(tmux_dirs) == PARALLEL, tmux_dirs
+    for name, mine in ports.items():  # no connection served two tasks
+        assert all(not (mine & theirs) for other, theirs in ports.items() if other != name), ports
+
+
+@each_sdk
+def test_forked_attempts_show_their_own_marker_in_proc(parallel: dict[str, Any]) -> None:
+    """/proc/<pid>/environ of each fork, which the sweep reads, carries its own session marker (the
+    server's placeholder overwritten), and the server's children are all the attempts."""
+    watch, records = parallel["side_run"].watch, parallel["records"]
+    [server] = watch.servers(parallel["side_run"].proc.pid)
+    assert server.session == PLACEHOLDER
+    forks = watch.forks()
+    assert len(forks) == PARALLEL and {f.ppid for f in forks} == {server.pid}
+    assert {f.session for f in forks} == {r["session_name"] for r in records.values()}
+
+
+@each_sdk
+def test_a_killed_runners_forked_attempts_are_cleaned_by_the_next_run(parallel: dict[str, Any]) -> None:
+    doomed = parallel["doomed"]
+    forks = doomed.watch.forks()
+    assert len(forks) == 3
+    assert {f.pid for f in forks} <= set(parallel["left_by_kill"]), "the forked attempts outlive their runner"
+    assert parallel["server_ended"], "the server ends with its runner (its stdin closed)"
+    done = parallel["next"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "did not finish" in done.stdout
+    assert [f.pid for f in forks if alive(f.pid)] == []
+    assert nothing_left(doomed.run_id) == []
+
+
+@each_sdk
+def test_task_memory_puts_the_forked_attempt_in_its_control_group(
+    parallel: dict[str, Any], server: RecordingLLM
+) -> None:
+    if CGROUP_PROBLEM is not None:
+        if required("cgroups"):
+            pytest.fail(f"RUN_BATCH_TESTS_REQUIRE asks for control groups, but {CGROUP_PROBLEM}", pytrace=False)
+        pytest.skip(f"per-task limits: {CGROUP_PROBLEM}")
+    assert parallel["grouped"].returncode == 0, parallel["grouped"].stdout + parallel["grouped"].stderr
+    r = parallel["grouped_record"]
+    assert r["status"] == "success" and r["resource_source"] == "cgroup", r
+    assert r["limits"]["memory_bytes"] == 2 << 30
+    # the agent's command, started by the forked attempt, ran in the attempt's own memory group
+    [_, second] = server.of_task(f"({parallel['tag']} grouped)")
+    observed = said_back(second[1])
+    assert f":memory:/run_batch/{r['run_id']}-" in observed and f"/{r['session_name']}" in observed, observed[:2000]
+    # its CPU is the group's: a fork's, not an import's (7-12 s here)
+    assert 0 < r["cpu_seconds"] < 4, r["cpu_seconds"]
+
+
+# --- a --command of openhands-ai without core.main ------------------------------------------------
+
+
+def test_openhands_ai_without_core_main_is_a_usage_error_naming_the_sdk_entrypoint(tmp_path: Path) -> None:
+    """openhands-ai >= 1.7 has no openhands.core.main; its environment has the SDK: the usage error
+    names the way that works, which does (here the SDK 1.58.2 environment, with openhands-ai 1.11.0's
+    metadata added beside it, as pip would leave it)."""
+    sdk = SDK_158 if SDK_158.command else SDK_121
+    sdk.check()
+    python = sdk.command if sdk is SDK_158 else None
+    if python is None:  # the V1 CLI's program: its interpreter
+        python = str(Path(str(sdk.command)).parent / "python")
+    site = tmp_path / "site"
+    meta = site / "openhands_ai-1.11.0.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: openhands-ai\nVersion: 1.11.0\n")
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "hello.md").write_text("Say hello.\n")
+    env = {**os.environ, "PYTHONPATH": str(site), "LLM_MODEL": MODEL, "LLM_API_KEY": "sk-x"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, str(SCRIPT), "--prompt-dir", str(prompts), "--project-dir", str(tmp_path), *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    done = run("--command", f"{python} -m openhands.core.main", "--dry-run")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        "run-batch: error: --command runs openhands-ai 1.11.0, which has no openhands.core.main (gone since "
+        f"1.7); its environment has the OpenHands SDK: run it with --entrypoint sdk --command {python}"
+    )
+    advised = run("--entrypoint", "sdk", "--command", python, "--dry-run")
+    assert advised.returncode == 0, advised.stdout + advised.stderr
+    assert sdk.release in advised.stdout  # --dry-run names the SDK's release
