@@ -1,15 +1,32 @@
 #!/usr/bin/env python3
-"""run_batch: run a folder of task prompts through OpenHands' headless mode.
+"""run_batch: run a folder of task prompts through OpenHands, and keep an experiment's record.
 
 Every `*.md` file in --prompt-dir is one task. Each attempt of a task runs OpenHands once, with a
 private config, a fresh session and a timeout; every trajectory and log is kept, and one JSON line
-per attempt is appended to the results file: status, agent state, time, cost and tokens.
+per attempt is appended to the results file: status, agent state, time, cost and tokens, the
+verdict of an evaluator, and which model, release and configuration made it.
 
-The file reads top to bottom in the order the data flows:
-    command line -> plan -> configure (the OpenHands seam) -> launch and wait -> read the outcome
-    -> record -> report (console, log, summary) -> the batch, which ties the steps together.
+The file reads top to bottom in the order the data flows; a section uses only what is above it
+(tests/test_structure.py keeps it so):
+    Vocabulary       the values that travel through every step (a task, an attempt, its record,
+                     an experiment) and the small helpers they share (text, files)
+    Command line     argv -> Settings
+    Plan             prompts -> tasks (front matter), the selection, the samples still to run
+    Configure        the OpenHands seam: per entrypoint, the config, argv and environment of an
+                     attempt, where its outcome is read, the options it refuses, its experiment
+    Launch and wait  process handling: markers and the sweep, one attempt start to end, the
+                     preloaded SDK's client, control groups, room to start (rate limits, memory)
+    Read the outcome what an attempt left: state, reason, cost and tokens, in every log format
+    Follow           running attempts: live spend and steps, stalls, budgets, out of memory
+    Evaluate         the user's grader, --before-attempt, prompt placeholders, verdicts
+    Record           the results file, its records, the attempt's files and workspace
+    Report           statistics (pass@k, intervals, tests), an experiment's results, the
+                     console and the log, summary.json, the HTML page, comparing runs, --report
+    The batch        the output folder, the pool, signals, summing up, --evaluate-only
+    The SDK driver   one attempt inside OpenHands' own environment, and the preloaded SDK
+    The program      main()
 What the code relies on about OpenHands is written down, with the versions it was checked on, in
-docs/openhands.md.
+docs/openhands.md; about control groups in docs/cgroups.md; the statistics in docs/statistics.md.
 """
 
 from __future__ import annotations
@@ -62,18 +79,31 @@ from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 __version__ = "0.5.0"
 
 DEFAULT_COMMAND = "poetry run python -m openhands.core.main"
+
 DEFAULT_GRACE_PERIOD = 30.0
+
 STATUSES = ("success", "failed", "timeout", "stalled", "error", "interrupted")
+
 UNKNOWN = "?"  # how a value nobody measured is shown, everywhere
+
 TAIL_CHARS = 4000  # how much of each log's end goes into a record; the whole text is in logs/
+
 REASON_CHARS = 500  # a record's `error` is one line of at most this; the whole text is in the logs
+
 PROMPT_LIMIT = 10 * 1024 * 1024  # bytes; a bigger prompt is an `error` record, never read whole
+
 LINE_PIECE = 64 * 1024  # logs are scanned in pieces of at most this, however long a line is
+
 STEM_LIMIT = 100  # bytes of a task's file-name stem; longer names are shortened and hashed
+
 SECRET_MIN_LENGTH = 8  # shorter values are not treated as secrets (they would mask ordinary words)
+
 MARKER_RUN = "RUN_BATCH_RUN_ID"  # environment marker every process of a task inherits
+
 MARKER_SESSION = "RUN_BATCH_SESSION"
+
 MARKER_RUNNER = "RUN_BATCH_RUNNER"  # the runner's pid: a live runner's tasks are never "left over"
+
 # Every signal whose default would end the runner on the spot (leaving its tasks running with no
 # timeout and its private configs behind) stops the batch the graceful way instead.
 SIGNALS_THAT_STOP = (
@@ -87,6 +117,14 @@ SIGNALS_THAT_STOP = (
     signal.SIGVTALRM,
     signal.SIGXCPU,
 )
+
+EVALUATIONS_FILE = "evaluations.jsonl"
+
+SDK_DRIVER_FLAG = "--sdk-driver"
+
+SDK_SERVER_FLAG = "--sdk-server"
+
+SESSION_PLACEHOLDER = "~" * 120  # the server's RUN_BATCH_SESSION, overwritten in each attempt's copy
 
 
 def current_umask() -> int:
@@ -108,17 +146,856 @@ class UsageError(Exception):
 
 
 # ================================================================================================
+# Vocabulary: the values that travel through every step, and the small helpers they share
+# ================================================================================================
+# Defined first, so that every later section reads top to bottom: a section uses only what is above it.
+
+
+# ------------------------------------------------------------------------------------------------
+# Text, numbers and time
+# ------------------------------------------------------------------------------------------------
+
+
+def one_line(text: str, limit: int = REASON_CHARS) -> str:
+    """Text as one line of at most limit characters, without control characters (a task's output
+    may hold terminal escapes, which must not reach the console) (pure)."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def printable(name: str) -> str:
+    """A task name on one console line (names may hold newlines or control characters)."""
+    return name if name.isprintable() else repr(name)
+
+
+def readable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as lone surrogates, which
+    no UTF-8 file can hold) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:length]
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    """At most `limit` bytes of text, cut on a character boundary."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_money(value: float | None) -> str:
+    return f"${UNKNOWN}" if value is None else f"${value:.4f}"
+
+
+def format_count(value: int | None) -> str:
+    return UNKNOWN if value is None else str(value)
+
+
+def format_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds(stamp: str) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _number_or_none(value: Any) -> float | None:
+    """A finite number from outside, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def parse_size(text: Any) -> int | None:
+    """A memory size: bytes as a whole number, or `512M`, `4G`, `4GiB`, `1.5g` (powers of 1024);
+    None when it is not one (pure)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text if text > 0 else None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        return None
+    value = float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " ")
+    return int(value) if value >= 1 else None
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "****")
+    return text
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+# ------------------------------------------------------------------------------------------------
+# Data from outside, and the files the runner writes
+# ------------------------------------------------------------------------------------------------
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """A file from outside the runner (a prompt, a task's log or events, a results file) opened for
+    reading only when it is a regular file: a FIFO would block for ever and a device never ends.
+    O_NONBLOCK makes the open itself return at once on a FIFO; OSError(EINVAL) when not regular."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value: float = float(text)
+    if not math.isfinite(value):  # 1e999 reads as infinity
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def loads_json(data: str | bytes) -> Any:
+    """JSON from outside the runner, strictly: Python's reader takes NaN, Infinity and 1e999,
+    which no other reader does, and which would pass through sums and comparisons (a budget
+    against NaN is never reached) into files others read. A lone-surrogate escape ("\\ud800") reads
+    as U+FFFD: such text can be written to no UTF-8 file."""
+    value = json.loads(data, parse_constant=_not_json, parse_float=_finite)
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    return clean_json(value) if _SURROGATE_ESCAPE.search(raw) else value
+
+
+def clean_text(text: str) -> str:
+    """Text that any UTF-8 file can hold: lone surrogates (a non-UTF-8 file name, decoded the
+    way Python does) become U+FFFD (pure)."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def clean_json(value: Any, depth: int = 0) -> Any:
+    """A JSON value that strict readers take and UTF-8 files hold: text cleaned (clean_text),
+    numbers that are not finite become null, anything deeper than 64 levels is cut (pure)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {clean_text(str(k)): clean_json(v, depth + 1) for k, v in value.items()} if depth < 64 else None
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v, depth + 1) for v in value] if depth < 64 else None
+    return value
+
+
+def dumps_json(value: Any, indent: int | None = None) -> str:
+    """JSON text the runner writes: strict (no NaN or Infinity, which other readers refuse) and
+    UTF-8-safe, whatever data from outside it holds (clean_json is only paid for when needed)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent)
+        text.encode("utf-8")
+        return text
+    except (ValueError, UnicodeEncodeError):
+        return json.dumps(clean_json(value), ensure_ascii=False, allow_nan=False, indent=indent)
+
+
+def read_json_file(path: Path, limit: int = 1 << 20) -> Any:
+    """A small JSON file (an event), or None when it is missing, broken or over the limit."""
+    try:
+        with open_regular(path) as f:
+            data = f.read(limit + 1)
+        return loads_json(data) if len(data) <= limit else None
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def open_for_writing(path: Path, flags: int, mode: int = 0o600) -> int:
+    """A file descriptor to write a file of ours: never through a symbolic link (in a shared output
+    folder nobody may redirect our writes), and only to a regular file (opening a FIFO someone put
+    in our place would block until a reader came: O_NONBLOCK makes it fail at once instead). New
+    files are 0600 less the umask: almost every file the runner writes holds what an agent printed,
+    which may hold a secret nobody told the runner about."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    if flags & os.O_CREAT and flags & os.O_EXCL:
+        os.set_blocking(fd, True)  # created just now by this call: a regular file
+        return fd
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_new(path: Path, exclusive: bool = True, mode: int = 0o600) -> Any:
+    """A file of ours opened for writing (see open_for_writing); exclusive: it must not exist yet."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    return os.fdopen(open_for_writing(path, flags, mode), "wb")
+
+
+def write_text_atomically(path: Path, text: str, fsync: bool = True) -> Path:
+    """A file replaced atomically: a reader never sees half of it, and a failed write (a full disk,
+    or anything else) leaves neither half a file nor its temporary behind. 0600 less the umask
+    (mkstemp's mode), and valid UTF-8 whatever text it was given."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:  # name the file the user knows, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(clean_text(text).encode("utf-8"))
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+    return path
+
+
+def write_json_atomically(path: Path, data: dict[str, Any], secrets: tuple[str, ...] = ()) -> Path:
+    """A JSON file replaced atomically (write_text_atomically), strict, secrets masked."""
+    return write_text_atomically(path, mask(dumps_json(data, indent=2), secrets) + "\n")
+
+
+def tail(path: Path, chars: int = TAIL_CHARS) -> str:
+    try:
+        with open_regular(path) as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - chars * 4))
+            data = f.read()
+    except OSError:
+        return ""
+    return ANSI.sub("", data.decode("utf-8", errors="replace"))[-chars:]
+
+
+def last_line_of(path: Path) -> str:
+    lines = [line.strip() for line in tail(path, 64 * 1024).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# ------------------------------------------------------------------------------------------------
+# A task, an attempt, and its record
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """What a prompt's front matter sets for its task alone; the command line's options are the
+    defaults it overrides (None: not set here)."""
+
+    timeout: float | None = None
+    max_iterations: int | None = None
+    max_budget_per_task: float | None = None
+    task_memory: int | None = None  # bytes
+    task_cpus: float | None = None
+    samples: int | None = None
+    tags: tuple[str, ...] = ()
+    vars: tuple[tuple[str, str], ...] = ()  # given to the evaluator and the hook as RUN_BATCH_VAR_<NAME>
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # the prompt's file name without .md
+    prompt_path: Path
+    stem: str  # file-name stem of this task's logs and trajectories: unique, also case-blind
+    prompt_sha256: str | None
+    problem: str | None  # why it cannot be launched (empty, unreadable, not UTF-8, ...), else None
+    tag: str = ""  # ASCII identity for session names: readable slug plus a hash of the whole name
+    settings: TaskSettings = field(default_factory=TaskSettings)
+    body_offset: int = 0  # bytes of front matter before the text the agent gets
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one attempt may use: --task-memory and --task-cpus, or its front matter's."""
+
+    memory: int | None = None  # bytes
+    cpus: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.memory is not None or self.cpus is not None
+
+    def as_json(self) -> dict[str, Any] | None:
+        return {"memory_bytes": self.memory, "cpus": self.cpus} if self.any else None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one attempt's processes used, together: from its control group, or sampled."""
+
+    peak_memory: int | None = None  # bytes
+    cpu_seconds: float | None = None
+    oom_kills: int = 0  # processes the kernel killed at the memory limit
+    source: str | None = None  # cgroup | sampled
+
+
+@dataclass(frozen=True)
+class Marker:
+    """The environment marker every process of one attempt inherits. OpenHands' CLI runtime starts
+    each command in its own session, so a process-group kill misses them, and once reparented they
+    are no one's descendants; the inherited environment still says whose they are."""
+
+    run_id: str
+    session: str | None = None  # None: every process of the run
+    orphans_only: bool = False  # only those whose runner is gone (what a dead run left)
+
+    def environment(self) -> dict[str, str]:
+        return {MARKER_RUN: self.run_id, MARKER_SESSION: self.session or "", MARKER_RUNNER: str(os.getpid())}
+
+
+class Process(Protocol):
+    """A running attempt's process as launch_and_wait handles it: a Popen, or an attempt the
+    preloaded SDK forked (Forked)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> Any: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+@dataclass(frozen=True)
+class AttemptFiles:
+    """Where one attempt's evidence goes: claimed fresh, never another attempt's."""
+
+    trajectory: Path
+    stdout_log: Path
+    stderr_log: Path
+
+    @property
+    def stem(self) -> str:
+        return self.trajectory.stem
+
+    @classmethod
+    def named(cls, output_dir: Path, stem: str) -> AttemptFiles:
+        return cls(
+            output_dir / "trajectories" / f"{stem}.json",
+            output_dir / "logs" / f"{stem}.stdout.log",
+            output_dir / "logs" / f"{stem}.stderr.log",
+        )
+
+
+# What must be equal for two records to belong to one experiment: what changes the agent's work.
+# The evaluator is recorded beside them, but a changed one only grades again; a key is never in it.
+IDENTITY_FIELDS = (
+    "label",
+    "model",
+    "llm_base_url_host",
+    "entrypoint",
+    "openhands_package",
+    "openhands_version",
+    "config_sha256",
+)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Which model, release and configuration made a result (every record carries it)."""
+
+    entrypoint: str  # core-main | cli | sdk
+    openhands_package: str
+    openhands_version: str | None
+    model: str | None  # as the agent will use it; None: run_batch cannot know (said in model_source)
+    model_source: str
+    llm_base_url_host: str | None
+    config_sha256: str  # the effective configuration, secrets removed
+    label: str | None = None
+    evaluator: str | None = None  # --evaluate, masked
+    evaluator_sha256: str | None = None
+    run_batch_version: str = __version__
+
+    @property
+    def id(self) -> str:
+        key = json.dumps([getattr(self, f) for f in IDENTITY_FIELDS], ensure_ascii=True)
+        return "e-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Experiment | None:
+        """An experiment as a record holds it; None when it is not one (pure)."""
+        if not isinstance(data, dict):
+            return None
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = data.get(f.name)
+            if value is not None and not isinstance(value, str):
+                return None
+            values[f.name] = value
+        if values["entrypoint"] is None or values["config_sha256"] is None:
+            return None
+        values["openhands_package"] = values["openhands_package"] or ""
+        values["model_source"] = values["model_source"] or ""
+        values["run_batch_version"] = values["run_batch_version"] or ""
+        return cls(**values)
+
+    def differences(self, other: Experiment) -> list[str]:
+        """`field: old -> new` for each identity field that differs (pure)."""
+        return [
+            f"{f.replace('_', ' ')}: {getattr(self, f) or UNKNOWN} -> {getattr(other, f) or UNKNOWN}"
+            for f in IDENTITY_FIELDS
+            if getattr(self, f) != getattr(other, f)
+        ]
+
+    def describe(self) -> str:
+        """One line: the model, where it is served, which OpenHands, the configuration, the label."""
+        where = f" at {self.llm_base_url_host}" if self.llm_base_url_host else ""
+        label = f", label {self.label!r}" if self.label else ""
+        return (
+            f"{self.id}: model {self.model or UNKNOWN + ' (' + self.model_source + ')'}{where}; "
+            f"{self.entrypoint}, {self.openhands_package or 'OpenHands'} {self.openhands_version or UNKNOWN}; "
+            f"config {self.config_sha256[:12]}{label}"
+        )
+
+
+def stable_hash(value: Any) -> str:
+    """A hash of a JSON-like value that does not depend on key order (pure)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def url_host(url: Any) -> str | None:
+    """The host (and port) of a URL, never its user or password (pure)."""
+    if not isinstance(url, str) or not url.strip():
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url.strip() if "//" in url else f"//{url.strip()}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    return f"{host}:{port}" if host and port else host
+
+
+VERDICTS = ("passed", "failed", "error")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluator's verdict on one attempt (the record's `evaluation`)."""
+
+    verdict: str  # passed | failed | error
+    score: float | None
+    details: dict[str, Any] | None
+    exit_code: int | None
+    elapsed_seconds: float
+    log: str | None  # its stdout, whose last line may carry the JSON score
+    reason: str | None = None  # why `error`: crashed, timed out, not found
+    stderr_log: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict deep-copies: slow
+
+    @classmethod
+    def from_json(cls, data: Any) -> Evaluation | None:
+        if not isinstance(data, dict) or data.get("verdict") not in VERDICTS:
+            return None
+        score = _number_or_none(data.get("score"))
+        details = data.get("details") if isinstance(data.get("details"), dict) else None
+        code = data.get("exit_code") if isinstance(data.get("exit_code"), int) else None
+        log = data.get("log") if isinstance(data.get("log"), str) else None
+        reason = data.get("reason") if isinstance(data.get("reason"), str) else None
+        stderr_log = data.get("stderr_log") if isinstance(data.get("stderr_log"), str) else None
+        elapsed = _number_or_none(data.get("elapsed_seconds")) or 0.0
+        return cls(data["verdict"], score, details, code, elapsed, log, reason, stderr_log)
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One line of the results file: what one attempt of one task did (docs/records.md). The one
+    schema: its fields' types and defaults are what a record read back is checked against
+    (RECORD_SCHEMA), and what a record of an older release that lacks a field gets."""
+
+    task_name: str = ""
+    prompt_file: str = ""
+    status: str = "error"  # one of STATUSES: success | failed | timeout | stalled | error | interrupted
+    return_code: int | None = None  # negative: killed by that signal; None: never started
+    elapsed_time_seconds: float = 0.0
+    stdout: str = ""  # the last TAIL_CHARS characters, colour codes removed, secrets masked
+    stderr: str = ""
+    total_cost: float | None = None  # None: unknown, never invented
+    total_input_tokens: int | None = None
+    total_output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    metrics_source: str | None = None  # trajectory | events | output | state | live
+    agent_state: str | None = None
+    error: str | None = None  # one line, at most REASON_CHARS
+    trajectory_path: str | None = None
+    attempt: int = 1
+    started_at: str = ""
+    finished_at: str = ""
+    session_name: str = ""
+    session_id: str = ""
+    stdout_log: str | None = None
+    stderr_log: str | None = None
+    command: list[str] | None = None
+    prompt_sha256: str | None = None
+    run_id: str = ""
+    evaluation: Evaluation | None = None  # None: not evaluated
+    evaluate_command: str | None = None  # the --evaluate that graded it (resume of --evaluate-only)
+    workspace: str | None = None  # the attempt's own workspace (--workspace-per-task)
+    run_batch: str | None = None  # the version that wrote it: the mark of a run_batch record (0.5+)
+    experiment_id: str | None = None  # Experiment.id; None: written before 0.5
+    experiment: Experiment | None = None
+    sample: int = 1  # which of the task's --samples
+    before_attempt: dict[str, Any] | None = None  # what --before-attempt did
+    tags: list[str] | None = None  # the prompt's front matter tags
+    peak_memory_bytes: int | None = None  # the attempt's processes together, at their largest
+    cpu_seconds: float | None = None
+    resource_source: str | None = None  # cgroup | sampled
+    limits: dict[str, Any] | None = None  # --task-memory / --task-cpus as applied
+
+    @property
+    def verdict(self) -> str | None:
+        return self.evaluation.verdict if self.evaluation else None
+
+    def as_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict deep-copies: slow
+        data["evaluation"] = self.evaluation.as_json() if self.evaluation else None
+        data["experiment"] = self.experiment.as_json() if self.experiment else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> AttemptRecord:
+        """A record read back from a results file, which is data from outside: the fields it has
+        must have their types (ValueError says which does not); fields older records lack get
+        their empty value; unknown fields are ignored."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if not isinstance(data.get("task_name"), str):
+            raise ValueError("no task_name")
+        if data.get("status") not in STATUSES:
+            raise ValueError(f"status {str(data.get('status'))[:20]!r} is not one of {', '.join(STATUSES)}")
+        values: dict[str, Any] = {}
+        for name, (kinds, empty) in RECORD_SCHEMA.items():
+            value: Any = data.get(name)
+            if value is None:
+                values[name] = empty
+            elif isinstance(value, bool) or not isinstance(value, kinds):
+                raise ValueError(f"{name} has the wrong type ({type(value).__name__})")
+            elif isinstance(value, (int, float)) and (
+                not math.isfinite(value) or (value < 0 and name != "return_code")
+            ):
+                raise ValueError(f"{name} is not a number of zero or more")
+            elif isinstance(value, list) and not all(isinstance(a, str) for a in value):
+                raise ValueError(f"{name} has the wrong type (not a list of strings)")
+            elif isinstance(value, int) and float in kinds:
+                values[name] = float(value)
+            else:
+                values[name] = value
+        values["evaluation"] = Evaluation.from_json(values["evaluation"])
+        values["experiment"] = Experiment.from_json(values["experiment"])
+        values["sample"] = max(1, values["sample"])
+        return cls(**values)
+
+
+def _json_kinds(annotation: str) -> tuple[type, ...]:
+    """The JSON types a record field of this annotation accepts (pure)."""
+    head = annotation.split("|")[0].strip()
+    kinds: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
+    return kinds.get(head, (list,) if head.startswith("list") else (dict,))
+
+
+# Each field's accepted JSON types and its value when an older record lacks it, from the class.
+RECORD_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
+    f.name: (_json_kinds(str(f.type)), f.default) for f in dataclasses.fields(AttemptRecord)
+}
+
+
+# Every field run_batch 0.3 and 0.4 wrote in each record: a line with all of them and without the
+# `run_batch` field is one of theirs (it still resumes and reports); with neither, another tool's.
+LEGACY_FIELDS = frozenset(
+    (
+        "task_name",
+        "prompt_file",
+        "status",
+        "return_code",
+        "elapsed_time_seconds",
+        "stdout",
+        "stderr",
+        "total_cost",
+        "agent_state",
+        "error",
+        "trajectory_path",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "session_name",
+        "session_id",
+        "stdout_log",
+        "stderr_log",
+        "command",
+        "prompt_sha256",
+        "run_id",
+    )
+)
+
+
+def written_by_run_batch(data: Any) -> bool:
+    """Whether a results line is run_batch's: marked (0.5 on), or with every field of 0.3/0.4 (pure)."""
+    return isinstance(data, dict) and (isinstance(data.get("run_batch"), str) or data.keys() >= LEGACY_FIELDS)
+
+
+def latest_by_task(records: Iterable[AttemptRecord]) -> dict[str, AttemptRecord]:
+    """Each task's latest attempt: the highest attempt number, then the later in file order. Never
+    the clock: stamps go backwards when a clock is stepped, or come from another machine (pure)."""
+    latest: dict[str, AttemptRecord] = {}
+    for record in records:
+        known = latest.get(record.task_name)
+        if known is None or record.attempt >= known.attempt:
+            latest[record.task_name] = record
+    return latest
+
+
+def latest_by_sample(records: Iterable[AttemptRecord]) -> dict[tuple[str, int], AttemptRecord]:
+    """Each (task, sample)'s latest attempt, by the rule of latest_by_task (pure)."""
+    latest: dict[tuple[str, int], AttemptRecord] = {}
+    for record in records:
+        key = (record.task_name, record.sample)
+        known = latest.get(key)
+        if known is None or record.attempt >= known.attempt:
+            latest[key] = record
+    return latest
+
+
+def attempt_numbers(records: Iterable[AttemptRecord]) -> dict[str, int]:
+    """Each task's highest attempt number so far: the next attempt is numbered above every earlier
+    one, whichever results file holds it, so it is the latest (pure)."""
+    highest: dict[str, int] = {}
+    for r in records:
+        highest[r.task_name] = max(highest.get(r.task_name, 0), r.attempt)
+    return highest
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of one sample of one task. Numbered and named when it starts, it carries itself
+    from there to its record: who it is (task, sample, number, session, run, experiment) and, once
+    they are claimed, its files, its workspace and the prompt file OpenHands reads."""
+
+    task: Task
+    sample: int
+    number: int
+    run_id: str
+    session: str
+    experiment: Experiment
+    files: AttemptFiles | None = None
+    workspace: Path | None = None
+    prompt: Path | None = None  # the filled-in copy with --prompt-placeholders, else the task's own
+
+    @property
+    def marker(self) -> Marker:
+        return Marker(self.run_id, self.session)
+
+    @property
+    def prompt_file(self) -> Path:
+        return self.prompt or self.task.prompt_path
+
+    @property
+    def evidence(self) -> AttemptFiles:
+        """Its files, which exist from the moment it is claimed (launch and outcome need them)."""
+        if self.files is None:
+            raise RuntimeError(f"attempt {self.session} has no files yet")
+        return self.files
+
+    def record(self, sid: str, problem: str | None = None) -> AttemptRecord:
+        """Its record before it ran: status error, nothing measured (an attempt that never starts
+        keeps it, with the reason)."""
+        now = utc_now()
+        return AttemptRecord(
+            task_name=self.task.name,
+            prompt_file=readable(str(self.task.prompt_path)),
+            status="error",
+            error=one_line(problem or self.task.problem or "not run"),
+            attempt=self.number,
+            started_at=now,
+            finished_at=now,
+            session_name=self.session,
+            session_id=sid,
+            prompt_sha256=self.task.prompt_sha256,
+            run_id=self.run_id,
+            workspace=str(self.workspace) if self.workspace else None,
+            run_batch=__version__,
+            experiment_id=self.experiment.id,
+            experiment=self.experiment,
+            sample=self.sample,
+            tags=list(self.task.settings.tags) or None,
+        )
+
+
+@dataclass
+class Metrics:
+    total_cost: float | None = None
+    total_input_tokens: int | None = None
+    total_output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    source: str | None = None  # trajectory | events | output
+
+    @property
+    def known(self) -> bool:
+        return self.total_cost is not None or self.total_input_tokens is not None
+
+
+@dataclass
+class OutputFacts:
+    agent_state: str | None = None
+    reason: str | None = None  # the specific reason OpenHands logged, if any
+    last_exception: str | None = None
+    last_error_line: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+@dataclass
+class Outcome:
+    agent_state: str | None
+    metrics: Metrics
+    facts: OutputFacts
+    problem: str | None = None  # OpenHands ran but could not run the agent at all (no conversation)
+    session_id: str | None = None  # known only afterwards (the V1 CLI's conversation id)
+
+
+@dataclass
+class Progress:
+    """What one look at a running attempt found new."""
+
+    events: int = 0  # new events since the last look
+    steps: int = 0  # of which agent actions
+    metrics: Metrics | None = None  # the newest accumulated totals seen, if any
+    last_event: str | None = None  # the newest event, in a few words
+
+
+class Follower(Protocol):
+    def poll(self) -> Progress: ...
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where an attempt's outcome and progress are read: the numbered event files of its session
+    (core.main; one folder per candidate session id), or its V1 conversation folder."""
+
+    event_folders: tuple[Path, ...] = ()
+    conversations: Path | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One attempt, ready to launch: argv, environment, the private files to remove after, how it
+    is asked to stop, and the driver's arguments where a preloaded SDK may fork it instead."""
+
+    argv: list[str]
+    env: dict[str, str]
+    private_files: tuple[Path, ...]
+    kill_commands: bool = True  # at a stop: SIGINT, and the agent's commands ended at once (else it ends them)
+    fork_args: list[str] | None = None  # the SDK driver's arguments, for the preloaded SDK
+
+
+@dataclass(frozen=True)
+class About:
+    """An entrypoint as --dry-run and the summary name it: kind, release, the rules it follows."""
+
+    entrypoint: str  # core-main | cli | sdk
+    version: str | None
+    rules: dict[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"entrypoint": self.entrypoint, "version": self.version, "rules": self.rules}
+
+
+@dataclass(frozen=True)
+class Described:
+    """What --dry-run shows of the first task's attempt: the command and, where there is one, the
+    config and the workspace (secrets masked)."""
+
+    command: list[str]
+    config: dict[str, Any] | None = None
+    workspace: str | None = None
+
+
+@dataclass(frozen=True)
+class Grader:
+    """--evaluate: the command (split, placeholders checked), where it runs, its time limit."""
+
+    words: tuple[str, ...]
+    cwd: Path  # --evaluate-cwd, else the project folder
+    output_dir: Path
+    timeout: float
+
+
+class Log(Protocol):
+    """Where the runner says what happened (batch_run.log, and the console where asked)."""
+
+    def write(self, message: str, console: bool = False, err: bool = False) -> None: ...
+
+    def warn(self, message: str) -> None: ...
+
+    def once(self, key: str, message: str) -> None: ...
+
+
+# ================================================================================================
 # Command line
 # ================================================================================================
+
 
 USAGE = """run-batch --prompt-dir DIR [options] [-- OPENHANDS_ARGS ...]
        run-batch --report [--output-dir DIR] [--format table|json|markdown|html] [--output FILE]
        run-batch --evaluate-only --evaluate CMD --prompt-dir DIR [--output-dir DIR]"""
 
+
 DESCRIPTION = """\
 Run every *.md prompt in a folder through OpenHands' headless mode, serially or in parallel,
 with a timeout per task. Every trajectory and log is kept, and one JSON line per attempt
 (status, agent state, time, cost, tokens) is appended to a results file."""
+
 
 EPILOG = """\
 A prompt may start with front matter (YAML between --- lines) setting, for its task alone: timeout,
@@ -254,9 +1131,17 @@ def _number(minimum: float, inclusive: bool, maximum: float | None = None) -> Ca
 
 # Seconds beyond this are a typo, and past what the OS's waits take (an OverflowError mid-batch).
 MAX_SECONDS = 30 * 86400.0
+
+
 _positive_float = _number(0.0, inclusive=False)
+
+
 _non_negative_float = _number(0.0, inclusive=True)
+
+
 _positive_seconds = _number(0.0, inclusive=False, maximum=MAX_SECONDS)
+
+
 _non_negative_seconds = _number(0.0, inclusive=True, maximum=MAX_SECONDS)
 
 
@@ -946,213 +1831,88 @@ def resolve_poetry(settings: Settings, environ: dict[str, str]) -> Settings:
     return dataclasses.replace(settings, command=(str(python), "-m", "openhands.core.main"), venv=python.parent.parent)
 
 
-# ================================================================================================
-# Experiments: what produced a result, and the statistics of its samples (pure; the formulas and
-# their sources are in docs/statistics.md)
-# ================================================================================================
-
-# What must be equal for two records to belong to one experiment: what changes the agent's work.
-# The evaluator is recorded beside them, but a changed one only grades again; a key is never in it.
-IDENTITY_FIELDS = (
-    "label",
-    "model",
-    "llm_base_url_host",
-    "entrypoint",
-    "openhands_package",
-    "openhands_version",
-    "config_sha256",
+EVALUATION_PLACEHOLDERS = (
+    "task",
+    "prompt",
+    "output_dir",
+    "trajectory",
+    "workspace",
+    "status",
+    "attempt",
+    "sample",
+    "session",
+    "log",
+    "stderr_log",
+    "experiment",
 )
 
 
-@dataclass(frozen=True)
-class Experiment:
-    """Which model, release and configuration made a result (every record carries it)."""
-
-    entrypoint: str  # core-main | cli | sdk
-    openhands_package: str
-    openhands_version: str | None
-    model: str | None  # as the agent will use it; None: run_batch cannot know (said in model_source)
-    model_source: str
-    llm_base_url_host: str | None
-    config_sha256: str  # the effective configuration, secrets removed
-    label: str | None = None
-    evaluator: str | None = None  # --evaluate, masked
-    evaluator_sha256: str | None = None
-    run_batch_version: str = __version__
-
-    @property
-    def id(self) -> str:
-        key = json.dumps([getattr(self, f) for f in IDENTITY_FIELDS], ensure_ascii=True)
-        return "e-" + hashlib.sha256(key.encode()).hexdigest()[:12]
-
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
-
-    @classmethod
-    def from_json(cls, data: Any) -> Experiment | None:
-        """An experiment as a record holds it; None when it is not one (pure)."""
-        if not isinstance(data, dict):
-            return None
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            value = data.get(f.name)
-            if value is not None and not isinstance(value, str):
-                return None
-            values[f.name] = value
-        if values["entrypoint"] is None or values["config_sha256"] is None:
-            return None
-        values["openhands_package"] = values["openhands_package"] or ""
-        values["model_source"] = values["model_source"] or ""
-        values["run_batch_version"] = values["run_batch_version"] or ""
-        return cls(**values)
-
-    def differences(self, other: Experiment) -> list[str]:
-        """`field: old -> new` for each identity field that differs (pure)."""
-        return [
-            f"{f.replace('_', ' ')}: {getattr(self, f) or UNKNOWN} -> {getattr(other, f) or UNKNOWN}"
-            for f in IDENTITY_FIELDS
-            if getattr(self, f) != getattr(other, f)
-        ]
-
-    def describe(self) -> str:
-        """One line: the model, where it is served, which OpenHands, the configuration, the label."""
-        where = f" at {self.llm_base_url_host}" if self.llm_base_url_host else ""
-        label = f", label {self.label!r}" if self.label else ""
-        return (
-            f"{self.id}: model {self.model or UNKNOWN + ' (' + self.model_source + ')'}{where}; "
-            f"{self.entrypoint}, {self.openhands_package or 'OpenHands'} {self.openhands_version or UNKNOWN}; "
-            f"config {self.config_sha256[:12]}{label}"
-        )
+HOOK_PLACEHOLDERS = tuple(p for p in EVALUATION_PLACEHOLDERS if p not in ("trajectory", "status"))
 
 
-def stable_hash(value: Any) -> str:
-    """A hash of a JSON-like value that does not depend on key order (pure)."""
-    text = json.dumps(value, sort_keys=True, ensure_ascii=True, default=str)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def url_host(url: Any) -> str | None:
-    """The host (and port) of a URL, never its user or password (pure)."""
-    if not isinstance(url, str) or not url.strip():
-        return None
+def parse_evaluator(
+    text: str, option: str = "--evaluate", known: tuple[str, ...] = EVALUATION_PLACEHOLDERS
+) -> tuple[str, ...]:
+    """--evaluate (or --before-attempt): split like a shell would (never run through one); every
+    `{name}` must be a known placeholder, so a typo is a usage error now, not a crash at task 30."""
     try:
-        parts = urllib.parse.urlsplit(url.strip() if "//" in url else f"//{url.strip()}")
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return None
-    return f"{host}:{port}" if host and port else host
+        words = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: {exc}; check the quotes") from None
+    if not words:
+        raise UsageError(f"{option} is empty; give the command")
+    formatter = string.Formatter()
+    for word in words:
+        try:
+            names = [name for _, name, spec, conv in formatter.parse(word) if name is not None]
+        except ValueError as exc:
+            raise UsageError(f"{option}: {word!r}: {exc} (write {{{{ and }}}} for a literal brace)") from None
+        for _, name, spec, conversion in formatter.parse(word):
+            if name is not None and (spec or conversion):
+                raise UsageError(f"{option}: {word!r}: placeholders take no format or conversion; write {{{name}}}")
+        for name in names:
+            if name not in known:
+                listed = ", ".join(f"{{{p}}}" for p in known)
+                raise UsageError(f"{option}: unknown placeholder {{{name}}}; the known ones are {listed}")
+        try:  # what parse() lets through: `{task:{x}}`, `{task!x}`, `{task:d}`, `{task[0]}`
+            word.format(**dict.fromkeys(known, ""))
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise UsageError(
+                f"{option}: {word!r}: {exc!r}; placeholders take no format, conversion or index ({{task}})"
+            ) from None
+    return words
 
 
-Z95 = 1.959963984540054  # the standard normal's 97.5th percentile: two-sided 95 %
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """The chance that at least one of k samples drawn without replacement from n, c of which
-    passed, passes: 1 - C(n-c, k) / C(n, k), the unbiased estimator of Chen et al. 2021."""
-    if not (1 <= k <= n and 0 <= c <= n):  # c < 0 included
-        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def pass_hat_k(n: int, c: int, k: int) -> float:
-    """pass^k: the chance that all of k samples drawn from n pass, C(c, k) / C(n, k) (Yao et al.
-    2024): how reliably the agent does the task, where pass@k is whether it can."""
-    if not (1 <= k <= n and 0 <= c <= n):
-        raise ValueError(f"pass^k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
-    return math.comb(c, k) / math.comb(n, k)
-
-
-def wilson_interval(passes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson's score interval for a proportion: honest at 0 and n passes and for few tasks, where
-    the textbook p ± z·sqrt(p(1-p)/n) collapses to a point. No tasks: (0, 1)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = passes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mcnemar_exact_p(b: int, c: int) -> float:
-    """Exact McNemar test, two-sided: of the b + c tasks whose outcome differs between two runs, is
-    the split b : c more lopsided than a fair coin makes likely? min(1, 2 P(X <= min(b, c))),
-    X ~ Binomial(b + c, 1/2). Exact integers: no overflow at any size."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
-    return min(1.0, float(2 * tail / 2**n))
-
-
-def _resampled_means(values: list[float], resamples: int, seed: int) -> list[float]:
-    rng = random.Random(seed)
-    n = len(values)
-    return sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def bootstrap_interval(
-    values: list[float], resamples: int = 10000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over tasks (tasks resampled with replacement);
-    the fixed seed gives the same interval for the same records."""
-    if not values:
-        return 0.0, 1.0
-    means = _resampled_means(values, resamples, seed)
-    return _percentile(means, (1 - level) / 2), _percentile(means, 1 - (1 - level) / 2)
-
-
-def paired_bootstrap(
-    diffs: list[float], resamples: int = 10000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """(low, high, p) for the mean of per-task differences between two runs: a percentile
-    interval, and a two-sided p-value, min(1, 2 min(P(mean* <= 0), P(mean* >= 0)))."""
-    if not diffs:
-        return 0.0, 0.0, 1.0
-    means = _resampled_means(diffs, resamples, seed)
-    below = sum(m <= 0 for m in means) / len(means)
-    above = sum(m >= 0 for m in means) / len(means)
-    low, high = _percentile(means, (1 - level) / 2), _percentile(means, 1 - (1 - level) / 2)
-    return low, high, min(1.0, 2 * min(below, above))
+def check_grader_command(
+    option: str, words: tuple[str, ...], cwd: Path, workspaces: bool, environ: dict[str, str]
+) -> None:
+    """What would otherwise fail at every attempt of a paid batch: a program that is not there (found
+    the way the OS would, from the folder it runs in), or {workspace} with no workspaces."""
+    if any("{workspace}" in w for w in words) and not workspaces:
+        raise UsageError(
+            f"{option} uses {{workspace}}, but attempts have no workspace of their own: "
+            "add --workspace-per-task (or --workspace-template DIR)"
+        )
+    script = os.path.expanduser(words[1]) if len(words) > 1 else ""
+    interpreter = Path(words[0]).name.startswith(("python", "bash", "sh"))
+    if interpreter and script.endswith((".py", ".sh")) and "{" not in script:  # `python grade.py`
+        path = Path(script) if os.path.isabs(script) else cwd / script
+        if not path.is_file():
+            raise UsageError(f"{option}: {words[1]} is not a file (looked from {cwd}); check the path")
+    program = os.path.expanduser(words[0])
+    if "{" in program:
+        return  # named by a placeholder: known once an attempt has its values
+    if os.sep in program:
+        path = Path(program) if os.path.isabs(program) else cwd / program
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise UsageError(f"{option}: {words[0]} is not an executable file (looked from {cwd}); check the path")
+    elif shutil.which(program, path=environ.get("PATH", os.defpath)) is None:
+        raise UsageError(f"{option}: {words[0]!r} not found on PATH; install it or give its path")
 
 
 # ================================================================================================
-# Plan: which tasks there are, which run, in which order (pure, apart from reading the prompts)
+# Plan: which tasks there are, which samples run, in which order, what is done (pure but for the prompts)
 # ================================================================================================
-
-
-@dataclass(frozen=True)
-class TaskSettings:
-    """What a prompt's front matter sets for its task alone; the command line's options are the
-    defaults it overrides (None: not set here)."""
-
-    timeout: float | None = None
-    max_iterations: int | None = None
-    max_budget_per_task: float | None = None
-    task_memory: int | None = None  # bytes
-    task_cpus: float | None = None
-    samples: int | None = None
-    tags: tuple[str, ...] = ()
-    vars: tuple[tuple[str, str], ...] = ()  # given to the evaluator and the hook as RUN_BATCH_VAR_<NAME>
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str  # the prompt's file name without .md
-    prompt_path: Path
-    stem: str  # file-name stem of this task's logs and trajectories: unique, also case-blind
-    prompt_sha256: str | None
-    problem: str | None  # why it cannot be launched (empty, unreadable, not UTF-8, ...), else None
-    tag: str = ""  # ASCII identity for session names: readable slug plus a hash of the whole name
-    settings: TaskSettings = field(default_factory=TaskSettings)
-    body_offset: int = 0  # bytes of front matter before the text the agent gets
 
 
 def inspect_prompt(data: bytes) -> str | None:
@@ -1164,21 +1924,6 @@ def inspect_prompt(data: bytes) -> str | None:
     if not text.strip():
         return "prompt is empty"
     return None
-
-
-def readable(name: str) -> str:
-    """A file name as text: bytes that are not UTF-8 (kept by Python as lone surrogates, which
-    no UTF-8 file can hold) become U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _digest(text: str, length: int) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:length]
-
-
-def _cut_utf8(text: str, limit: int) -> str:
-    """At most `limit` bytes of text, cut on a character boundary."""
-    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
 def task_identities(names: list[str]) -> dict[str, tuple[str, str]]:
@@ -1207,88 +1952,6 @@ def task_identities(names: list[str]) -> dict[str, tuple[str, str]]:
             result = {n: (stems[n], tags[n]) for n in names}
             break
     return result
-
-
-def open_regular(path: Path | str) -> BinaryIO:
-    """A file from outside the runner (a prompt, a task's log or events, a results file) opened for
-    reading only when it is a regular file: a FIFO would block for ever and a device never ends.
-    O_NONBLOCK makes the open itself return at once on a FIFO; OSError(EINVAL) when not regular."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)", str(path))
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value: float = float(text)
-    if not math.isfinite(value):  # 1e999 reads as infinity
-        raise ValueError(f"{text[:20]} is out of range")
-    return value
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def loads_json(data: str | bytes) -> Any:
-    """JSON from outside the runner, strictly: Python's reader takes NaN, Infinity and 1e999,
-    which no other reader does, and which would pass through sums and comparisons (a budget
-    against NaN is never reached) into files others read. A lone-surrogate escape ("\\ud800") reads
-    as U+FFFD: such text can be written to no UTF-8 file."""
-    value = json.loads(data, parse_constant=_not_json, parse_float=_finite)
-    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
-    return clean_json(value) if _SURROGATE_ESCAPE.search(raw) else value
-
-
-def clean_text(text: str) -> str:
-    """Text that any UTF-8 file can hold: lone surrogates (a non-UTF-8 file name, decoded the
-    way Python does) become U+FFFD (pure)."""
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
-
-
-def clean_json(value: Any, depth: int = 0) -> Any:
-    """A JSON value that strict readers take and UTF-8 files hold: text cleaned (clean_text),
-    numbers that are not finite become null, anything deeper than 64 levels is cut (pure)."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {clean_text(str(k)): clean_json(v, depth + 1) for k, v in value.items()} if depth < 64 else None
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v, depth + 1) for v in value] if depth < 64 else None
-    return value
-
-
-def dumps_json(value: Any, indent: int | None = None) -> str:
-    """JSON text the runner writes: strict (no NaN or Infinity, which other readers refuse) and
-    UTF-8-safe, whatever data from outside it holds (clean_json is only paid for when needed)."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent)
-        text.encode("utf-8")
-        return text
-    except (ValueError, UnicodeEncodeError):
-        return json.dumps(clean_json(value), ensure_ascii=False, allow_nan=False, indent=indent)
-
-
-def parse_size(text: Any) -> int | None:
-    """A memory size: bytes as a whole number, or `512M`, `4G`, `4GiB`, `1.5g` (powers of 1024);
-    None when it is not one (pure)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text if text > 0 else None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
-    if not m:
-        return None
-    value = float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " ")
-    return int(value) if value >= 1 else None
 
 
 def _seconds_value(value: Any) -> float | None:
@@ -1338,6 +2001,8 @@ FRONT_MATTER_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "tags": (_tags, "a tag or a list of tags"),
     "vars": (_vars, "a mapping of names (letters, digits, _) to text or numbers"),
 }
+
+
 FRONT_MATTER_LIMIT = 64 * 1024  # bytes: a front-matter block ends within this, or is not one
 
 
@@ -1599,27 +2264,46 @@ class Plan:
         return [(t.name, k) for t in self.selected for k in range(1, self.per_task.get(t.name, self.samples) + 1)]
 
 
-def latest_by_sample(records: Iterable[AttemptRecord]) -> dict[tuple[str, int], AttemptRecord]:
-    """Each (task, sample)'s latest attempt, by the rule of latest_by_task (pure)."""
-    latest: dict[tuple[str, int], AttemptRecord] = {}
-    for record in records:
-        key = (record.task_name, record.sample)
-        known = latest.get(key)
-        if known is None or record.attempt >= known.attempt:
-            latest[key] = record
-    return latest
+# Failures of the set-up or the provider that every attempt will meet until someone fixes them,
+# with what to check; an agent that failed a hard task is none of these.
+SETUP_FAILURES = (
+    (
+        "authentication refused",
+        re.compile(
+            r"AuthenticationError|\b401\b|Unauthorized|invalid[_ ]api[_ ]key|Incorrect API key|API key not valid", re.I
+        ),
+        "the API key: [llm] api_key in the config, LLM_API_KEY, or agent_settings.json",
+    ),
+    (
+        "endpoint unreachable",
+        re.compile(
+            r"APIConnectionError|Connection refused|ConnectError|Name or service not known|getaddrinfo failed|"
+            r"Failed to establish a new connection|No route to host|OpenAIException - Connection error",
+            re.I,
+        ),
+        "the LLM's base_url (LLM_BASE_URL), the network and the proxy",
+    ),
+    (
+        "model not found",
+        re.compile(
+            r"NotFoundError|model_not_found|model[^\n]{0,60}does not exist|LLM Provider NOT provided|Unknown model",
+            re.I,
+        ),
+        "the model name ([llm] model, LLM_MODEL, agent_settings.json) and the provider prefix",
+    ),
+)
 
 
-def sample_done(record: AttemptRecord | None, task: Task, samples: int) -> bool:
-    """Whether a sample needs no new attempt: with one sample per task, its latest attempt
-    succeeded (0.4's rule: a failed task runs again); with several, it ended in the agent's own
-    outcome (a failure of the machine or the provider is not one). Either way only for the same
-    prompt text (pure)."""
-    if record is None or task.prompt_sha256 is None or record.prompt_sha256 != task.prompt_sha256:
-        return False  # an unreadable prompt now is not "the same prompt"
-    if samples == 1:
-        return record.status == "success"
-    return record.status in FINAL_STATUSES and not (record.status == "failed" and infrastructure_failure(record))
+def setup_failure(record: AttemptRecord) -> tuple[str, str] | None:
+    """(kind, what to check) when an attempt ended in a failure of the set-up or the provider, from
+    its reason and its log's tail (pure)."""
+    if record.status not in ("failed", "error"):
+        return None
+    text = f"{record.error or ''}\n{record.stderr[-2000:]}\n{record.stdout[-2000:]}"
+    for kind, pattern, check in SETUP_FAILURES:
+        if pattern.search(text):
+            return kind, check
+    return None
 
 
 # What a failed attempt's reason says when the agent never had its chance: OpenHands or its runtime
@@ -1638,20 +2322,73 @@ def infrastructure_failure(record: AttemptRecord) -> bool:
     return bool(_INFRASTRUCTURE.search(record.error or "")) or setup_failure(record) is not None
 
 
+def sample_done(record: AttemptRecord | None, task: Task, samples: int) -> bool:
+    """Whether a sample needs no new attempt: with one sample per task, its latest attempt
+    succeeded (0.4's rule: a failed task runs again); with several, it ended in the agent's own
+    outcome (a failure of the machine or the provider is not one). Either way only for the same
+    prompt text (pure)."""
+    if record is None or task.prompt_sha256 is None or record.prompt_sha256 != task.prompt_sha256:
+        return False  # an unreadable prompt now is not "the same prompt"
+    if samples == 1:
+        return record.status == "success"
+    return record.status in FINAL_STATUSES and not (record.status == "failed" and infrastructure_failure(record))
+
+
+def legacy_owner(experiments: list[Experiment], current: Experiment | None) -> str | None:
+    """Which experiment the records of run_batch 0.3/0.4 (no identity) are counted with: the running
+    one when it has no label, else the folder's one unlabelled experiment, if there is exactly one;
+    else none (they stay apart) (pure)."""
+    if current is not None:
+        return current.id if current.label is None else None
+    unlabelled = {e.id for e in experiments if e.label is None}
+    return unlabelled.pop() if len(unlabelled) == 1 else None
+
+
+def experiment_conflict(current: Experiment, records: list[AttemptRecord]) -> str | None:
+    """Why this run may not use the folder's records: an experiment of the same label (or none)
+    whose identity differs, field by field (old -> new); None when there is none (pure)."""
+    for r in reversed(records):
+        if r.experiment and r.experiment.label == current.label and r.experiment.id != current.id:
+            name = f"label {current.label!r}" if current.label else "no --label"
+            return (
+                f"{r.experiment_id} ({name}) made the records in this output folder, and this run's experiment "
+                f"{current.id} differs: {'; '.join(r.experiment.differences(current))}. Its results are not "
+                "reused for another experiment: use another --output-dir, or give --label NAME to keep a second "
+                "experiment in this folder (its tasks all run, and reports show the two apart)"
+            )
+    return None
+
+
+def records_of(current: Experiment, records: list[AttemptRecord]) -> tuple[list[AttemptRecord], int]:
+    """The records a run of `current` resumes from: its own (any results file of the folder), and
+    those of run_batch 0.3/0.4 when it is their owner (legacy_owner); and how many of the latter
+    (pure)."""
+    owner = legacy_owner([r.experiment for r in records if r.experiment], current) == current.id
+    legacy = [r for r in records if r.experiment_id is None] if owner else []
+    return [r for r in records if r.experiment_id == current.id or (owner and r.experiment_id is None)], len(legacy)
+
+
+@dataclass(frozen=True)
+class PlanRules:
+    """How a plan is made beyond the selection: the samples each task gets (--samples; a prompt's
+    front matter over it), the prompt folder (for messages), and, with --evaluate, the command and
+    which command graded a record (for the attempts left to grade)."""
+
+    samples: int = 1
+    prompt_dir: Path | None = None
+    graded_by: Callable[[AttemptRecord], str | None] | None = None
+    evaluate_command: str | None = None
+
+
 def plan_batch(
-    tasks: list[Task],
-    selection: Selection,
-    recorded: list[AttemptRecord],
-    rerun: bool,
-    prompt_dir: Path | None = None,
-    samples: int = 1,
-    graded_by: Callable[[AttemptRecord], str | None] | None = None,
-    evaluate_command: str | None = None,
+    tasks: list[Task], selection: Selection, recorded: list[AttemptRecord], rerun: bool, rules: PlanRules | None = None
 ) -> Plan:
     """Select; skip the samples already done in this experiment (`recorded` holds only its records,
     from every results file of the folder); order the rest, longest known task first, sample by
     sample; and list the finished attempts that --evaluate has not graded yet (pure)."""
-    selected = select_tasks(tasks, selection, prompt_dir)
+    rules = rules or PlanRules()
+    samples, graded_by, evaluate_command = rules.samples, rules.graded_by, rules.evaluate_command
+    selected = select_tasks(tasks, selection, rules.prompt_dir)
     latest = latest_by_sample(recorded)
     wanted = {t.name: t.settings.samples or samples for t in selected}  # front matter over --samples
     # A task already sampled several times keeps the rule of samples, whatever K this run asks for:
@@ -1690,10 +2427,13 @@ def plan_batch(
 
 
 # ================================================================================================
-# Configure: the base config, secrets, and the OpenHands seam
+# Configure: the base config, secrets, and the OpenHands seam (each entrypoint says; the sections below do)
 # ================================================================================================
 
+
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd)$", re.I)
+
+
 _SECRET_ENV = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|ACCESS_KEY)", re.I)
 
 
@@ -1787,13 +2527,6 @@ def secret_forms(secret: str) -> set[str]:
     forms |= {html.escape(f, quote=q) for f in {secret, *json_forms} for q in (True, False)}
     forms |= {urllib.parse.quote(secret, safe=""), urllib.parse.quote(secret), urllib.parse.quote_plus(secret)}
     return {f for f in forms if len(f) >= SECRET_MIN_LENGTH}
-
-
-def mask(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "****")
-    return text
 
 
 def effective_core(config: dict[str, Any], environ: dict[str, str], key: str, default: str) -> str:
@@ -1932,120 +2665,11 @@ def require_tomli_w() -> None:
         ) from None
 
 
-@dataclass(frozen=True)
-class AttemptFiles:
-    """Where one attempt's evidence goes: claimed fresh, never another attempt's."""
-
-    trajectory: Path
-    stdout_log: Path
-    stderr_log: Path
-
-    @property
-    def stem(self) -> str:
-        return self.trajectory.stem
-
-    @classmethod
-    def named(cls, output_dir: Path, stem: str) -> AttemptFiles:
-        return cls(
-            output_dir / "trajectories" / f"{stem}.json",
-            output_dir / "logs" / f"{stem}.stdout.log",
-            output_dir / "logs" / f"{stem}.stderr.log",
-        )
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One attempt of one sample of one task. Numbered and named when it starts, it carries itself
-    from there to its record: who it is (task, sample, number, session, run, experiment) and, once
-    they are claimed, its files, its workspace and the prompt file OpenHands reads."""
-
-    task: Task
-    sample: int
-    number: int
-    run_id: str
-    session: str
-    experiment: Experiment
-    files: AttemptFiles | None = None
-    workspace: Path | None = None
-    prompt: Path | None = None  # the filled-in copy with --prompt-placeholders, else the task's own
-
-    @property
-    def marker(self) -> Marker:
-        return Marker(self.run_id, self.session)
-
-    @property
-    def prompt_file(self) -> Path:
-        return self.prompt or self.task.prompt_path
-
-    @property
-    def evidence(self) -> AttemptFiles:
-        """Its files, which exist from the moment it is claimed (launch and outcome need them)."""
-        if self.files is None:
-            raise RuntimeError(f"attempt {self.session} has no files yet")
-        return self.files
-
-    def record(self, sid: str, problem: str | None = None) -> AttemptRecord:
-        """Its record before it ran: status error, nothing measured (an attempt that never starts
-        keeps it, with the reason)."""
-        now = utc_now()
-        return AttemptRecord(
-            task_name=self.task.name,
-            prompt_file=readable(str(self.task.prompt_path)),
-            status="error",
-            error=one_line(problem or self.task.problem or "not run"),
-            attempt=self.number,
-            started_at=now,
-            finished_at=now,
-            session_name=self.session,
-            session_id=sid,
-            prompt_sha256=self.task.prompt_sha256,
-            run_id=self.run_id,
-            workspace=str(self.workspace) if self.workspace else None,
-            run_batch=__version__,
-            experiment_id=self.experiment.id,
-            experiment=self.experiment,
-            sample=self.sample,
-            tags=list(self.task.settings.tags) or None,
-        )
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """One attempt, ready to launch: argv, environment, the private files to remove after, and,
-    where the entrypoint starts attempts itself (the preloaded SDK), how it starts one."""
-
-    argv: list[str]
-    env: dict[str, str]
-    private_files: tuple[Path, ...]
-    spawn: Callable[[Path, AttemptFiles, AttemptGroup | None], Process] | None = None
-
-
-@dataclass(frozen=True)
-class About:
-    """An entrypoint as --dry-run and the summary name it: kind, release, the rules it follows."""
-
-    entrypoint: str  # core-main | cli | sdk
-    version: str | None
-    rules: dict[str, str]
-
-    def as_json(self) -> dict[str, Any]:
-        return {"entrypoint": self.entrypoint, "version": self.version, "rules": self.rules}
-
-
-@dataclass(frozen=True)
-class Described:
-    """What --dry-run shows of the first task's attempt: the command and, where there is one, the
-    config and the workspace (secrets masked)."""
-
-    command: list[str]
-    config: dict[str, Any] | None = None
-    workspace: str | None = None
-
-
 class Entrypoint(Protocol):
-    """What differs between OpenHands entrypoints: how an attempt is configured and started, how
-    it is asked to stop, where its outcome is read, what it leaves to clean up, and which
-    experiment it makes. Each implementation also refuses, at start, the options it cannot honour."""
+    """What differs between OpenHands entrypoints, said rather than done (the sections after this
+    one do it): how an attempt is configured and started and asked to stop, where its outcome and
+    progress are read, what it leaves in the output folder and to clean up, and which experiment it
+    makes. Each implementation also refuses, at start, the options it cannot honour."""
 
     name: str
 
@@ -2055,15 +2679,11 @@ class Entrypoint(Protocol):
 
     def prepare(self, attempt: Attempt, private_dir: Path) -> Prepared: ...
 
-    def request_stop(self, proc: Process, marker: Marker) -> None: ...
-
-    def read_outcome(self, attempt: Attempt) -> Outcome: ...
-
-    def follow(self, attempt: Attempt) -> Follower: ...
+    def sources(self, attempt: Attempt) -> Sources: ...
 
     def evidence(self, attempt: Attempt) -> list[Path]: ...
 
-    def clean_up(self, attempt: Attempt, log: RunLog) -> None: ...
+    def containers(self, attempt: Attempt) -> list[str]: ...
 
     def about(self) -> About: ...
 
@@ -2122,37 +2742,6 @@ def make_tmux_dir(private_dir: Path) -> Path:
     # TMUX_TMPDIR tmux silently takes the shared /tmp/tmux-<uid>/ instead.
     base = private_dir if len(str(private_dir)) <= 40 else Path("/tmp")
     return Path(tempfile.mkdtemp(prefix="tmux-", dir=base))
-
-
-def kill_agent_commands(proc: Process, marker: Marker) -> None:
-    """End the commands the agent is running, outside OpenHands' process group: OpenHands stops
-    gracefully only once they end. Left alone: tmux itself and a tmux pane's shell (killing the
-    shell makes the V1 CLI hang); they go with the attempt."""
-    for pid in marker.processes():
-        if _pgid(pid) == proc.pid or _comm(pid).startswith("tmux"):
-            continue
-        parent = _parent(pid)
-        if parent is not None and _comm(parent).startswith("tmux"):
-            continue
-        signal_quietly(pid, signal.SIGKILL)
-
-
-def _proc_stat(pid: int) -> tuple[str, int | None]:
-    """(command name, parent pid) of a process, from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            info = f.read().decode(errors="replace")
-        return info[info.index("(") + 1 : info.rindex(")")], int(info[info.rindex(")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
-        return "", None
-
-
-def _comm(pid: int) -> str:
-    return _proc_stat(pid)[0]
-
-
-def _parent(pid: int) -> int | None:
-    return _proc_stat(pid)[1]
 
 
 @dataclass
@@ -2221,16 +2810,12 @@ class CoreMain:
         config_path = write_private_config(self.config_path(attempt, private_dir), config)
         tmux_dir = make_tmux_dir(private_dir)
         env.update(attempt_environment(attempt.marker, tmux_dir))
-        return Prepared(self.argv(attempt, private_dir), env, (config_path, tmux_dir))
+        # At a stop, as a terminal's Ctrl-C would: OpenHands 0.60+ then stops the agent and saves its
+        # trajectory, but only once the agent's running command ends: those commands end at once.
+        return Prepared(self.argv(attempt, private_dir), env, (config_path, tmux_dir), kill_commands=True)
 
-    def request_stop(self, proc: Process, marker: Marker) -> None:
-        # As a terminal's Ctrl-C would: OpenHands 0.60+ then stops the agent and saves its
-        # trajectory, but only after the agent's running command ends: end those commands now.
-        signal_quietly(proc.pid, signal.SIGINT, group=True)
-        kill_agent_commands(proc, marker)
-
-    def read_outcome(self, attempt: Attempt) -> Outcome:
-        return read_outcome(attempt.evidence, self.event_folders(attempt.session))
+    def sources(self, attempt: Attempt) -> Sources:
+        return Sources(event_folders=tuple(self.event_folders(attempt.session)))
 
     def event_folders(self, session: str) -> list[Path]:
         sids = [self.session_id(session)]
@@ -2238,15 +2823,14 @@ class CoreMain:
             sids.append(session_id(session, legacy=not self.release.legacy_session_id))
         return [self.file_store / "sessions" / sid / "events" for sid in sids]
 
-    def follow(self, attempt: Attempt) -> Follower:
-        return EventFollower(self.event_folders(attempt.session))
-
     def evidence(self, attempt: Attempt) -> list[Path]:
         return []  # its session events live in the user's file store, outside the output folder
 
-    def clean_up(self, attempt: Attempt, log: RunLog) -> None:
+    def containers(self, attempt: Attempt) -> list[str]:
+        """Its Docker sandbox, which OpenHands only stops (or leaves running)."""
         if self.uses_docker and not self.keep_containers:
-            remove_container(self.session_id(attempt.session), log)
+            return [f"openhands-runtime-{self.session_id(attempt.session)}"]
+        return []
 
     def about(self) -> About:
         return About("core-main", self.release.version, self.release.rules())
@@ -2289,9 +2873,6 @@ class CoreMain:
         )
 
 
-CLI_END_STATES = ("FINISHED", "ERROR", "STUCK", "PAUSED")
-
-
 @dataclass(frozen=True)
 class ConversationFolder:
     """Where the V1 CLI and the SDK driver keep an attempt's conversation: a folder of its own in
@@ -2324,12 +2905,6 @@ class ConversationFolder:
 
     def of_pattern(self) -> Path:
         return self.output_dir / "conversations" / "<task>"
-
-    def read_outcome(self, attempt: Attempt) -> Outcome:
-        return read_cli_outcome(attempt.evidence, self.of(attempt))
-
-    def follow(self, attempt: Attempt) -> Follower:
-        return ConversationFollower(self.of(attempt))
 
     def files(self, attempt: Attempt) -> list[Path]:
         """The conversation's files: they are in the output folder, and the agent's commands see
@@ -2430,24 +3005,18 @@ class CliV1:
 
     def prepare(self, attempt: Attempt, private_dir: Path) -> Prepared:
         env, tmux_dir = self.conversations.environment(attempt, private_dir, self.environ)
-        return Prepared(self.argv(attempt, private_dir), env, (tmux_dir,))
+        # At a stop it waits for the running command or LLM call before it saves its state: the
+        # command ends at once.
+        return Prepared(self.argv(attempt, private_dir), env, (tmux_dir,), kill_commands=True)
 
-    def request_stop(self, proc: Process, marker: Marker) -> None:
-        # It waits for the running command or LLM call before it saves its state: end the command.
-        signal_quietly(proc.pid, signal.SIGINT, group=True)
-        kill_agent_commands(proc, marker)
-
-    def read_outcome(self, attempt: Attempt) -> Outcome:
-        return self.conversations.read_outcome(attempt)
-
-    def follow(self, attempt: Attempt) -> Follower:
-        return self.conversations.follow(attempt)
+    def sources(self, attempt: Attempt) -> Sources:
+        return Sources(conversations=self.conversations.of(attempt))
 
     def evidence(self, attempt: Attempt) -> list[Path]:
         return self.conversations.files(attempt)
 
-    def clean_up(self, attempt: Attempt, log: RunLog) -> None:
-        pass  # its tmux server carries the attempt's marker: the sweep ends it
+    def containers(self, attempt: Attempt) -> list[str]:
+        return []  # none; its tmux server carries the attempt's marker: the sweep ends it
 
     def identity(self) -> Experiment:
         options = {"max_iterations": None, "max_budget_per_task": None, "extra_args": list(self.options.extra_args)}
@@ -2477,7 +3046,6 @@ class SdkDriver:
     version: str | None = None
     grace_period: float = DEFAULT_GRACE_PERIOD
     preloading: bool = True  # import the SDK once per batch and fork each attempt (off: --no-preload)
-    preload: PreloadedSdk | None = None  # set once the run has an id (preload_for)
     name: str = "run_batch's SDK driver (openhands-sdk)"
 
     REFUSED: ClassVar[dict[str, str]] = {
@@ -2514,42 +3082,25 @@ class SdkDriver:
         env, tmux_dir = self.conversations.environment(attempt, private_dir, self.environ)
         env["OPENHANDS_SUPPRESS_BANNER"] = "1"
         argv = self.argv(attempt, private_dir)
-        preload = self.preload
-        if preload is None or not preload.ready():
-            return Prepared(argv, env, (tmux_dir,))
-        driver_args = argv[len(self.command) + 2 :]  # after `python run_batch.py --sdk-driver`
+        # At a stop the driver ends the agent's commands itself (Ctrl-C in their panes) and saves
+        # the state. A preloaded SDK forks it with the arguments after `python run_batch.py --sdk-driver`.
+        fork = argv[len(self.command) + 2 :] if self.preloads else None
+        return Prepared(argv, env, (tmux_dir,), kill_commands=False, fork_args=fork)
 
-        def spawn(cwd: Path, files: AttemptFiles, group: AttemptGroup | None) -> Process:
-            return preload.spawn(driver_args, env, cwd, files, group)
+    @property
+    def preloads(self) -> bool:
+        """Whether its attempts are forked from the SDK imported once per batch: where a fork can
+        serve (Linux: os.fork, /proc), unless --no-preload."""
+        return self.preloading and hasattr(os, "fork") and sys.platform.startswith("linux")
 
-        return Prepared(argv, env, (tmux_dir,), spawn)
-
-    def preload_for(self, run_id: str, logs: Path, warn: Callable[[str], None]) -> None:
-        """The batch's preloaded SDK, where a fork can serve: Linux (os.fork, /proc), not turned off."""
-        if self.preloading and hasattr(os, "fork") and sys.platform.startswith("linux"):
-            self.preload = PreloadedSdk(
-                self.command[0], self.environ, logs / f"sdk-server.{run_id}.log", Marker(run_id, "sdk-server"), warn
-            )
-
-    def close(self) -> None:
-        if self.preload is not None:
-            self.preload.close()
-
-    def request_stop(self, proc: Process, marker: Marker) -> None:
-        # The driver ends the agent's commands itself (Ctrl-C in their panes) and saves the state.
-        signal_quietly(proc.pid, signal.SIGINT, group=True)
-
-    def read_outcome(self, attempt: Attempt) -> Outcome:
-        return self.conversations.read_outcome(attempt)
-
-    def follow(self, attempt: Attempt) -> Follower:
-        return self.conversations.follow(attempt)
+    def sources(self, attempt: Attempt) -> Sources:
+        return Sources(conversations=self.conversations.of(attempt))
 
     def evidence(self, attempt: Attempt) -> list[Path]:
         return self.conversations.files(attempt)
 
-    def clean_up(self, attempt: Attempt, log: RunLog) -> None:
-        pass  # the driver closes its conversation; the sweep ends what is left
+    def containers(self, attempt: Attempt) -> list[str]:
+        return []  # none; the driver closes its conversation; the sweep ends what is left
 
     def identity(self) -> Experiment:
         options: dict[str, Any] = {
@@ -2562,7 +3113,7 @@ class SdkDriver:
     def about(self) -> About:
         start = (
             "the SDK imported once per batch, each attempt forked from it (else a fresh interpreter each)"
-            if self.preloading and hasattr(os, "fork") and sys.platform.startswith("linux")
+            if self.preloads
             else "a fresh interpreter per attempt" + (" (--no-preload)" if not self.preloading else " (no fork here)")
         )
         rules = {
@@ -2692,50 +3243,70 @@ def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: 
     )
 
 
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run works with once configured: its settings, the OpenHands entrypoint, the
+    experiment it makes, the secrets to mask."""
+
+    settings: Settings
+    entrypoint: Entrypoint
+    experiment: Experiment
+    secrets: tuple[str, ...]
+
+
+def this_experiment(settings: Settings, entrypoint: Entrypoint, secrets: tuple[str, ...]) -> Experiment:
+    """The running experiment: what the entrypoint makes, the label, and the evaluator beside them."""
+    evaluator = mask(settings.evaluate, secrets) if settings.evaluate else None
+    digest = hashlib.sha256(evaluator.encode("utf-8", "surrogatepass")).hexdigest() if evaluator else None
+    return dataclasses.replace(
+        entrypoint.identity(), label=settings.label, evaluator=evaluator, evaluator_sha256=digest
+    )
+
+
+def configure(settings: Settings, environ: dict[str, str]) -> RunSetup:
+    """The base config, its secrets, the entrypoint (asking the release), the experiment."""
+    base_config = load_base_config(settings.base_config)
+    secrets = find_secrets(base_config, environ)
+    entrypoint = choose_entrypoint(settings, base_config, environ)
+    return RunSetup(settings, entrypoint, this_experiment(settings, entrypoint, secrets), secrets)
+
+
 # ================================================================================================
 # Launch and wait (process handling)
 # ================================================================================================
 
 
-@dataclass(frozen=True)
-class Marker:
-    """The environment marker every process of one attempt inherits. OpenHands' CLI runtime starts
-    each command in its own session, so a process-group kill misses them, and once reparented they
-    are no one's descendants; the inherited environment still says whose they are."""
+# ------------------------------------------------------------------------------------------------
+# Processes: the markers they carry, signals, the sweep
+# ------------------------------------------------------------------------------------------------
 
-    run_id: str
-    session: str | None = None  # None: every process of the run
-    orphans_only: bool = False  # only those whose runner is gone (what a dead run left)
 
-    def environment(self) -> dict[str, str]:
-        return {MARKER_RUN: self.run_id, MARKER_SESSION: self.session or "", MARKER_RUNNER: str(os.getpid())}
-
-    def processes(self) -> list[int]:
-        """Live processes (zombies count as gone) whose environment carries this marker; Linux
-        only (/proc), elsewhere none are found and only the process group is killed."""
-        # Whole entries only: NUL-delimited, the environment read with a NUL in front.
-        wanted = [f"\0{MARKER_RUN}={self.run_id}\0".encode()]
-        if self.session is not None:
-            wanted.append(f"\0{MARKER_SESSION}={self.session}\0".encode())
-        me = os.getpid()
-        found = []
+def marked_processes(marker: Marker) -> list[int]:
+    """Live processes (zombies count as gone) whose environment carries the marker; Linux only
+    (/proc), elsewhere none are found and only the process group is killed."""
+    # Whole entries only: NUL-delimited, the environment read with a NUL in front.
+    wanted = [f"\0{MARKER_RUN}={marker.run_id}\0".encode()]
+    if marker.session is not None:
+        wanted.append(f"\0{MARKER_SESSION}={marker.session}\0".encode())
+    me = os.getpid()
+    found = []
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        if pid == me:
+            continue
         try:
-            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        except OSError:
-            return []
-        for pid in pids:
-            if pid == me:
+            with open(f"/proc/{pid}/environ", "rb", buffering=0) as f:
+                environ = b"\0" + f.read() + b"\0"
+        except OSError:  # gone, or not ours
+            continue
+        if all(w in environ for w in wanted) and not is_zombie(pid):
+            if marker.orphans_only and _runner_alive(environ.split(b"\0")):
                 continue
-            try:
-                with open(f"/proc/{pid}/environ", "rb", buffering=0) as f:
-                    environ = b"\0" + f.read() + b"\0"
-            except OSError:  # gone, or not ours
-                continue
-            if all(w in environ for w in wanted) and not is_zombie(pid):
-                if self.orphans_only and _runner_alive(environ.split(b"\0")):
-                    continue
-                found.append(pid)
-        return found
+            found.append(pid)
+    return found
 
 
 def _runner_alive(environ_entries: list[bytes]) -> bool:
@@ -2758,6 +3329,16 @@ def is_zombie(pid: int) -> bool:
         return True
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return not is_zombie(pid)
+
+
 def signal_quietly(pid: int, sig: int, group: bool = False) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         (os.killpg if group else os.kill)(pid, sig)
@@ -2770,6 +3351,45 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
+def _proc_stat(pid: int) -> tuple[str, int | None]:
+    """(command name, parent pid) of a process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            info = f.read().decode(errors="replace")
+        return info[info.index("(") + 1 : info.rindex(")")], int(info[info.rindex(")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return "", None
+
+
+def _comm(pid: int) -> str:
+    return _proc_stat(pid)[0]
+
+
+def _parent(pid: int) -> int | None:
+    return _proc_stat(pid)[1]
+
+
+def request_stop(proc: Process, marker: Marker, kill_commands: bool) -> None:
+    """Ask an attempt to stop, as a terminal's Ctrl-C would (SIGINT to its process group); and,
+    for the entrypoints that wait for the agent's running command before they stop, end it now."""
+    signal_quietly(proc.pid, signal.SIGINT, group=True)
+    if kill_commands:
+        kill_agent_commands(proc, marker)
+
+
+def kill_agent_commands(proc: Process, marker: Marker) -> None:
+    """End the commands the agent is running, outside OpenHands' process group: OpenHands stops
+    gracefully only once they end. Left alone: tmux itself and a tmux pane's shell (killing the
+    shell makes the V1 CLI hang); they go with the attempt."""
+    for pid in marked_processes(marker):
+        if _pgid(pid) == proc.pid or _comm(pid).startswith("tmux"):
+            continue
+        parent = _parent(pid)
+        if parent is not None and _comm(parent).startswith("tmux"):
+            continue
+        signal_quietly(pid, signal.SIGKILL)
+
+
 def kill_everything(proc: Process | None, marker: Marker, patience: float = 5.0) -> list[int]:
     """SIGKILL the task's process group and every process carrying its marker, until none is
     left (a zombie counts as gone). Returns the pids that had to be killed."""
@@ -2779,7 +3399,7 @@ def kill_everything(proc: Process | None, marker: Marker, patience: float = 5.0)
         killed.append(proc.pid)
     deadline = time.monotonic() + patience
     while True:
-        left = marker.processes()
+        left = marked_processes(marker)
         for pid in left:
             signal_quietly(pid, signal.SIGKILL)
         killed += [p for p in left if p not in killed]
@@ -2818,6 +3438,11 @@ def wait_for_exit(proc: Process, timeout: float) -> int | None:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
+
+
+# ------------------------------------------------------------------------------------------------
+# One attempt, from start to end
+# ------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -2879,6 +3504,7 @@ class Launch:
     error: str | None = None  # could not start
     halted: str | None = None  # the runner stopped this attempt alone: "stalled", "task-budget" or "oom"
     halt_reason: str | None = None
+    timeout: float | None = None  # the limit it had
 
 
 @dataclass
@@ -2893,33 +3519,35 @@ class Halt:
             self.kind, self.reason = kind, reason
 
 
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass(frozen=True)
+class Launching:
+    """How one attempt is started and watched: what it runs, where, its marker, its limits in time,
+    its control group, and the preloaded SDK when it forks it."""
+
+    prepared: Prepared
+    cwd: Path
+    files: AttemptFiles
+    marker: Marker
+    timeout: float | None
+    grace_period: float
+    group: AttemptGroup | None = None
+    preloaded: PreloadedSdk | None = None
+    on_start: Callable[[int], None] | None = None
 
 
-def launch_and_wait(
-    prepared: Prepared,
-    cwd: Path,
-    files: AttemptFiles,
-    timeout: float | None,
-    grace_period: float,
-    stop: StopSignal,
-    marker: Marker,
-    request_stop: Callable[[Process, Marker], None],
-    halt: Halt | None = None,
-    group: AttemptGroup | None = None,
-    on_start: Callable[[int], None] | None = None,
-) -> Launch:
+def launch_and_wait(launching: Launching, stop: StopSignal, halt: Halt | None = None) -> Launch:
     """Start OpenHands (born in the attempt's control group, when it has one), wait for it to end,
     the timeout, or a stop; ask it to stop, give it the grace period, then kill every process of
     the attempt. Its output goes straight to the logs."""
+    prepared, files, group, marker = launching.prepared, launching.files, launching.group, launching.marker
+    timeout, grace_period = launching.timeout, launching.grace_period
     started_at, t0 = utc_now(), time.monotonic()
     try:
         # Own session: a Ctrl-C on the terminal reaches the runner only, which then stops tasks the
         # graceful way; OpenHands' stdin is closed (a question would hang it).
         proc: Process
-        if prepared.spawn is not None:  # the preloaded SDK forks it (its own session and logs too)
-            proc = prepared.spawn(cwd, files, group)
+        if launching.preloaded is not None and prepared.fork_args is not None:  # forked: own session and logs too
+            proc = launching.preloaded.spawn(prepared.fork_args, prepared.env, launching.cwd, files, group)
         else:
             with (
                 open_new(files.stdout_log, exclusive=False) as out,
@@ -2928,7 +3556,7 @@ def launch_and_wait(
             ):
                 proc = subprocess.Popen(
                     [*(group.spawn_prefix() if group else []), *prepared.argv],
-                    cwd=cwd,
+                    cwd=launching.cwd,
                     env=prepared.env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -2944,9 +3572,10 @@ def launch_and_wait(
             utc_now(),
             time.monotonic() - t0,
             f"could not start {prepared.argv[0]}: {exc.strerror or exc}",
+            timeout=timeout,
         )
-    if on_start is not None:
-        on_start(proc.pid)
+    if launching.on_start is not None:
+        launching.on_start(proc.pid)
     deadline = t0 + timeout if timeout else None
     halt = halt or Halt()
     timed_out = interrupted = False
@@ -2959,7 +3588,7 @@ def launch_and_wait(
                 interrupted = stop.stopping and not halt.kind
                 timed_out = not stop.stopping and not halt.kind
                 if grace_period > 0:  # no grace: straight to the kill below
-                    request_stop(proc, marker)
+                    request_stop(proc, marker, prepared.kill_commands)
                 grace_until = now + grace_period
             if stop.kill_now or (grace_until is not None and now >= grace_until):
                 interrupted = interrupted or (stop.stopping and not timed_out)
@@ -2975,24 +3604,58 @@ def launch_and_wait(
         kill_everything(proc, marker)
     if return_code is None:
         return_code = proc.returncode
+    elapsed = time.monotonic() - t0
     return Launch(
-        return_code, timed_out, interrupted, started_at, utc_now(), time.monotonic() - t0, None, halt.kind, halt.reason
+        return_code, timed_out, interrupted, started_at, utc_now(), elapsed, None, halt.kind, halt.reason, timeout
     )
 
 
-class Process(Protocol):
-    """A running attempt's process as launch_and_wait handles it: a Popen, or an attempt the
-    preloaded SDK forked (Forked)."""
+def remove_container(name: str, log: Log) -> None:
+    """Remove this task's own Docker sandbox (OpenHands only stops it, or leaves it running)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        log.once("docker-missing", "Docker runtime but no `docker` command: containers not removed")
+        return
+    try:
+        done = subprocess.run(
+            [docker, "rm", "-f", name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.once("docker-failed", f"could not remove Docker containers: {exc}")
+        return
+    if done.returncode != 0 and "No such container" not in done.stderr:
+        log.once("docker-failed", f"could not remove Docker containers: {done.stderr.strip()[:200]}")
 
-    @property
-    def pid(self) -> int: ...
 
-    @property
-    def returncode(self) -> Any: ...
+def remove_run_containers(run_id: str, log: Log) -> int:
+    """Remove every container a (dead) run labelled as its own; never by name prefix alone."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return 0
+    try:
+        listed = subprocess.run(
+            [docker, "ps", "-aq", "--filter", f"label=run_batch.run={run_id}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        ids = listed.stdout.split() if listed.returncode == 0 else []
+        if ids:
+            subprocess.run([docker, "rm", "-f", *ids], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+        return len(ids)
+    except (OSError, subprocess.TimeoutExpired):
+        log.once("docker-failed", "could not list Docker containers of an earlier run")
+        return 0
 
-    def poll(self) -> int | None: ...
 
-    def wait(self, timeout: float | None = None) -> int: ...
+# ------------------------------------------------------------------------------------------------
+# The preloaded SDK, the runner's side (its server is in the SDK driver's section)
+# ------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -3172,79 +3835,12 @@ class PreloadedSdk:
             self.proc.wait()
 
 
-def remove_container(sid: str, log: RunLog) -> None:
-    """Remove this task's own Docker sandbox (OpenHands only stops it, or leaves it running)."""
-    docker = shutil.which("docker")
-    if docker is None:
-        log.once("docker-missing", "Docker runtime but no `docker` command: containers not removed")
-        return
-    try:
-        done = subprocess.run(
-            [docker, "rm", "-f", f"openhands-runtime-{sid}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.once("docker-failed", f"could not remove Docker containers: {exc}")
-        return
-    if done.returncode != 0 and "No such container" not in done.stderr:
-        log.once("docker-failed", f"could not remove Docker containers: {done.stderr.strip()[:200]}")
-
-
-def remove_run_containers(run_id: str, log: RunLog) -> int:
-    """Remove every container a (dead) run labelled as its own; never by name prefix alone."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return 0
-    try:
-        listed = subprocess.run(
-            [docker, "ps", "-aq", "--filter", f"label=run_batch.run={run_id}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
-        ids = listed.stdout.split() if listed.returncode == 0 else []
-        if ids:
-            subprocess.run([docker, "rm", "-f", *ids], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
-        return len(ids)
-    except (OSError, subprocess.TimeoutExpired):
-        log.once("docker-failed", "could not list Docker containers of an earlier run")
-        return 0
-
-
 # ------------------------------------------------------------------------------------------------
 # Control groups: each attempt's memory and CPU, limited and measured (docs/cgroups.md)
 # ------------------------------------------------------------------------------------------------
 
+
 CGROUP_PERIOD_US = 100_000  # the CFS period the kernel uses by default: 100 ms
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one attempt may use: --task-memory and --task-cpus, or its front matter's."""
-
-    memory: int | None = None  # bytes
-    cpus: float | None = None
-
-    @property
-    def any(self) -> bool:
-        return self.memory is not None or self.cpus is not None
-
-    def as_json(self) -> dict[str, Any] | None:
-        return {"memory_bytes": self.memory, "cpus": self.cpus} if self.any else None
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What one attempt's processes used, together: from its control group, or sampled."""
-
-    peak_memory: int | None = None  # bytes
-    cpu_seconds: float | None = None
-    oom_kills: int = 0  # processes the kernel killed at the memory limit
-    source: str | None = None  # cgroup | sampled
 
 
 def cgroup_mounts(mountinfo: str) -> dict[str, Path]:
@@ -3550,17 +4146,26 @@ def sample_usage(pid: int) -> tuple[int, float]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Starting tasks: the provider's rate limits, the machine's memory, failures that repeat
+# Room to start: the provider's rate limits, the machine's memory
 # ------------------------------------------------------------------------------------------------
+
 
 # A provider's "slow down", as OpenHands' logs and the SDK print it (LiteLLM's RateLimitError, HTTP
 # 429), and the wait it asks for when it says one.
 _RATE_LIMITED = re.compile(
     r"RateLimitError|\b429\b[^\n]{0,40}(Too Many Requests|rate)|rate[ _-]?limit(ed| reached| exceeded)", re.I
 )
+
+
 _RETRY_AFTER = re.compile(r"retry[-_ ]after[\"']?\s*[:=]?\s*[\"']?(\d{1,5}(?:\.\d+)?)", re.I)
+
+
 RATE_RAISE_AFTER = 30.0  # seconds without a rate limit before one more task may run at once
+
+
 RATE_FIRST_BACKOFF = 5.0  # seconds no task starts after a rate limit that says no Retry-After
+
+
 RATE_MAX_BACKOFF = 300.0
 
 
@@ -3624,124 +4229,72 @@ def available_memory() -> int | None:
     return None
 
 
-# Failures of the set-up or the provider that every attempt will meet until someone fixes them,
-# with what to check; an agent that failed a hard task is none of these.
-SETUP_FAILURES = (
-    (
-        "authentication refused",
-        re.compile(
-            r"AuthenticationError|\b401\b|Unauthorized|invalid[_ ]api[_ ]key|Incorrect API key|API key not valid", re.I
-        ),
-        "the API key: [llm] api_key in the config, LLM_API_KEY, or agent_settings.json",
-    ),
-    (
-        "endpoint unreachable",
-        re.compile(
-            r"APIConnectionError|Connection refused|ConnectError|Name or service not known|getaddrinfo failed|"
-            r"Failed to establish a new connection|No route to host|OpenAIException - Connection error",
-            re.I,
-        ),
-        "the LLM's base_url (LLM_BASE_URL), the network and the proxy",
-    ),
-    (
-        "model not found",
-        re.compile(
-            r"NotFoundError|model_not_found|model[^\n]{0,60}does not exist|LLM Provider NOT provided|Unknown model",
-            re.I,
-        ),
-        "the model name ([llm] model, LLM_MODEL, agent_settings.json) and the provider prefix",
-    ),
-)
-
-
-def setup_failure(record: AttemptRecord) -> tuple[str, str] | None:
-    """(kind, what to check) when an attempt ended in a failure of the set-up or the provider, from
-    its reason and its log's tail (pure)."""
-    if record.status not in ("failed", "error"):
-        return None
-    text = f"{record.error or ''}\n{record.stderr[-2000:]}\n{record.stdout[-2000:]}"
-    for kind, pattern, check in SETUP_FAILURES:
-        if pattern.search(text):
-            return kind, check
-    return None
-
-
-@dataclass
-class FailureStreak:
-    """Attempts that ended, one after another, in the same set-up failure."""
-
-    kind: str | None = None
-    count: int = 0
-    example: str = ""
-
-    def add(self, record: AttemptRecord) -> tuple[str, str] | None:
-        """Count an ended attempt; the failure's (kind, what to check) when it continues a streak."""
-        found = setup_failure(record)
-        if found is None:
-            self.kind, self.count = None, 0
-            return None
-        if found[0] == self.kind:
-            self.count += 1
-        else:
-            self.kind, self.count = found[0], 1
-        self.example = one_line(record.error or "", 160)
-        return found
-
-
 # ================================================================================================
-# Read the outcome (pure parsing; every read bounded, whatever a task printed or saved)
+# Read the outcome (the parsing pure, every read of a file bounded, whatever a task printed or saved)
 # ================================================================================================
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+CLI_END_STATES = ("FINISHED", "ERROR", "STUCK", "PAUSED")
+
+
 _STATE = re.compile(r"Setting agent\(\w+\) state from AgentState\.(\w+) to AgentState\.(\w+)")
+
+
 _REASONS = (
     re.compile(r"(Agent reached maximum iteration[^\n]*)"),
     re.compile(r"(Agent reached maximum budget[^\n]*)"),
     re.compile(r"(Agent got stuck in a loop)"),
     re.compile(r"(STATUS\$ERROR_[A-Z_]+)"),
 )
+
+
 _AGENT_ERROR = re.compile(r"Error while running the agent \(session ID: [^)]{0,200}\): (.*)")
+
+
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b:?.*)$")
+
+
 _LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d - openhands:(\w+): \S+ - (.*)$")
+
+
 # Cost and token lines, in every format OpenHands has printed (docs/openhands.md, "Cost and tokens").
 # The gap is bounded: an unbounded `.*?` costs the square of a 64 KiB piece full of near-misses.
 _NUMBER = r"(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)"  # a price: never the full stop of the sentence it ends
+
+
 _ACTION_METRICS = re.compile(
     rf"Action metrics - accumulated_cost: {_NUMBER},.{{0,400}}?accumulated tokens \(prompt/completion\): (\d+)/(\d+)"
 )
+
+
 _ACTION_LATEST = re.compile(r"latest tokens \(prompt/completion/cache_read/cache_write\): (\d+)/(\d+)/(\d+)/(\d+)")
+
+
 _DEBUG_COST = re.compile(rf"Accumulated Cost: {_NUMBER} USD")
+
+
 _DEBUG_TOKENS = re.compile(r"Input tokens: ([\d,]+)(?: \| Output tokens: ([\d,]+))?")
+
+
 _BOX_COST = re.compile(r"Total Cost(?: \(USD\))?:\s*\$\s*(\d[\d,]*(?:\.\d+)?)")
+
+
 _BOX_IN = re.compile(r"Total Input Tokens:\s*([\d,]+)")
+
+
 _BOX_OUT = re.compile(r"Total Output Tokens:\s*([\d,]+)")
+
+
 _BOX_CACHE_READ = re.compile(r"Cache Hits?:\s*([\d,]+)")
+
+
 _BOX_CACHE_WRITE = re.compile(r"Cache Writes?:\s*([\d,]+)")
+
+
 _METRICS_KEY = re.compile(rb'"llm_metrics"\s*:\s*')
+
+
 _ROOT_ERROR = re.compile(r"^ERROR:root:<class '([\w.]+)'>: (.*)$")
-
-
-@dataclass
-class Metrics:
-    total_cost: float | None = None
-    total_input_tokens: int | None = None
-    total_output_tokens: int | None = None
-    cache_read_tokens: int | None = None
-    cache_write_tokens: int | None = None
-    source: str | None = None  # trajectory | events | output
-
-    @property
-    def known(self) -> bool:
-        return self.total_cost is not None or self.total_input_tokens is not None
-
-
-@dataclass
-class OutputFacts:
-    agent_state: str | None = None
-    reason: str | None = None  # the specific reason OpenHands logged, if any
-    last_exception: str | None = None
-    last_error_line: str | None = None
-    metrics: Metrics = field(default_factory=Metrics)
 
 
 def _int(text: str | None) -> int | None:
@@ -3886,13 +4439,6 @@ def merge_facts(first: OutputFacts, second: OutputFacts) -> OutputFacts:
     )
 
 
-def _number_or_none(value: Any) -> float | None:
-    """A finite number from outside, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def metrics_from_llm_metrics(last: dict[str, Any] | None, source: str) -> Metrics:
     """Totals from one `llm_metrics` object: accumulated over the run, every LLM of the agent."""
     if not isinstance(last, dict):
@@ -3975,16 +4521,6 @@ def last_llm_metrics(path: Path, window: int = 1 << 20, value_limit: int = 16 <<
     return None
 
 
-def read_json_file(path: Path, limit: int = 1 << 20) -> Any:
-    """A small JSON file (an event), or None when it is missing, broken or over the limit."""
-    try:
-        with open_regular(path) as f:
-            data = f.read(limit + 1)
-        return loads_json(data) if len(data) <= limit else None
-    except (OSError, ValueError, RecursionError):
-        return None
-
-
 def read_session_events(folders: Iterable[Path]) -> tuple[Metrics, str | None]:
     """Cost and the final agent state from a session's event files (they survive a kill), read
     from the newest back, and only as far back as needed; each file read bounded."""
@@ -4019,15 +4555,6 @@ def read_lines(path: Path) -> Iterator[str]:
         return
 
 
-@dataclass
-class Outcome:
-    agent_state: str | None
-    metrics: Metrics
-    facts: OutputFacts
-    problem: str | None = None  # OpenHands ran but could not run the agent at all (no conversation)
-    session_id: str | None = None  # known only afterwards (the V1 CLI's conversation id)
-
-
 def read_outcome(files: AttemptFiles, event_folders: list[Path]) -> Outcome:
     """What an attempt left behind, each fact from the best source there is: the final agent
     state from the log (else the session's events); cost and tokens from the trajectory, else
@@ -4042,6 +4569,14 @@ def read_outcome(files: AttemptFiles, event_folders: list[Path]) -> Outcome:
         metrics = metrics if metrics.known else stored
         agent_state = agent_state or stored_state
     return Outcome(agent_state, metrics if metrics.known else facts.metrics, facts)
+
+
+def read_attempt_outcome(files: AttemptFiles, sources: Sources) -> Outcome:
+    """What an attempt left, read where its entrypoint said: a V1 conversation, or core.main's
+    logs, trajectory and session events."""
+    if sources.conversations is not None:
+        return read_cli_outcome(files, sources.conversations)
+    return read_outcome(files, list(sources.event_folders))
 
 
 def cli_metrics(state: dict[str, Any]) -> Metrics:
@@ -4158,23 +4693,14 @@ def classify(launch: Launch, agent_state: str | None, problem: str | None = None
     return "failed"
 
 
-def one_line(text: str, limit: int = REASON_CHARS) -> str:
-    """Text as one line of at most limit characters, without control characters (a task's output
-    may hold terminal escapes, which must not reach the console) (pure)."""
-    text = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def explain(
-    status: str, launch: Launch, facts: OutputFacts, agent_state: str | None, timeout: float | None, stopped_by: str
-) -> str | None:
+def explain(status: str, launch: Launch, facts: OutputFacts, agent_state: str | None, stopped_by: str) -> str | None:
     """One short line saying why the attempt did not succeed (pure)."""
     if status == "success":
         return None
     if launch.error:
         return one_line(launch.error)
     if status == "timeout":
-        return f"timed out after {timeout:g}s" if timeout else "timed out"
+        return f"timed out after {launch.timeout:g}s" if launch.timeout else "timed out"
     if launch.halted and launch.halt_reason:
         return one_line(launch.halt_reason)
     if status == "interrupted":
@@ -4215,18 +4741,6 @@ def is_retryable(status: str, launch: Launch, facts: OutputFacts, agent_state: s
         return True
     text = facts.last_exception or ""
     return any(k in text for k in ("RateLimitError", "APIConnectionError", "ServiceUnavailable", "Timeout"))
-
-
-def tail(path: Path, chars: int = TAIL_CHARS) -> str:
-    try:
-        with open_regular(path) as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - chars * 4))
-            data = f.read()
-    except OSError:
-        return ""
-    return ANSI.sub("", data.decode("utf-8", errors="replace"))[-chars:]
 
 
 def keep_private(path: Path) -> None:
@@ -4273,606 +4787,8 @@ def redact_file(path: Path, secrets: tuple[str, ...], chunk: int = 1 << 20) -> b
 
 
 # ================================================================================================
-# Evaluate: did the agent do the task? (a command of the user's, after each attempt)
-# ================================================================================================
-
-EVALUATION_PLACEHOLDERS = (
-    "task",
-    "prompt",
-    "output_dir",
-    "trajectory",
-    "workspace",
-    "status",
-    "attempt",
-    "sample",
-    "session",
-    "log",
-    "stderr_log",
-    "experiment",
-)
-VERDICTS = ("passed", "failed", "error")
-
-
-HOOK_PLACEHOLDERS = tuple(p for p in EVALUATION_PLACEHOLDERS if p not in ("trajectory", "status"))
-
-
-def parse_evaluator(
-    text: str, option: str = "--evaluate", known: tuple[str, ...] = EVALUATION_PLACEHOLDERS
-) -> tuple[str, ...]:
-    """--evaluate (or --before-attempt): split like a shell would (never run through one); every
-    `{name}` must be a known placeholder, so a typo is a usage error now, not a crash at task 30."""
-    try:
-        words = tuple(shlex.split(text))
-    except ValueError as exc:
-        raise UsageError(f"{option} {text!r}: {exc}; check the quotes") from None
-    if not words:
-        raise UsageError(f"{option} is empty; give the command")
-    formatter = string.Formatter()
-    for word in words:
-        try:
-            names = [name for _, name, spec, conv in formatter.parse(word) if name is not None]
-        except ValueError as exc:
-            raise UsageError(f"{option}: {word!r}: {exc} (write {{{{ and }}}} for a literal brace)") from None
-        for _, name, spec, conversion in formatter.parse(word):
-            if name is not None and (spec or conversion):
-                raise UsageError(f"{option}: {word!r}: placeholders take no format or conversion; write {{{name}}}")
-        for name in names:
-            if name not in known:
-                listed = ", ".join(f"{{{p}}}" for p in known)
-                raise UsageError(f"{option}: unknown placeholder {{{name}}}; the known ones are {listed}")
-        try:  # what parse() lets through: `{task:{x}}`, `{task!x}`, `{task:d}`, `{task[0]}`
-            word.format(**dict.fromkeys(known, ""))
-        except (ValueError, KeyError, IndexError, AttributeError) as exc:
-            raise UsageError(
-                f"{option}: {word!r}: {exc!r}; placeholders take no format, conversion or index ({{task}})"
-            ) from None
-    return words
-
-
-def check_grader_command(
-    option: str, words: tuple[str, ...], cwd: Path, workspaces: bool, environ: dict[str, str]
-) -> None:
-    """What would otherwise fail at every attempt of a paid batch: a program that is not there (found
-    the way the OS would, from the folder it runs in), or {workspace} with no workspaces."""
-    if any("{workspace}" in w for w in words) and not workspaces:
-        raise UsageError(
-            f"{option} uses {{workspace}}, but attempts have no workspace of their own: "
-            "add --workspace-per-task (or --workspace-template DIR)"
-        )
-    script = os.path.expanduser(words[1]) if len(words) > 1 else ""
-    interpreter = Path(words[0]).name.startswith(("python", "bash", "sh"))
-    if interpreter and script.endswith((".py", ".sh")) and "{" not in script:  # `python grade.py`
-        path = Path(script) if os.path.isabs(script) else cwd / script
-        if not path.is_file():
-            raise UsageError(f"{option}: {words[1]} is not a file (looked from {cwd}); check the path")
-    program = os.path.expanduser(words[0])
-    if "{" in program:
-        return  # named by a placeholder: known once an attempt has its values
-    if os.sep in program:
-        path = Path(program) if os.path.isabs(program) else cwd / program
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise UsageError(f"{option}: {words[0]} is not an executable file (looked from {cwd}); check the path")
-    elif shutil.which(program, path=environ.get("PATH", os.defpath)) is None:
-        raise UsageError(f"{option}: {words[0]!r} not found on PATH; install it or give its path")
-
-
-def evaluator_argv(words: tuple[str, ...], values: dict[str, str]) -> list[str]:
-    """The evaluator's argv with the placeholders filled in, each word on its own (pure): a task
-    name with spaces or quotes stays one argument."""
-    return [word.format(**values) for word in words]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """The evaluator's verdict on one attempt (the record's `evaluation`)."""
-
-    verdict: str  # passed | failed | error
-    score: float | None
-    details: dict[str, Any] | None
-    exit_code: int | None
-    elapsed_seconds: float
-    log: str | None  # its stdout, whose last line may carry the JSON score
-    reason: str | None = None  # why `error`: crashed, timed out, not found
-    stderr_log: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict deep-copies: slow
-
-    @classmethod
-    def from_json(cls, data: Any) -> Evaluation | None:
-        if not isinstance(data, dict) or data.get("verdict") not in VERDICTS:
-            return None
-        score = _number_or_none(data.get("score"))
-        details = data.get("details") if isinstance(data.get("details"), dict) else None
-        code = data.get("exit_code") if isinstance(data.get("exit_code"), int) else None
-        log = data.get("log") if isinstance(data.get("log"), str) else None
-        reason = data.get("reason") if isinstance(data.get("reason"), str) else None
-        stderr_log = data.get("stderr_log") if isinstance(data.get("stderr_log"), str) else None
-        elapsed = _number_or_none(data.get("elapsed_seconds")) or 0.0
-        return cls(data["verdict"], score, details, code, elapsed, log, reason, stderr_log)
-
-
-def verdict_of(
-    exit_code: int | None, last_line: str, timed_out: bool, timeout: float, start_error: str | None
-) -> tuple[str, float | None, dict[str, Any] | None, str | None]:
-    """(verdict, score, details, reason) from how the evaluator ended (pure): exit 0 passed, 1
-    failed, anything else error; a JSON object on its last line adds score and details."""
-    if start_error:
-        return "error", None, None, start_error
-    if timed_out:
-        return "error", None, None, f"timed out after {timeout:g}s"
-    score: float | None = None
-    details: dict[str, Any] | None = None
-    with contextlib.suppress(ValueError, RecursionError):
-        # Leniently (1e999, NaN), then made strict: an odd number in the details must not cost
-        # the score, nor make the record one that no reader takes.
-        found = clean_json(json.loads(last_line))
-        if isinstance(found, dict):
-            score = _number_or_none(found.get("score"))
-            details = found.get("details") if isinstance(found.get("details"), dict) else None
-    if exit_code == 0:
-        return "passed", score, details, None
-    if exit_code == 1:
-        return "failed", score, details, None
-    if exit_code is not None and exit_code < 0:
-        return "error", score, details, f"the evaluator was killed by signal {-exit_code}"
-    return "error", score, details, f"the evaluator ended with exit code {exit_code}"
-
-
-def last_line_of(path: Path) -> str:
-    lines = [line.strip() for line in tail(path, 64 * 1024).splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def run_evaluator(
-    argv: list[str],
-    cwd: Path,
-    environ: dict[str, str],
-    log_path: Path,
-    timeout: float,
-    marker: Marker,
-    secrets: tuple[str, ...],
-    stop: StopSignal | None = None,
-) -> Evaluation:
-    """Run the evaluator like a task: its own session, its stdout and stderr in their logs
-    (secrets masked; the score is on stdout's last line, whatever it says on stderr), its timeout,
-    every process it leaves killed (the same marker sweep), and stopped at once when the batch is
-    stopped (Ctrl-C, SIGTERM)."""
-    t0 = time.monotonic()
-    env = {**environ, **marker.environment(), "PYTHONUNBUFFERED": "1"}
-    timed_out, code, start_error = False, None, None
-    stderr_path = log_path.with_name(log_path.name.removesuffix(".log") + ".stderr.log")
-    try:
-        with open_new(log_path) as log, open_new(stderr_path) as err:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=err,
-                start_new_session=True,
-            )
-    except OSError as exc:
-        start_error = f"could not start the evaluator {argv[0]}: {exc.strerror or exc}"
-    else:
-        deadline = time.monotonic() + timeout
-        stopped = False
-        try:
-            while code is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    timed_out = True
-                    break
-                if stop is not None and stop.stopping:
-                    stopped = True
-                    break
-                code = wait_for_exit(proc, min(left, 0.5))
-        finally:
-            kill_everything(proc, marker)
-        if stopped:
-            start_error = f"stopped with the batch ({stop.reason if stop else ''})"
-    for path in (log_path, stderr_path):
-        redact_file(path, secrets)
-    verdict, score, details, reason = verdict_of(code, last_line_of(log_path), timed_out, timeout, start_error)
-    if verdict == "error" and reason and not start_error and not timed_out:
-        # The grader's own last words say why (a missing package, a crash), where the exit code cannot.
-        said = last_line_of(stderr_path)
-        reason = mask(one_line(f"{said} ({reason})", REASON_CHARS), secrets) if said else reason
-    elapsed = round(time.monotonic() - t0, 3)
-    return Evaluation(verdict, score, details, code, elapsed, str(log_path), reason, str(stderr_path))
-
-
-@dataclass(frozen=True)
-class Grader:
-    """--evaluate: the command (split, placeholders checked), where it runs, its time limit."""
-
-    words: tuple[str, ...]
-    cwd: Path  # --evaluate-cwd, else the project folder
-    output_dir: Path
-    timeout: float
-
-
-def evaluation_values(record: AttemptRecord, output_dir: Path) -> dict[str, str]:
-    """What --evaluate's placeholders stand for, for one attempt (pure)."""
-    return {
-        "task": record.task_name,
-        "prompt": record.prompt_file,
-        "output_dir": str(output_dir),
-        "trajectory": record.trajectory_path or "",
-        "workspace": record.workspace or "",
-        "status": record.status,
-        "attempt": str(record.attempt),
-        "sample": str(record.sample),
-        "session": record.session_name,
-        "log": record.stdout_log or "",
-        "stderr_log": record.stderr_log or "",
-        "experiment": record.experiment_id or "",
-    }
-
-
-def attempt_values(attempt: Attempt, output_dir: Path) -> dict[str, str]:
-    """What the placeholders of --before-attempt and of a prompt stand for, before the attempt runs."""
-    files = attempt.files
-    return {
-        "task": attempt.task.name,
-        "prompt": str(attempt.task.prompt_path),
-        "output_dir": str(output_dir),
-        "workspace": str(attempt.workspace or ""),
-        "attempt": str(attempt.number),
-        "sample": str(attempt.sample),
-        "session": attempt.session,
-        "log": str(files.stdout_log) if files else "",
-        "stderr_log": str(files.stderr_log) if files else "",
-        "experiment": attempt.experiment.id,
-    }
-
-
-PROMPT_PLACEHOLDERS = ("task", "workspace", "output_dir", "attempt", "sample", "session", "experiment")
-_PROMPT_PLACEHOLDER = re.compile(
-    r"\{\{(" + "|".join(PROMPT_PLACEHOLDERS) + r")\}\}|\{(" + "|".join(PROMPT_PLACEHOLDERS) + r")\}"
-)
-
-
-def fill_prompt(text: str, values: dict[str, str]) -> str:
-    """A prompt with --prompt-placeholders: each `{name}` of PROMPT_PLACEHOLDERS filled in, `{{name}}`
-    left as `{name}`, every other brace untouched (pure)."""
-    return _PROMPT_PLACEHOLDER.sub(lambda m: "{" + m.group(1) + "}" if m.group(1) else values[m.group(2)], text)
-
-
-def prompt_uses(text: str, name: str) -> bool:
-    return any(m.group(2) == name for m in _PROMPT_PLACEHOLDER.finditer(text))
-
-
-def write_attempt_prompt(attempt: Attempt, settings: Settings) -> Path | None:
-    """The prompt file this attempt's OpenHands reads, when it is not the task's own: without its
-    front matter, and filled in with --prompt-placeholders; kept as logs/<stem>.prompt.md."""
-    if not (attempt.task.body_offset or settings.prompt_placeholders):
-        return None
-    text = prompt_text(attempt.task)
-    if settings.prompt_placeholders:
-        text = fill_prompt(text, attempt_values(attempt, settings.output_dir))
-    path = attempt.evidence.stdout_log.with_name(f"{attempt.evidence.stem}.prompt.md")
-    with open_new(path, exclusive=False) as f:
-        f.write(text.encode("utf-8"))
-    return path
-
-
-def task_variables(task: Task | None) -> dict[str, str]:
-    """A task's front-matter `vars`, as the evaluator and the hook see them: RUN_BATCH_VAR_<NAME>."""
-    return {f"RUN_BATCH_VAR_{name.upper()}": value for name, value in task.settings.vars} if task else {}
-
-
-def grade(
-    grader: Grader,
-    record: AttemptRecord,
-    run_id: str,
-    secrets: tuple[str, ...],
-    stop: StopSignal | None = None,
-    variables: dict[str, str] | None = None,
-) -> Evaluation | None:
-    """Run --evaluate on one attempt, its logs in this output folder's logs/: `<stem>.eval.log` (or,
-    when that name is taken by an earlier grading, `<stem>.eval.<run id>.log`). None when the batch
-    was stopped while it graded: not graded (the next run of the same command grades it)."""
-    # Always in this output folder's logs/: a record read from a copied results file names the
-    # original run's folder, which is not this run's to write into.
-    logs = grader.output_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    stem = Path(record.stdout_log or record.session_name or "attempt").name.removesuffix(".stdout.log")
-    log_path = logs / f"{stem}.eval.log"
-    if os.path.lexists(log_path) or os.path.lexists(logs / f"{stem}.eval.stderr.log"):
-        log_path = logs / f"{stem}.eval.{run_id}.log"
-    marker = Marker(run_id, f"{record.session_name or record.task_name}-eval")
-    evaluation = run_evaluator(
-        evaluator_argv(grader.words, evaluation_values(record, grader.output_dir)),
-        grader.cwd,
-        {**os.environ, **(variables or {})},
-        log_path,
-        grader.timeout,
-        marker,
-        secrets,
-        stop,
-    )
-    return None if evaluation.reason and evaluation.reason.startswith("stopped with the batch") else evaluation
-
-
-def append_verdict(output_dir: Path, entry: dict[str, Any]) -> None:
-    """One line of evaluations.jsonl, appended under a lock held for that line only: a run grading
-    what is left and an --evaluate-only run may share the file."""
-    fd = open_for_writing(output_dir / EVALUATIONS_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        end = os.lseek(fd, 0, os.SEEK_END)
-        data = (dumps_json(entry) + "\n").encode()
-        if end and os.pread(fd, 1, end - 1) != b"\n":
-            data = b"\n" + data
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)  # and the lock with it
-
-
-@dataclass(frozen=True)
-class Verdicts:
-    """The latest verdict of every evaluated attempt: a record's own, or a later one from
-    evaluations.jsonl (--evaluate-only never rewrites a record)."""
-
-    by_attempt: dict[tuple[str, str], tuple[Evaluation, str | None]]  # (task, session) -> (verdict, command)
-
-    def of(self, record: AttemptRecord) -> Evaluation | None:
-        found = self.by_attempt.get((record.task_name, record.session_name))
-        return found[0] if found else record.evaluation
-
-    def command_of(self, record: AttemptRecord) -> str | None:
-        found = self.by_attempt.get((record.task_name, record.session_name))
-        return found[1] if found else record.evaluate_command
-
-
-EVALUATIONS_FILE = "evaluations.jsonl"
-
-
-def read_verdicts(output_dir: Path) -> Verdicts:
-    """evaluations.jsonl, later lines winning; a bad line is skipped."""
-    found: dict[tuple[str, str], tuple[Evaluation, str | None]] = {}
-    with contextlib.suppress(OSError), open_regular(output_dir / EVALUATIONS_FILE) as f:
-        while line := f.readline(1 << 20):
-            with contextlib.suppress(ValueError, RecursionError):
-                data = loads_json(line)
-                evaluation = Evaluation.from_json(data.get("evaluation")) if isinstance(data, dict) else None
-                if evaluation and isinstance(data.get("task_name"), str) and isinstance(data.get("session_name"), str):
-                    command = data.get("evaluate_command")
-                    found[(data["task_name"], data["session_name"])] = (
-                        evaluation,
-                        command if isinstance(command, str) else None,
-                    )
-    return Verdicts(found)
-
-
-def apply_verdicts(records: list[AttemptRecord], verdicts: Verdicts) -> list[AttemptRecord]:
-    """Each record with the latest verdict on its attempt (pure)."""
-    out = []
-    for r in records:
-        found = verdicts.by_attempt.get((r.task_name, r.session_name))
-        out.append(dataclasses.replace(r, evaluation=found[0], evaluate_command=found[1]) if found else r)
-    return out
-
-
-@dataclass(frozen=True)
-class PassRates:
-    """The verdicts over the latest attempts: passed of evaluated, passed of all, the mean score."""
-
-    evaluated: int
-    passed: int
-    failed: int
-    error: int
-    pass_rate_evaluated: float
-    pass_rate_selected: float | None
-    mean_score: float | None
-
-
-def pass_rates(latest: list[AttemptRecord]) -> PassRates | None:
-    """passed / evaluated, passed / selected, mean score (pure); None when nothing was evaluated."""
-    graded = [r.evaluation for r in latest if r.evaluation is not None]
-    if not graded:
-        return None
-    passed = sum(v.verdict == "passed" for v in graded)
-    scores = [v.score for v in graded if v.score is not None]
-    return PassRates(
-        evaluated=len(graded),
-        passed=passed,
-        failed=sum(v.verdict == "failed" for v in graded),
-        error=sum(v.verdict == "error" for v in graded),
-        pass_rate_evaluated=round(passed / len(graded), 4),
-        pass_rate_selected=round(passed / len(latest), 4) if latest else None,
-        mean_score=round(sum(scores) / len(scores), 4) if scores else None,
-    )
-
-
-def pass_rate_line(rates: PassRates | None) -> str | None:
-    if not rates:
-        return None
-    mean = "" if rates.mean_score is None else f", mean score {rates.mean_score:g}"
-    return (
-        f"Evaluation: {rates.passed} passed of {rates.evaluated} evaluated "
-        f"({rates.pass_rate_evaluated:.0%}; {rates.pass_rate_selected or 0:.0%} of the selected tasks), "
-        f"{rates.failed} failed, {rates.error} error{mean}."
-    )
-
-
-@dataclass(frozen=True)
-class Measure:
-    """A named measure the evaluator reports in `details` (GitTaskBench's process and result): a
-    rate for true/false values over every sample (one without it counts as false: not graded, or
-    the grader failed), a mean for numbers over the samples that have it."""
-
-    name: str
-    kind: str  # rate | mean
-    value: float
-    count: int  # samples with the measure
-    of: int  # samples in all
-    true: int = 0  # for a rate
-
-    def describe(self) -> str:
-        if self.kind == "rate":
-            return f"{self.name} {self.true}/{self.of} ({self.value:.0%})"
-        return f"{self.name} mean {self.value:.4g} (over {self.count})"
-
-
-def measures(latest: list[AttemptRecord]) -> list[Measure]:
-    """Each name under the evaluator's `details` whose values are all true/false (a rate) or all
-    numbers (a mean), in the order first seen (pure)."""
-    values: dict[str, list[Any]] = {}
-    for r in latest:
-        details = r.evaluation.details if r.evaluation and r.evaluation.details else {}
-        for name, value in details.items():
-            if isinstance(value, (bool, int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
-                values.setdefault(str(name), []).append(value)
-    found = []
-    for name, seen in values.items():
-        if all(isinstance(v, bool) for v in seen):
-            true = sum(seen)
-            found.append(Measure(name, "rate", true / len(latest) if latest else 0.0, len(seen), len(latest), true))
-        elif not any(isinstance(v, bool) for v in seen):
-            found.append(Measure(name, "mean", sum(seen) / len(seen), len(seen), len(latest)))
-    return found
-
-
-def measures_line(found: list[Measure]) -> str | None:
-    return "Measures: " + ", ".join(m.describe() for m in found) + "." if found else None
-
-
-@dataclass(frozen=True)
-class TaskScore:
-    """One task's samples: how many ran (their latest attempts), how many passed."""
-
-    task: str
-    samples: int
-    passes: int
-    errors: int  # samples whose latest attempt is an `error` (counted as not passed)
-
-    @property
-    def rate(self) -> float:
-        return self.passes / self.samples if self.samples else 0.0
-
-    @property
-    def flaky(self) -> bool:
-        return 0 < self.passes < self.samples
-
-
-@dataclass(frozen=True)
-class Scores:
-    """pass@1 with its 95 % interval, pass@k and pass^k for each k, over the tasks of one
-    experiment (docs/statistics.md)."""
-
-    by_task: list[TaskScore]
-    graded: bool  # a pass is a `passed` verdict; else a `success` status
-    pass_rate: float  # pass@1: the mean over tasks of each task's share of passing samples
-    interval: tuple[float, float]
-    method: str
-    pass_at: dict[int, tuple[float, int]]  # k -> (mean over the tasks with at least k samples, those tasks)
-    pass_hat: dict[int, tuple[float, int]]
-
-    @property
-    def flaky(self) -> list[str]:
-        return [t.task for t in self.by_task if t.flaky]
-
-    @property
-    def samples(self) -> int:
-        return max((t.samples for t in self.by_task), default=0)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "tasks": len(self.by_task),
-            "samples_per_task": self.samples,
-            "samples_run": sum(t.samples for t in self.by_task),
-            "passes": sum(t.passes for t in self.by_task),
-            "pass_is": "verdict passed" if self.graded else "status success",
-            "pass_at_1": round(self.pass_rate, 6),
-            "interval_95": [round(self.interval[0], 6), round(self.interval[1], 6)],
-            "interval_method": self.method,
-            "pass_at_k": {str(k): {"value": round(v, 6), "tasks": n} for k, (v, n) in self.pass_at.items()},
-            "pass_hat_k": {str(k): {"value": round(v, 6), "tasks": n} for k, (v, n) in self.pass_hat.items()},
-            "flaky": self.flaky,
-            "errors_counted_as_not_passed": sum(t.errors for t in self.by_task),
-            "by_task": [
-                {"task": t.task, "samples": t.samples, "passes": t.passes, "pass_at_1": round(t.rate, 6)}
-                for t in self.by_task
-            ],
-        }
-
-
-def sample_passed(record: AttemptRecord, graded: bool) -> bool:
-    """A sample passes on a `passed` verdict (with an evaluator), else on status `success` (pure)."""
-    return record.verdict == "passed" if graded else record.status == "success"
-
-
-def score(latest: list[AttemptRecord]) -> Scores:
-    """The scores of each (task, sample)'s latest attempt (pure). With one sample per task the
-    interval is Wilson's over tasks; with several, a bootstrap over tasks (Wilson over every sample
-    when all tasks score alike, where a bootstrap has nothing to resample)."""
-    graded = any(r.evaluation is not None for r in latest)
-    by_name: dict[str, list[AttemptRecord]] = {}
-    for r in latest:
-        by_name.setdefault(r.task_name, []).append(r)
-    by_task = [
-        TaskScore(
-            name,
-            len(rs),
-            sum(sample_passed(r, graded) for r in rs),
-            sum(r.status == "error" for r in rs),
-        )
-        for name, rs in sorted(by_name.items())
-    ]
-    rates = [t.rate for t in by_task]
-    rate = sum(rates) / len(rates) if rates else 0.0
-    if all(t.samples == 1 for t in by_task):
-        interval, method = wilson_interval(sum(t.passes for t in by_task), len(by_task)), "Wilson score, over tasks"
-    elif len(set(rates)) > 1:
-        interval, method = bootstrap_interval(rates), "percentile bootstrap over tasks (10,000 resamples, seed 0)"
-    else:
-        passes, n = sum(t.passes for t in by_task), sum(t.samples for t in by_task)
-        interval, method = wilson_interval(passes, n), "Wilson score over every sample (all tasks scored alike)"
-    top = max((t.samples for t in by_task), default=0)
-    pass_at, pass_hat = {}, {}
-    for k in range(1, top + 1):
-        counted = [t for t in by_task if t.samples >= k]
-        pass_at[k] = (sum(pass_at_k(t.samples, t.passes, k) for t in counted) / len(counted), len(counted))
-        pass_hat[k] = (sum(pass_hat_k(t.samples, t.passes, k) for t in counted) / len(counted), len(counted))
-    return Scores(by_task, graded, rate, interval, method, pass_at, pass_hat)
-
-
-def scores_line(scores: Scores) -> str | None:
-    """One line for the console: pass@1 and its interval; with samples, pass@k, pass^k, flaky."""
-    if not scores.by_task:
-        return None
-    what = "passed (verdicts)" if scores.graded else "succeeded"
-    low, high = scores.interval
-    line = (
-        f"Pass rate {scores.pass_rate:.1%} [95% {low:.1%}-{high:.1%}, {scores.method}] over "
-        f"{plural(len(scores.by_task), 'task')}: a sample counts when it {what}"
-    )
-    if scores.samples > 1:
-        k = scores.samples
-        line += (
-            f"; pass@{k} {scores.pass_at[k][0]:.1%}, pass^{k} {scores.pass_hat[k][0]:.1%}"
-            f" (tasks with {k} samples: {scores.pass_at[k][1]}); flaky: {len(scores.flaky)}"
-        )
-    return line + "."
-
-
-# ================================================================================================
 # Follow running attempts: live spend and steps, stalls, budgets (read only what is new)
 # ================================================================================================
-
-
-@dataclass
-class Progress:
-    """What one look at a running attempt found new."""
-
-    events: int = 0  # new events since the last look
-    steps: int = 0  # of which agent actions
-    metrics: Metrics | None = None  # the newest accumulated totals seen, if any
-    last_event: str | None = None  # the newest event, in a few words
 
 
 def describe_event(event: dict[str, Any]) -> str:
@@ -4957,8 +4873,11 @@ class ConversationFollower:
         return progress
 
 
-class Follower(Protocol):
-    def poll(self) -> Progress: ...
+def follower_for(sources: Sources) -> Follower:
+    """How a running attempt is followed: its conversation, or its session's event files."""
+    if sources.conversations is not None:
+        return ConversationFollower(sources.conversations)
+    return EventFollower(list(sources.event_folders))
 
 
 @dataclass
@@ -5102,144 +5021,282 @@ class ShardSpend:
 
 
 # ================================================================================================
-# Record: the results file, its records, and the attempt's files
+# Evaluate: did the agent do the task? (a command of the user's, after each attempt)
 # ================================================================================================
 
 
+def evaluator_argv(words: tuple[str, ...], values: dict[str, str]) -> list[str]:
+    """The evaluator's argv with the placeholders filled in, each word on its own (pure): a task
+    name with spaces or quotes stays one argument."""
+    return [word.format(**values) for word in words]
+
+
+def verdict_of(
+    exit_code: int | None, last_line: str, timed_out: bool, timeout: float, start_error: str | None
+) -> tuple[str, float | None, dict[str, Any] | None, str | None]:
+    """(verdict, score, details, reason) from how the evaluator ended (pure): exit 0 passed, 1
+    failed, anything else error; a JSON object on its last line adds score and details."""
+    if start_error:
+        return "error", None, None, start_error
+    if timed_out:
+        return "error", None, None, f"timed out after {timeout:g}s"
+    score: float | None = None
+    details: dict[str, Any] | None = None
+    with contextlib.suppress(ValueError, RecursionError):
+        # Leniently (1e999, NaN), then made strict: an odd number in the details must not cost
+        # the score, nor make the record one that no reader takes.
+        found = clean_json(json.loads(last_line))
+        if isinstance(found, dict):
+            score = _number_or_none(found.get("score"))
+            details = found.get("details") if isinstance(found.get("details"), dict) else None
+    if exit_code == 0:
+        return "passed", score, details, None
+    if exit_code == 1:
+        return "failed", score, details, None
+    if exit_code is not None and exit_code < 0:
+        return "error", score, details, f"the evaluator was killed by signal {-exit_code}"
+    return "error", score, details, f"the evaluator ended with exit code {exit_code}"
+
+
 @dataclass(frozen=True)
-class AttemptRecord:
-    """One line of the results file: what one attempt of one task did (docs/records.md). The one
-    schema: its fields' types and defaults are what a record read back is checked against
-    (RECORD_SCHEMA), and what a record of an older release that lacks a field gets."""
+class CommandRun:
+    """One run of a user's command beside an attempt (the evaluator, --before-attempt): its argv,
+    folder, environment, log, time limit, and the marker its processes carry."""
 
-    task_name: str = ""
-    prompt_file: str = ""
-    status: str = "error"  # one of STATUSES: success | failed | timeout | stalled | error | interrupted
-    return_code: int | None = None  # negative: killed by that signal; None: never started
-    elapsed_time_seconds: float = 0.0
-    stdout: str = ""  # the last TAIL_CHARS characters, colour codes removed, secrets masked
-    stderr: str = ""
-    total_cost: float | None = None  # None: unknown, never invented
-    total_input_tokens: int | None = None
-    total_output_tokens: int | None = None
-    cache_read_tokens: int | None = None
-    cache_write_tokens: int | None = None
-    metrics_source: str | None = None  # trajectory | events | output | state | live
-    agent_state: str | None = None
-    error: str | None = None  # one line, at most REASON_CHARS
-    trajectory_path: str | None = None
-    attempt: int = 1
-    started_at: str = ""
-    finished_at: str = ""
-    session_name: str = ""
-    session_id: str = ""
-    stdout_log: str | None = None
-    stderr_log: str | None = None
-    command: list[str] | None = None
-    prompt_sha256: str | None = None
-    run_id: str = ""
-    evaluation: Evaluation | None = None  # None: not evaluated
-    evaluate_command: str | None = None  # the --evaluate that graded it (resume of --evaluate-only)
-    workspace: str | None = None  # the attempt's own workspace (--workspace-per-task)
-    run_batch: str | None = None  # the version that wrote it: the mark of a run_batch record (0.5+)
-    experiment_id: str | None = None  # Experiment.id; None: written before 0.5
-    experiment: Experiment | None = None
-    sample: int = 1  # which of the task's --samples
-    before_attempt: dict[str, Any] | None = None  # what --before-attempt did
-    tags: list[str] | None = None  # the prompt's front matter tags
-    peak_memory_bytes: int | None = None  # the attempt's processes together, at their largest
-    cpu_seconds: float | None = None
-    resource_source: str | None = None  # cgroup | sampled
-    limits: dict[str, Any] | None = None  # --task-memory / --task-cpus as applied
-
-    @property
-    def verdict(self) -> str | None:
-        return self.evaluation.verdict if self.evaluation else None
-
-    def as_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # asdict deep-copies: slow
-        data["evaluation"] = self.evaluation.as_json() if self.evaluation else None
-        data["experiment"] = self.experiment.as_json() if self.experiment else None
-        return data
-
-    @classmethod
-    def from_json(cls, data: Any) -> AttemptRecord:
-        """A record read back from a results file, which is data from outside: the fields it has
-        must have their types (ValueError says which does not); fields older records lack get
-        their empty value; unknown fields are ignored."""
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        if not isinstance(data.get("task_name"), str):
-            raise ValueError("no task_name")
-        if data.get("status") not in STATUSES:
-            raise ValueError(f"status {str(data.get('status'))[:20]!r} is not one of {', '.join(STATUSES)}")
-        values: dict[str, Any] = {}
-        for name, (kinds, empty) in RECORD_SCHEMA.items():
-            value: Any = data.get(name)
-            if value is None:
-                values[name] = empty
-            elif isinstance(value, bool) or not isinstance(value, kinds):
-                raise ValueError(f"{name} has the wrong type ({type(value).__name__})")
-            elif isinstance(value, (int, float)) and (
-                not math.isfinite(value) or (value < 0 and name != "return_code")
-            ):
-                raise ValueError(f"{name} is not a number of zero or more")
-            elif isinstance(value, list) and not all(isinstance(a, str) for a in value):
-                raise ValueError(f"{name} has the wrong type (not a list of strings)")
-            elif isinstance(value, int) and float in kinds:
-                values[name] = float(value)
-            else:
-                values[name] = value
-        values["evaluation"] = Evaluation.from_json(values["evaluation"])
-        values["experiment"] = Experiment.from_json(values["experiment"])
-        values["sample"] = max(1, values["sample"])
-        return cls(**values)
+    argv: list[str]
+    cwd: Path
+    environ: dict[str, str]
+    log_path: Path
+    timeout: float
+    marker: Marker
 
 
-def _json_kinds(annotation: str) -> tuple[type, ...]:
-    """The JSON types a record field of this annotation accepts (pure)."""
-    head = annotation.split("|")[0].strip()
-    kinds: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
-    return kinds.get(head, (list,) if head.startswith("list") else (dict,))
-
-
-# Each field's accepted JSON types and its value when an older record lacks it, from the class.
-RECORD_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
-    f.name: (_json_kinds(str(f.type)), f.default) for f in dataclasses.fields(AttemptRecord)
-}
-
-# Every field run_batch 0.3 and 0.4 wrote in each record: a line with all of them and without the
-# `run_batch` field is one of theirs (it still resumes and reports); with neither, another tool's.
-LEGACY_FIELDS = frozenset(
-    (
-        "task_name",
-        "prompt_file",
-        "status",
-        "return_code",
-        "elapsed_time_seconds",
-        "stdout",
-        "stderr",
-        "total_cost",
-        "agent_state",
-        "error",
-        "trajectory_path",
-        "attempt",
-        "started_at",
-        "finished_at",
-        "session_name",
-        "session_id",
-        "stdout_log",
-        "stderr_log",
-        "command",
-        "prompt_sha256",
-        "run_id",
+def run_evaluator(run: CommandRun, secrets: tuple[str, ...], stop: StopSignal | None = None) -> Evaluation:
+    """Run the evaluator like a task: its own session, its stdout and stderr in their logs
+    (secrets masked; the score is on stdout's last line, whatever it says on stderr), its timeout,
+    every process it leaves killed (the same marker sweep), and stopped at once when the batch is
+    stopped (Ctrl-C, SIGTERM)."""
+    argv, cwd, environ, log_path, timeout, marker = (
+        run.argv,
+        run.cwd,
+        run.environ,
+        run.log_path,
+        run.timeout,
+        run.marker,
     )
+    t0 = time.monotonic()
+    env = {**environ, **marker.environment(), "PYTHONUNBUFFERED": "1"}
+    timed_out, code, start_error = False, None, None
+    stderr_path = log_path.with_name(log_path.name.removesuffix(".log") + ".stderr.log")
+    try:
+        with open_new(log_path) as log, open_new(stderr_path) as err:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=err,
+                start_new_session=True,
+            )
+    except OSError as exc:
+        start_error = f"could not start the evaluator {argv[0]}: {exc.strerror or exc}"
+    else:
+        deadline = time.monotonic() + timeout
+        stopped = False
+        try:
+            while code is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                if stop is not None and stop.stopping:
+                    stopped = True
+                    break
+                code = wait_for_exit(proc, min(left, 0.5))
+        finally:
+            kill_everything(proc, marker)
+        if stopped:
+            start_error = f"stopped with the batch ({stop.reason if stop else ''})"
+    for path in (log_path, stderr_path):
+        redact_file(path, secrets)
+    verdict, score, details, reason = verdict_of(code, last_line_of(log_path), timed_out, timeout, start_error)
+    if verdict == "error" and reason and not start_error and not timed_out:
+        # The grader's own last words say why (a missing package, a crash), where the exit code cannot.
+        said = last_line_of(stderr_path)
+        reason = mask(one_line(f"{said} ({reason})", REASON_CHARS), secrets) if said else reason
+    elapsed = round(time.monotonic() - t0, 3)
+    return Evaluation(verdict, score, details, code, elapsed, str(log_path), reason, str(stderr_path))
+
+
+def evaluation_values(record: AttemptRecord, output_dir: Path) -> dict[str, str]:
+    """What --evaluate's placeholders stand for, for one attempt (pure)."""
+    return {
+        "task": record.task_name,
+        "prompt": record.prompt_file,
+        "output_dir": str(output_dir),
+        "trajectory": record.trajectory_path or "",
+        "workspace": record.workspace or "",
+        "status": record.status,
+        "attempt": str(record.attempt),
+        "sample": str(record.sample),
+        "session": record.session_name,
+        "log": record.stdout_log or "",
+        "stderr_log": record.stderr_log or "",
+        "experiment": record.experiment_id or "",
+    }
+
+
+def attempt_values(attempt: Attempt, output_dir: Path) -> dict[str, str]:
+    """What the placeholders of --before-attempt and of a prompt stand for, before the attempt runs."""
+    files = attempt.files
+    return {
+        "task": attempt.task.name,
+        "prompt": str(attempt.task.prompt_path),
+        "output_dir": str(output_dir),
+        "workspace": str(attempt.workspace or ""),
+        "attempt": str(attempt.number),
+        "sample": str(attempt.sample),
+        "session": attempt.session,
+        "log": str(files.stdout_log) if files else "",
+        "stderr_log": str(files.stderr_log) if files else "",
+        "experiment": attempt.experiment.id,
+    }
+
+
+PROMPT_PLACEHOLDERS = ("task", "workspace", "output_dir", "attempt", "sample", "session", "experiment")
+
+
+_PROMPT_PLACEHOLDER = re.compile(
+    r"\{\{(" + "|".join(PROMPT_PLACEHOLDERS) + r")\}\}|\{(" + "|".join(PROMPT_PLACEHOLDERS) + r")\}"
 )
 
 
-def written_by_run_batch(data: Any) -> bool:
-    """Whether a results line is run_batch's: marked (0.5 on), or with every field of 0.3/0.4 (pure)."""
-    return isinstance(data, dict) and (isinstance(data.get("run_batch"), str) or data.keys() >= LEGACY_FIELDS)
+def fill_prompt(text: str, values: dict[str, str]) -> str:
+    """A prompt with --prompt-placeholders: each `{name}` of PROMPT_PLACEHOLDERS filled in, `{{name}}`
+    left as `{name}`, every other brace untouched (pure)."""
+    return _PROMPT_PLACEHOLDER.sub(lambda m: "{" + m.group(1) + "}" if m.group(1) else values[m.group(2)], text)
+
+
+def prompt_uses(text: str, name: str) -> bool:
+    return any(m.group(2) == name for m in _PROMPT_PLACEHOLDER.finditer(text))
+
+
+def write_attempt_prompt(attempt: Attempt, settings: Settings) -> Path | None:
+    """The prompt file this attempt's OpenHands reads, when it is not the task's own: without its
+    front matter, and filled in with --prompt-placeholders; kept as logs/<stem>.prompt.md."""
+    if not (attempt.task.body_offset or settings.prompt_placeholders):
+        return None
+    text = prompt_text(attempt.task)
+    if settings.prompt_placeholders:
+        text = fill_prompt(text, attempt_values(attempt, settings.output_dir))
+    path = attempt.evidence.stdout_log.with_name(f"{attempt.evidence.stem}.prompt.md")
+    with open_new(path, exclusive=False) as f:
+        f.write(text.encode("utf-8"))
+    return path
+
+
+def task_variables(task: Task | None) -> dict[str, str]:
+    """A task's front-matter `vars`, as the evaluator and the hook see them: RUN_BATCH_VAR_<NAME>."""
+    return {f"RUN_BATCH_VAR_{name.upper()}": value for name, value in task.settings.vars} if task else {}
+
+
+@dataclass(frozen=True)
+class Grading:
+    """Who grades and how: the run's id (the graders' markers and log names), the secrets to mask,
+    the stop signal, a task's front-matter variables."""
+
+    run_id: str
+    secrets: tuple[str, ...]
+    stop: StopSignal | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+def grade(grader: Grader, record: AttemptRecord, grading: Grading) -> Evaluation | None:
+    """Run --evaluate on one attempt, its logs in this output folder's logs/: `<stem>.eval.log` (or,
+    when that name is taken by an earlier grading, `<stem>.eval.<run id>.log`). None when the batch
+    was stopped while it graded: not graded (the next run of the same command grades it)."""
+    # Always in this output folder's logs/: a record read from a copied results file names the
+    # original run's folder, which is not this run's to write into.
+    logs = grader.output_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    stem = Path(record.stdout_log or record.session_name or "attempt").name.removesuffix(".stdout.log")
+    log_path = logs / f"{stem}.eval.log"
+    if os.path.lexists(log_path) or os.path.lexists(logs / f"{stem}.eval.stderr.log"):
+        log_path = logs / f"{stem}.eval.{grading.run_id}.log"
+    run = CommandRun(
+        evaluator_argv(grader.words, evaluation_values(record, grader.output_dir)),
+        grader.cwd,
+        {**os.environ, **grading.variables},
+        log_path,
+        grader.timeout,
+        Marker(grading.run_id, f"{record.session_name or record.task_name}-eval"),
+    )
+    evaluation = run_evaluator(run, grading.secrets, grading.stop)
+    return None if evaluation.reason and evaluation.reason.startswith("stopped with the batch") else evaluation
+
+
+def append_verdict(output_dir: Path, entry: dict[str, Any]) -> None:
+    """One line of evaluations.jsonl, appended under a lock held for that line only: a run grading
+    what is left and an --evaluate-only run may share the file."""
+    fd = open_for_writing(output_dir / EVALUATIONS_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        end = os.lseek(fd, 0, os.SEEK_END)
+        data = (dumps_json(entry) + "\n").encode()
+        if end and os.pread(fd, 1, end - 1) != b"\n":
+            data = b"\n" + data
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # and the lock with it
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """The latest verdict of every evaluated attempt: a record's own, or a later one from
+    evaluations.jsonl (--evaluate-only never rewrites a record)."""
+
+    by_attempt: dict[tuple[str, str], tuple[Evaluation, str | None]]  # (task, session) -> (verdict, command)
+
+    def of(self, record: AttemptRecord) -> Evaluation | None:
+        found = self.by_attempt.get((record.task_name, record.session_name))
+        return found[0] if found else record.evaluation
+
+    def command_of(self, record: AttemptRecord) -> str | None:
+        found = self.by_attempt.get((record.task_name, record.session_name))
+        return found[1] if found else record.evaluate_command
+
+
+def read_verdicts(output_dir: Path) -> Verdicts:
+    """evaluations.jsonl, later lines winning; a bad line is skipped."""
+    found: dict[tuple[str, str], tuple[Evaluation, str | None]] = {}
+    with contextlib.suppress(OSError), open_regular(output_dir / EVALUATIONS_FILE) as f:
+        while line := f.readline(1 << 20):
+            with contextlib.suppress(ValueError, RecursionError):
+                data = loads_json(line)
+                evaluation = Evaluation.from_json(data.get("evaluation")) if isinstance(data, dict) else None
+                if evaluation and isinstance(data.get("task_name"), str) and isinstance(data.get("session_name"), str):
+                    command = data.get("evaluate_command")
+                    found[(data["task_name"], data["session_name"])] = (
+                        evaluation,
+                        command if isinstance(command, str) else None,
+                    )
+    return Verdicts(found)
+
+
+def apply_verdicts(records: list[AttemptRecord], verdicts: Verdicts) -> list[AttemptRecord]:
+    """Each record with the latest verdict on its attempt (pure)."""
+    out = []
+    for r in records:
+        found = verdicts.by_attempt.get((r.task_name, r.session_name))
+        out.append(dataclasses.replace(r, evaluation=found[0], evaluate_command=found[1]) if found else r)
+    return out
+
+
+# ================================================================================================
+# Record: the results file, its records, and the attempt's files
+# ================================================================================================
 
 
 @dataclass(frozen=True)
@@ -5251,19 +5308,24 @@ class Evidence:
     trajectory_saved: bool
 
 
+@dataclass(frozen=True)
+class Ended:
+    """Everything about an attempt that ran, once it has ended: what happened to its process, what
+    it left (read and on disk), where its files are and what ran."""
+
+    launch: Launch
+    outcome: Outcome
+    evidence: Evidence
+    files: AttemptFiles
+    argv: list[str]
+
+
 def build_record(
-    blank: AttemptRecord,
-    launch: Launch,
-    outcome: Outcome,
-    files: AttemptFiles,
-    argv: list[str],
-    evidence: Evidence,
-    timeout: float | None,
-    stopped_by: str,
-    secrets: tuple[str, ...],
+    blank: AttemptRecord, ended: Ended, stopped_by: str, secrets: tuple[str, ...]
 ) -> tuple[AttemptRecord, bool]:
     """The record of an attempt that was launched, and whether it is worth another try (pure).
     Texts are masked before they are cut to one line: a cut could leave most of a key unmasked."""
+    launch, outcome, evidence, files, argv = ended.launch, ended.outcome, ended.evidence, ended.files, ended.argv
 
     def hide(text: str | None) -> str | None:
         return mask(text, secrets) if text else text
@@ -5279,7 +5341,7 @@ def build_record(
     if state and any(secret.upper() in state for secret in secrets):
         state = None  # a key, upper-cased, in an event file's agent_state
     status = classify(launch, state, outcome.problem)
-    why = explain(status, launch, facts, state, timeout, stopped_by)
+    why = explain(status, launch, facts, state, stopped_by)
     if status == "error" and outcome.problem and not launch.error:
         why = one_line(hide(outcome.problem) or "")
     m = outcome.metrics
@@ -5308,32 +5370,6 @@ def build_record(
     )
     retryable = not stopped_by and is_retryable(status, launch, facts, state)
     return record, retryable
-
-
-def open_for_writing(path: Path, flags: int, mode: int = 0o600) -> int:
-    """A file descriptor to write a file of ours: never through a symbolic link (in a shared output
-    folder nobody may redirect our writes), and only to a regular file (opening a FIFO someone put
-    in our place would block until a reader came: O_NONBLOCK makes it fail at once instead). New
-    files are 0600 less the umask: almost every file the runner writes holds what an agent printed,
-    which may hold a secret nobody told the runner about."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
-    if flags & os.O_CREAT and flags & os.O_EXCL:
-        os.set_blocking(fd, True)  # created just now by this call: a regular file
-        return fd
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def open_new(path: Path, exclusive: bool = True, mode: int = 0o600) -> Any:
-    """A file of ours opened for writing (see open_for_writing); exclusive: it must not exist yet."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    return os.fdopen(open_for_writing(path, flags, mode), "wb")
 
 
 def claim_attempt_files(output_dir: Path, attempt: Attempt) -> AttemptFiles:
@@ -5641,29 +5677,95 @@ def read_folder_records(output_dir: Path, skip: Path | None = None) -> tuple[lis
     return records, warnings
 
 
-def attempt_numbers(records: Iterable[AttemptRecord]) -> dict[str, int]:
-    """Each task's highest attempt number so far: the next attempt is numbered above every earlier
-    one, whichever results file holds it, so it is the latest (pure)."""
-    highest: dict[str, int] = {}
-    for r in records:
-        highest[r.task_name] = max(highest.get(r.task_name, 0), r.attempt)
-    return highest
-
-
-def latest_by_task(records: Iterable[AttemptRecord]) -> dict[str, AttemptRecord]:
-    """Each task's latest attempt: the highest attempt number, then the later in file order. Never
-    the clock: stamps go backwards when a clock is stepped, or come from another machine (pure)."""
-    latest: dict[str, AttemptRecord] = {}
-    for record in records:
-        known = latest.get(record.task_name)
-        if known is None or record.attempt >= known.attempt:
-            latest[record.task_name] = record
-    return latest
-
-
 # ================================================================================================
-# Report: totals, the console views, the runner's log, summary.json, --report and --dry-run
+# Report: statistics, experiments, the console views, the runner's log, summary.json, --report, --dry-run
 # ================================================================================================
+
+
+# ------------------------------------------------------------------------------------------------
+# Statistics: pass@k, intervals, paired tests (pure; formulas and sources in docs/statistics.md)
+# ------------------------------------------------------------------------------------------------
+
+
+Z95 = 1.959963984540054  # the standard normal's 97.5th percentile: two-sided 95 %
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The chance that at least one of k samples drawn without replacement from n, c of which
+    passed, passes: 1 - C(n-c, k) / C(n, k), the unbiased estimator of Chen et al. 2021."""
+    if not (1 <= k <= n and 0 <= c <= n):  # c < 0 included
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_hat_k(n: int, c: int, k: int) -> float:
+    """pass^k: the chance that all of k samples drawn from n pass, C(c, k) / C(n, k) (Yao et al.
+    2024): how reliably the agent does the task, where pass@k is whether it can."""
+    if not (1 <= k <= n and 0 <= c <= n):
+        raise ValueError(f"pass^k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
+    return math.comb(c, k) / math.comb(n, k)
+
+
+def wilson_interval(passes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval for a proportion: honest at 0 and n passes and for few tasks, where
+    the textbook p ± z·sqrt(p(1-p)/n) collapses to a point. No tasks: (0, 1)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = passes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact_p(b: int, c: int) -> float:
+    """Exact McNemar test, two-sided: of the b + c tasks whose outcome differs between two runs, is
+    the split b : c more lopsided than a fair coin makes likely? min(1, 2 P(X <= min(b, c))),
+    X ~ Binomial(b + c, 1/2). Exact integers: no overflow at any size."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, float(2 * tail / 2**n))
+
+
+def _resampled_means(values: list[float], resamples: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    n = len(values)
+    return sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def bootstrap_interval(
+    values: list[float], resamples: int = 10000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over tasks (tasks resampled with replacement);
+    the fixed seed gives the same interval for the same records."""
+    if not values:
+        return 0.0, 1.0
+    means = _resampled_means(values, resamples, seed)
+    return _percentile(means, (1 - level) / 2), _percentile(means, 1 - (1 - level) / 2)
+
+
+def paired_bootstrap(
+    diffs: list[float], resamples: int = 10000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """(low, high, p) for the mean of per-task differences between two runs: a percentile
+    interval, and a two-sided p-value, min(1, 2 min(P(mean* <= 0), P(mean* >= 0)))."""
+    if not diffs:
+        return 0.0, 0.0, 1.0
+    means = _resampled_means(diffs, resamples, seed)
+    below = sum(m <= 0 for m in means) / len(means)
+    above = sum(m >= 0 for m in means) / len(means)
+    low, high = _percentile(means, (1 - level) / 2), _percentile(means, 1 - (1 - level) / 2)
+    return low, high, min(1.0, 2 * min(below, above))
+
+
+# ------------------------------------------------------------------------------------------------
+# An experiment's results: totals, scores, measures
+# ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -5707,30 +5809,306 @@ def summarise(records: list[AttemptRecord]) -> Totals:
     )
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+@dataclass(frozen=True)
+class PassRates:
+    """The verdicts over the latest attempts: passed of evaluated, passed of all, the mean score."""
+
+    evaluated: int
+    passed: int
+    failed: int
+    error: int
+    pass_rate_evaluated: float
+    pass_rate_selected: float | None
+    mean_score: float | None
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+def pass_rates(latest: list[AttemptRecord]) -> PassRates | None:
+    """passed / evaluated, passed / selected, mean score (pure); None when nothing was evaluated."""
+    graded = [r.evaluation for r in latest if r.evaluation is not None]
+    if not graded:
+        return None
+    passed = sum(v.verdict == "passed" for v in graded)
+    scores = [v.score for v in graded if v.score is not None]
+    return PassRates(
+        evaluated=len(graded),
+        passed=passed,
+        failed=sum(v.verdict == "failed" for v in graded),
+        error=sum(v.verdict == "error" for v in graded),
+        pass_rate_evaluated=round(passed / len(graded), 4),
+        pass_rate_selected=round(passed / len(latest), 4) if latest else None,
+        mean_score=round(sum(scores) / len(scores), 4) if scores else None,
+    )
 
 
-def format_money(value: float | None) -> str:
-    return f"${UNKNOWN}" if value is None else f"${value:.4f}"
+def pass_rate_line(rates: PassRates | None) -> str | None:
+    if not rates:
+        return None
+    mean = "" if rates.mean_score is None else f", mean score {rates.mean_score:g}"
+    return (
+        f"Evaluation: {rates.passed} passed of {rates.evaluated} evaluated "
+        f"({rates.pass_rate_evaluated:.0%}; {rates.pass_rate_selected or 0:.0%} of the selected tasks), "
+        f"{rates.failed} failed, {rates.error} error{mean}."
+    )
 
 
-def format_count(value: int | None) -> str:
-    return UNKNOWN if value is None else str(value)
+@dataclass(frozen=True)
+class Measure:
+    """A named measure the evaluator reports in `details` (GitTaskBench's process and result): a
+    rate for true/false values over every sample (one without it counts as false: not graded, or
+    the grader failed), a mean for numbers over the samples that have it."""
+
+    name: str
+    kind: str  # rate | mean
+    value: float
+    count: int  # samples with the measure
+    of: int  # samples in all
+    true: int = 0  # for a rate
+
+    def describe(self) -> str:
+        if self.kind == "rate":
+            return f"{self.name} {self.true}/{self.of} ({self.value:.0%})"
+        return f"{self.name} mean {self.value:.4g} (over {self.count})"
 
 
-def printable(name: str) -> str:
-    """A task name on one console line (names may hold newlines or control characters)."""
-    return name if name.isprintable() else repr(name)
+def measures(latest: list[AttemptRecord]) -> list[Measure]:
+    """Each name under the evaluator's `details` whose values are all true/false (a rate) or all
+    numbers (a mean), in the order first seen (pure)."""
+    values: dict[str, list[Any]] = {}
+    for r in latest:
+        details = r.evaluation.details if r.evaluation and r.evaluation.details else {}
+        for name, value in details.items():
+            if isinstance(value, (bool, int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
+                values.setdefault(str(name), []).append(value)
+    found = []
+    for name, seen in values.items():
+        if all(isinstance(v, bool) for v in seen):
+            true = sum(seen)
+            found.append(Measure(name, "rate", true / len(latest) if latest else 0.0, len(seen), len(latest), true))
+        elif not any(isinstance(v, bool) for v in seen):
+            found.append(Measure(name, "mean", sum(seen) / len(seen), len(seen), len(latest)))
+    return found
+
+
+def measures_line(found: list[Measure]) -> str | None:
+    return "Measures: " + ", ".join(m.describe() for m in found) + "." if found else None
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One task's samples: how many ran (their latest attempts), how many passed."""
+
+    task: str
+    samples: int
+    passes: int
+    errors: int  # samples whose latest attempt is an `error` (counted as not passed)
+
+    @property
+    def rate(self) -> float:
+        return self.passes / self.samples if self.samples else 0.0
+
+    @property
+    def flaky(self) -> bool:
+        return 0 < self.passes < self.samples
+
+
+@dataclass(frozen=True)
+class Scores:
+    """pass@1 with its 95 % interval, pass@k and pass^k for each k, over the tasks of one
+    experiment (docs/statistics.md)."""
+
+    by_task: list[TaskScore]
+    graded: bool  # a pass is a `passed` verdict; else a `success` status
+    pass_rate: float  # pass@1: the mean over tasks of each task's share of passing samples
+    interval: tuple[float, float]
+    method: str
+    pass_at: dict[int, tuple[float, int]]  # k -> (mean over the tasks with at least k samples, those tasks)
+    pass_hat: dict[int, tuple[float, int]]
+
+    @property
+    def flaky(self) -> list[str]:
+        return [t.task for t in self.by_task if t.flaky]
+
+    @property
+    def samples(self) -> int:
+        return max((t.samples for t in self.by_task), default=0)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tasks": len(self.by_task),
+            "samples_per_task": self.samples,
+            "samples_run": sum(t.samples for t in self.by_task),
+            "passes": sum(t.passes for t in self.by_task),
+            "pass_is": "verdict passed" if self.graded else "status success",
+            "pass_at_1": round(self.pass_rate, 6),
+            "interval_95": [round(self.interval[0], 6), round(self.interval[1], 6)],
+            "interval_method": self.method,
+            "pass_at_k": {str(k): {"value": round(v, 6), "tasks": n} for k, (v, n) in self.pass_at.items()},
+            "pass_hat_k": {str(k): {"value": round(v, 6), "tasks": n} for k, (v, n) in self.pass_hat.items()},
+            "flaky": self.flaky,
+            "errors_counted_as_not_passed": sum(t.errors for t in self.by_task),
+            "by_task": [
+                {"task": t.task, "samples": t.samples, "passes": t.passes, "pass_at_1": round(t.rate, 6)}
+                for t in self.by_task
+            ],
+        }
+
+
+def sample_passed(record: AttemptRecord, graded: bool) -> bool:
+    """A sample passes on a `passed` verdict (with an evaluator), else on status `success` (pure)."""
+    return record.verdict == "passed" if graded else record.status == "success"
+
+
+def score(latest: list[AttemptRecord]) -> Scores:
+    """The scores of each (task, sample)'s latest attempt (pure). With one sample per task the
+    interval is Wilson's over tasks; with several, a bootstrap over tasks (Wilson over every sample
+    when all tasks score alike, where a bootstrap has nothing to resample)."""
+    graded = any(r.evaluation is not None for r in latest)
+    by_name: dict[str, list[AttemptRecord]] = {}
+    for r in latest:
+        by_name.setdefault(r.task_name, []).append(r)
+    by_task = [
+        TaskScore(
+            name,
+            len(rs),
+            sum(sample_passed(r, graded) for r in rs),
+            sum(r.status == "error" for r in rs),
+        )
+        for name, rs in sorted(by_name.items())
+    ]
+    rates = [t.rate for t in by_task]
+    rate = sum(rates) / len(rates) if rates else 0.0
+    if all(t.samples == 1 for t in by_task):
+        interval, method = wilson_interval(sum(t.passes for t in by_task), len(by_task)), "Wilson score, over tasks"
+    elif len(set(rates)) > 1:
+        interval, method = bootstrap_interval(rates), "percentile bootstrap over tasks (10,000 resamples, seed 0)"
+    else:
+        passes, n = sum(t.passes for t in by_task), sum(t.samples for t in by_task)
+        interval, method = wilson_interval(passes, n), "Wilson score over every sample (all tasks scored alike)"
+    top = max((t.samples for t in by_task), default=0)
+    pass_at, pass_hat = {}, {}
+    for k in range(1, top + 1):
+        counted = [t for t in by_task if t.samples >= k]
+        pass_at[k] = (sum(pass_at_k(t.samples, t.passes, k) for t in counted) / len(counted), len(counted))
+        pass_hat[k] = (sum(pass_hat_k(t.samples, t.passes, k) for t in counted) / len(counted), len(counted))
+    return Scores(by_task, graded, rate, interval, method, pass_at, pass_hat)
+
+
+def scores_line(scores: Scores) -> str | None:
+    """One line for the console: pass@1 and its interval; with samples, pass@k, pass^k, flaky."""
+    if not scores.by_task:
+        return None
+    what = "passed (verdicts)" if scores.graded else "succeeded"
+    low, high = scores.interval
+    line = (
+        f"Pass rate {scores.pass_rate:.1%} [95% {low:.1%}-{high:.1%}, {scores.method}] over "
+        f"{plural(len(scores.by_task), 'task')}: a sample counts when it {what}"
+    )
+    if scores.samples > 1:
+        k = scores.samples
+        line += (
+            f"; pass@{k} {scores.pass_at[k][0]:.1%}, pass^{k} {scores.pass_hat[k][0]:.1%}"
+            f" (tasks with {k} samples: {scores.pass_at[k][1]}); flaky: {len(scores.flaky)}"
+        )
+    return line + "."
+
+
+@dataclass(frozen=True)
+class ExperimentResults:
+    """One experiment's results in an output folder, whichever run or shard wrote them: its
+    attempts, each (task, sample)'s latest, and the totals, scores and measures over those."""
+
+    experiment: Experiment | None  # None: records of run_batch 0.3/0.4, which carry no identity
+    records: list[AttemptRecord]  # every attempt, verdicts applied, in file order
+    latest: list[AttemptRecord]  # each (task, sample)'s latest attempt, by task then sample
+    totals: Totals
+    scores: Scores
+    measures: list[Measure]
+
+    @property
+    def id(self) -> str | None:
+        return self.experiment.id if self.experiment else None
+
+    def heading(self) -> str:
+        if self.experiment is None:
+            return "Records of run_batch 0.3/0.4 (no experiment identity)" if self.records else "No records"
+        return f"Experiment {self.experiment.describe()}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment.as_json() if self.experiment else None,
+            "totals": dataclasses.asdict(self.totals),
+            "scores": self.scores.as_json(),
+            "measures": [dataclasses.asdict(m) for m in self.measures],
+            "runs": sorted({r.run_id for r in self.records if r.run_id}),
+        }
+
+
+def experiment_results(records: list[AttemptRecord], experiment: Experiment | None) -> ExperimentResults:
+    """Totals, scores and measures over each (task, sample)'s latest attempt (pure)."""
+    latest = sorted(latest_by_sample(records).values(), key=lambda r: (r.task_name, r.sample))
+    return ExperimentResults(experiment, records, latest, summarise(latest), score(latest), measures(latest))
+
+
+def split_experiments(records: list[AttemptRecord], current: Experiment | None = None) -> list[ExperimentResults]:
+    """A folder's records, experiment by experiment, in the order each first appears; never summed
+    into one (pure)."""
+    known: dict[str, Experiment] = {}
+    for r in records:  # the latest record's: its evaluator is the one whose verdicts are newest
+        if r.experiment_id and r.experiment:
+            known[r.experiment_id] = r.experiment
+    if current is not None:
+        known[current.id] = current
+    owner = legacy_owner(list(known.values()), current)
+    groups: dict[str | None, list[AttemptRecord]] = {}
+    for r in records:
+        groups.setdefault(r.experiment_id or owner, []).append(r)
+    return [experiment_results(rs, known.get(key) if key else None) for key, rs in groups.items()]
+
+
+def shards_of(names: list[str]) -> list[str]:
+    """`K/N` of each shard's results file name (batch_results.shard-K-of-N.jsonl) (pure)."""
+    found = [re.fullmatch(r"batch_results\.shard-(\d+)-of-(\d+)\.jsonl", n) for n in names]
+    return [f"{m.group(1)}/{m.group(2)}" for m in found if m]
+
+
+def results_file_names(output_dir: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in output_dir.glob("*.jsonl") if p.name != EVALUATIONS_FILE and p.is_file())
+    except OSError:
+        return []
+
+
+def write_summary_json(
+    output_dir: Path,
+    mine: ExperimentResults,
+    others: list[ExperimentResults],
+    this_run: dict[str, Any],
+    secrets: tuple[str, ...] = (),
+) -> Path:
+    """summary.json: one experiment over the whole folder (every run and shard that recorded it):
+    the latest attempt of each (task, sample), its totals, scores and measures, which runs and
+    results files it covers; the folder's other experiments in brief."""
+    files = results_file_names(output_dir)
+    data = {
+        "generated_at": utc_now(),
+        "experiment": mine.experiment.as_json() if mine.experiment else None,
+        "totals": {**dataclasses.asdict(mine.totals), **this_run},
+        "scores": mine.scores.as_json(),
+        "measures": [dataclasses.asdict(m) for m in mine.measures],
+        "covers": {
+            "runs": sorted({r.run_id for r in mine.records if r.run_id}),
+            "results_files": files,
+            "shards": shards_of(files),
+        },
+        "tasks": [r.as_json() for r in mine.latest],
+        "other_experiments": [g.as_json() for g in others],
+    }
+    return write_json_atomically(output_dir / "summary.json", data, secrets)
+
+
+# ------------------------------------------------------------------------------------------------
+# The console, the log, the status files, --report's text
+# ------------------------------------------------------------------------------------------------
 
 
 def finished_line(record: AttemptRecord, done: int, total: int, last: bool = True) -> str:
@@ -5875,6 +6253,8 @@ class PlainView:
     task, written whole (threads never interleave within a line), no control characters.
     --quiet leaves only the final summary. A closed pipe tells on_lost once."""
 
+    shows_progress = False  # the live view shows progress itself; a plain console gets heartbeats
+
     def __init__(self, quiet: bool, on_lost: Callable[[], None] = lambda: None) -> None:
         self.quiet = quiet
         self.on_lost = on_lost
@@ -5928,6 +6308,8 @@ class PlainView:
 class LiveView(PlainView):
     """On a terminal: finished tasks scroll above a live panel with done/total, counts per
     status, the running tasks and their elapsed time, cost so far and an ETA (rich)."""
+
+    shows_progress = True
 
     def __init__(self, total: int, workers: int, on_lost: Callable[[], None], unit: str = "task") -> None:
         super().__init__(quiet=False, on_lost=on_lost)
@@ -6081,163 +6463,6 @@ class RunLog:
             self._fd = None
 
 
-def write_text_atomically(path: Path, text: str, fsync: bool = True) -> Path:
-    """A file replaced atomically: a reader never sees half of it, and a failed write (a full disk,
-    or anything else) leaves neither half a file nor its temporary behind. 0600 less the umask
-    (mkstemp's mode), and valid UTF-8 whatever text it was given."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    except OSError as exc:  # name the file the user knows, not the temporary one
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(clean_text(text).encode("utf-8"))
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        raise
-    return path
-
-
-def write_json_atomically(path: Path, data: dict[str, Any], secrets: tuple[str, ...] = ()) -> Path:
-    """A JSON file replaced atomically (write_text_atomically), strict, secrets masked."""
-    return write_text_atomically(path, mask(dumps_json(data, indent=2), secrets) + "\n")
-
-
-@dataclass(frozen=True)
-class ExperimentResults:
-    """One experiment's results in an output folder, whichever run or shard wrote them: its
-    attempts, each (task, sample)'s latest, and the totals, scores and measures over those."""
-
-    experiment: Experiment | None  # None: records of run_batch 0.3/0.4, which carry no identity
-    records: list[AttemptRecord]  # every attempt, verdicts applied, in file order
-    latest: list[AttemptRecord]  # each (task, sample)'s latest attempt, by task then sample
-    totals: Totals
-    scores: Scores
-    measures: list[Measure]
-
-    @property
-    def id(self) -> str | None:
-        return self.experiment.id if self.experiment else None
-
-    def heading(self) -> str:
-        if self.experiment is None:
-            return "Records of run_batch 0.3/0.4 (no experiment identity)" if self.records else "No records"
-        return f"Experiment {self.experiment.describe()}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "experiment": self.experiment.as_json() if self.experiment else None,
-            "totals": dataclasses.asdict(self.totals),
-            "scores": self.scores.as_json(),
-            "measures": [dataclasses.asdict(m) for m in self.measures],
-            "runs": sorted({r.run_id for r in self.records if r.run_id}),
-        }
-
-
-def experiment_results(records: list[AttemptRecord], experiment: Experiment | None) -> ExperimentResults:
-    """Totals, scores and measures over each (task, sample)'s latest attempt (pure)."""
-    latest = sorted(latest_by_sample(records).values(), key=lambda r: (r.task_name, r.sample))
-    return ExperimentResults(experiment, records, latest, summarise(latest), score(latest), measures(latest))
-
-
-def legacy_owner(experiments: list[Experiment], current: Experiment | None) -> str | None:
-    """Which experiment the records of run_batch 0.3/0.4 (no identity) are counted with: the running
-    one when it has no label, else the folder's one unlabelled experiment, if there is exactly one;
-    else none (they stay apart) (pure)."""
-    if current is not None:
-        return current.id if current.label is None else None
-    unlabelled = {e.id for e in experiments if e.label is None}
-    return unlabelled.pop() if len(unlabelled) == 1 else None
-
-
-def split_experiments(records: list[AttemptRecord], current: Experiment | None = None) -> list[ExperimentResults]:
-    """A folder's records, experiment by experiment, in the order each first appears; never summed
-    into one (pure)."""
-    known: dict[str, Experiment] = {}
-    for r in records:  # the latest record's: its evaluator is the one whose verdicts are newest
-        if r.experiment_id and r.experiment:
-            known[r.experiment_id] = r.experiment
-    if current is not None:
-        known[current.id] = current
-    owner = legacy_owner(list(known.values()), current)
-    groups: dict[str | None, list[AttemptRecord]] = {}
-    for r in records:
-        groups.setdefault(r.experiment_id or owner, []).append(r)
-    return [experiment_results(rs, known.get(key) if key else None) for key, rs in groups.items()]
-
-
-def experiment_conflict(current: Experiment, records: list[AttemptRecord]) -> str | None:
-    """Why this run may not use the folder's records: an experiment of the same label (or none)
-    whose identity differs, field by field (old -> new); None when there is none (pure)."""
-    for r in reversed(records):
-        if r.experiment and r.experiment.label == current.label and r.experiment.id != current.id:
-            name = f"label {current.label!r}" if current.label else "no --label"
-            return (
-                f"{r.experiment_id} ({name}) made the records in this output folder, and this run's experiment "
-                f"{current.id} differs: {'; '.join(r.experiment.differences(current))}. Its results are not "
-                "reused for another experiment: use another --output-dir, or give --label NAME to keep a second "
-                "experiment in this folder (its tasks all run, and reports show the two apart)"
-            )
-    return None
-
-
-def records_of(current: Experiment, records: list[AttemptRecord]) -> tuple[list[AttemptRecord], int]:
-    """The records a run of `current` resumes from: its own (any results file of the folder), and
-    those of run_batch 0.3/0.4 when it is their owner (legacy_owner); and how many of the latter
-    (pure)."""
-    owner = legacy_owner([r.experiment for r in records if r.experiment], current) == current.id
-    legacy = [r for r in records if r.experiment_id is None] if owner else []
-    return [r for r in records if r.experiment_id == current.id or (owner and r.experiment_id is None)], len(legacy)
-
-
-def shards_of(names: list[str]) -> list[str]:
-    """`K/N` of each shard's results file name (batch_results.shard-K-of-N.jsonl) (pure)."""
-    found = [re.fullmatch(r"batch_results\.shard-(\d+)-of-(\d+)\.jsonl", n) for n in names]
-    return [f"{m.group(1)}/{m.group(2)}" for m in found if m]
-
-
-def results_file_names(output_dir: Path) -> list[str]:
-    try:
-        return sorted(p.name for p in output_dir.glob("*.jsonl") if p.name != EVALUATIONS_FILE and p.is_file())
-    except OSError:
-        return []
-
-
-def write_summary_json(
-    output_dir: Path,
-    mine: ExperimentResults,
-    others: list[ExperimentResults],
-    this_run: dict[str, Any],
-    secrets: tuple[str, ...] = (),
-) -> Path:
-    """summary.json: one experiment over the whole folder (every run and shard that recorded it):
-    the latest attempt of each (task, sample), its totals, scores and measures, which runs and
-    results files it covers; the folder's other experiments in brief."""
-    files = results_file_names(output_dir)
-    data = {
-        "generated_at": utc_now(),
-        "experiment": mine.experiment.as_json() if mine.experiment else None,
-        "totals": {**dataclasses.asdict(mine.totals), **this_run},
-        "scores": mine.scores.as_json(),
-        "measures": [dataclasses.asdict(m) for m in mine.measures],
-        "covers": {
-            "runs": sorted({r.run_id for r in mine.records if r.run_id}),
-            "results_files": files,
-            "shards": shards_of(files),
-        },
-        "tasks": [r.as_json() for r in mine.latest],
-        "other_experiments": [g.as_json() for g in others],
-    }
-    return write_json_atomically(output_dir / "summary.json", data, secrets)
-
-
 def status_file_name(results_name: str) -> str:
     """run.json beside batch_results.jsonl; run.<results stem>.json beside any other results file."""
     return "run.json" if results_name == "batch_results.jsonl" else f"run.{Path(results_name).stem}.json"
@@ -6262,15 +6487,6 @@ def workspace_disk(latest: list[AttemptRecord], output_dir: Path) -> dict[str, i
         if r.workspace and Path(r.workspace).resolve().is_relative_to(inside) and Path(r.workspace).is_dir():
             found[r.task_name] = disk_usage(Path(r.workspace))
     return found
-
-
-def format_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
 
 
 def workspace_line(disk: dict[str, int]) -> str | None:
@@ -6328,16 +6544,6 @@ def read_live_runs(output_dir: Path) -> list[LiveRun]:
     return runs
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return not is_zombie(pid)
-
-
 def live_run_lines(runs: list[LiveRun]) -> list[str]:
     lines = []
     for run in runs:
@@ -6385,12 +6591,25 @@ def outlier_line(records: list[AttemptRecord]) -> str | None:
 # The HTML report: one self-contained page (inline CSS, SVG drawn here, a little plain JavaScript)
 # ------------------------------------------------------------------------------------------------
 
+
 HTML_CLIP = 2000  # characters of an action's output shown before "show all"
+
+
 HTML_OUTPUT_CAP = 20_000  # characters of one output kept in the page at all
+
+
 HTML_TRAJECTORY_CAP = 200_000  # characters of one task's rendered trajectory
+
+
 HTML_TRAJECTORY_SHORT = 20_000  # ... once the page holds HTML_PAGE_TRAJECTORIES_CAP: its first and last steps
+
+
 HTML_TRAJECTORY_FILE_CAP = 32 << 20  # a bigger trajectory file is linked, not rendered
+
+
 HTML_PAGE_TRAJECTORIES_CAP = 20_000_000  # characters of trajectories in the whole page; the rest are linked
+
+
 STATUS_COLOUR = {
     "success": "#2e7d32",
     "failed": "#c62828",
@@ -6403,13 +6622,6 @@ STATUS_COLOUR = {
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _seconds(stamp: str) -> float | None:
-    try:
-        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def timeline_lanes(records: list[AttemptRecord]) -> list[tuple[str, int, AttemptRecord, float, float]]:
@@ -6672,6 +6884,8 @@ def first_and_last(items: list[str], cap: int) -> list[str]:
 
 # The page may load nothing from anywhere: only its own inline style and script.
 HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+
 HTML_STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h2{font-size:1.15em;
 margin-top:1.6em}table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;padding:3px 6px;
 text-align:left;vertical-align:top}th{cursor:pointer;background:#f3f3f3}td.num{text-align:right}
@@ -6679,6 +6893,7 @@ text-align:left;vertical-align:top}th{cursor:pointer;background:#f3f3f3}td.num{t
 max-height:30em;overflow:auto}.kind{font-weight:600}.cost{color:#555;font-size:.9em}svg text{font-size:10px}
 .lane{fill:#555}.totals{background:#f3f6f9;padding:.6em;border-radius:4px}.filters label{margin-right:1em}
 details.traj{margin:.3em 0}details.traj>summary{cursor:pointer}"""
+
 
 HTML_SCRIPT = """
 function sortBy(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),
@@ -6849,19 +7064,22 @@ def html_trajectories(latest: list[AttemptRecord], output_dir: Path) -> str:
     return "".join(shown)
 
 
-def render_html(
-    groups: list[ExperimentResults],
-    report_dir: Path,
-    secrets: tuple[str, ...],
-    title: str,
-    output_dir: Path | None = None,
-    disk: dict[str, int] | None = None,
-) -> str:
+@dataclass(frozen=True)
+class Page:
+    """Where a report page goes and what it is of: its folder (links are relative to it), its
+    title, the output folder it reports (its trajectories), the workspaces' disk use."""
+
+    report_dir: Path
+    title: str
+    output_dir: Path
+    disk: dict[str, int] = field(default_factory=dict)
+
+
+def render_html(groups: list[ExperimentResults], page_of: Page, secrets: tuple[str, ...]) -> str:
     """The whole report page (pure but for reading trajectories): the folder's experiments apart,
     each with its totals, scores and task table. Everything not written here is escaped: task
     names, reasons and outputs are data from outside."""
-    output_dir = output_dir or report_dir
-    disk = disk or {}
+    report_dir, title, output_dir, disk = page_of.report_dir, page_of.title, page_of.output_dir, page_of.disk
     records = [r for g in groups for r in g.records]
     latest = [r for g in groups for r in g.latest]
     outliers = {r.task_name for r in cost_outliers(latest)}
@@ -6906,7 +7124,8 @@ def write_html_report(
     latest = [r for g in groups for r in g.latest]
     disk = workspace_disk(latest, output_dir)
     title = title or f"run_batch report: {output_dir}"
-    return write_text_atomically(path, render_html(groups, path.parent.absolute(), secrets, title, output_dir, disk))
+    page = Page(path.parent.absolute(), title, output_dir, disk)
+    return write_text_atomically(path, render_html(groups, page, secrets))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -7195,6 +7414,11 @@ def compare_runs(settings: Settings) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------
+# --report and --dry-run
+# ------------------------------------------------------------------------------------------------
+
+
 def markdown_report(results: ExperimentResults) -> str:
     """--format markdown: the tasks, the totals, the pass rate, the measures and scores, and a
     per-status table (GitHub's job summary reads markdown)."""
@@ -7263,11 +7487,10 @@ def report(settings: Settings) -> int:
     return status
 
 
-def dry_run(
-    settings: Settings, plan: Plan, entrypoint: Entrypoint, experiment: Experiment, secrets: tuple[str, ...]
-) -> int:
+def dry_run(setup: RunSetup, plan: Plan) -> int:
     """--dry-run: the plan, the experiment, the first task's command and effective config; nothing
     run or written."""
+    settings, entrypoint, experiment, secrets = setup.settings, setup.entrypoint, setup.experiment, setup.secrets
     about = entrypoint.about()
 
     def say(text: str) -> None:  # every line masked once more, in every escaped form a secret takes
@@ -7367,6 +7590,28 @@ def dry_run(
 
 
 @dataclass
+class FailureStreak:
+    """Attempts that ended, one after another, in the same set-up failure."""
+
+    kind: str | None = None
+    count: int = 0
+    example: str = ""
+
+    def add(self, record: AttemptRecord) -> tuple[str, str] | None:
+        """Count an ended attempt; the failure's (kind, what to check) when it continues a streak."""
+        found = setup_failure(record)
+        if found is None:
+            self.kind, self.count = None, 0
+            return None
+        if found[0] == self.kind:
+            self.count += 1
+        else:
+            self.kind, self.count = found[0], 1
+        self.example = one_line(record.error or "", 160)
+        return found
+
+
+@dataclass
 class OutputFolder:
     """The output folder while a run holds it: its results file (locked), the run's identity, and
     the private folder of configs (mode 0700, outside the output folder: it may hold keys)."""
@@ -7375,7 +7620,7 @@ class OutputFolder:
     results: ResultsFile
     run_id: str
     private_dir: Path
-    dead_run: dict[str, Any] | None  # what an earlier run that died left in the lock file
+    dead_run: DeadRun | None  # what an earlier run that died left in the lock file
     cgroups: ControlGroups | None = None  # the attempts' control groups, when they have limits
 
     def close(self) -> None:
@@ -7386,7 +7631,7 @@ class OutputFolder:
 
 
 def check_output_paths(settings: Settings) -> None:
-    """Refuse, before anything is written, what the runner must never write through (pure reads)."""
+    """Refuse, before anything is written, what the runner must never write through (it only looks)."""
     results = settings.results_path
     if results.is_dir():
         raise UsageError(f"results file {results} is a folder; pick another --results-name")
@@ -7438,15 +7683,17 @@ def lock_output_folder(settings: Settings, run_id: str, cgroups: ControlGroups |
     results = ResultsFile(settings.results_path)
     private_dir = Path(tempfile.mkdtemp(prefix=f"run_batch-{run_id}-"))  # mode 0700
     try:
-        dead_run = results.acquire(
-            {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "run_id": run_id,
-                "private_dir": str(private_dir),
-                "started_at": utc_now(),
-                "cgroups": cgroups.paths() if cgroups else [],
-            }
+        dead_run = DeadRun.from_lock(
+            results.acquire(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "run_id": run_id,
+                    "private_dir": str(private_dir),
+                    "started_at": utc_now(),
+                    "cgroups": cgroups.paths() if cgroups else [],
+                }
+            )
         )
     except BaseException:
         shutil.rmtree(private_dir, ignore_errors=True)
@@ -7454,11 +7701,38 @@ def lock_output_folder(settings: Settings, run_id: str, cgroups: ControlGroups |
     return OutputFolder(settings.output_dir, results, run_id, private_dir, dead_run, cgroups)
 
 
-def mark_dead_run(status_file: Path, previous: dict[str, Any]) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class DeadRun:
+    """What a run that died left in the lock file: whose it was and what it must clean up. The
+    lock file is data from outside (anyone may write into a shared folder): only well-typed values
+    are taken, and each is checked again before anything is acted on."""
+
+    run_id: str
+    pid: int | None = None
+    host: str | None = None
+    private_dir: str | None = None
+    cgroups: tuple[str, ...] = ()
+
+    @classmethod
+    def from_lock(cls, data: dict[str, Any] | None) -> DeadRun | None:
+        if not data or data.get("finished") or not isinstance(data.get("run_id"), str) or not data["run_id"]:
+            return None
+        pid = data.get("pid")
+        groups = data.get("cgroups")
+        return cls(
+            data["run_id"],
+            pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            data["host"] if isinstance(data.get("host"), str) else None,
+            data["private_dir"] if isinstance(data.get("private_dir"), str) else None,
+            tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
+        )
+
+
+def mark_dead_run(status_file: Path, previous: DeadRun) -> dict[str, Any] | None:
     """A dead run's status file says `running` for ever: make it say `died` (the new run keeps
     that under `previous_run` once it writes its own)."""
     data = read_json_file(status_file, limit=64 << 20)
-    if isinstance(data, dict) and data.get("run_id") == previous.get("run_id") and data.get("state") == "running":
+    if isinstance(data, dict) and data.get("run_id") == previous.run_id and data.get("state") == "running":
         data = {**data, "state": "died", "died_noticed_at": utc_now()}
         with contextlib.suppress(OSError):
             write_json_atomically(status_file, data)
@@ -7468,20 +7742,18 @@ def mark_dead_run(status_file: Path, previous: dict[str, Any]) -> dict[str, Any]
     return None
 
 
-def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
+def clean_up_dead_run(previous: DeadRun, log: Log) -> None:
     """What a run that died (SIGKILL, OOM, reboot) left behind: its tasks' processes, their
-    containers, its private folder of configs."""
-    old_run = previous.get("run_id")
-    if not isinstance(old_run, str) or not old_run:
-        return
-    if previous.get("host") != socket.gethostname():
+    containers and control groups, its private folder of configs."""
+    old_run = previous.run_id
+    if previous.host != socket.gethostname():
         log.warn(
-            f"an earlier run (pid {previous.get('pid')} on {previous.get('host')}) did not "
+            f"an earlier run (pid {previous.pid} on {printable(str(previous.host))}) did not "
             "finish; processes or containers it left on that machine were not touched"
         )
         return
-    pid = previous.get("pid")
-    if isinstance(pid, int) and not isinstance(pid, bool) and pid != os.getpid() and process_alive(pid):
+    pid = previous.pid
+    if pid is not None and pid != os.getpid() and process_alive(pid):
         log.warn(
             f"the lock file names run {printable(old_run)[:40]} of pid {pid}, which is still running (is this "
             "folder a copy of another run's?): nothing of that run was touched"
@@ -7489,18 +7761,15 @@ def clean_up_dead_run(previous: dict[str, Any], log: RunLog) -> None:
         return
     killed = kill_everything(None, Marker(old_run, orphans_only=True))
     containers = remove_run_containers(old_run, log)
-    groups = previous.get("cgroups")
-    for folder in (
-        groups if isinstance(groups, list) else []
-    ):  # a lock file is data from outside: only run_batch's own groups of that run
-        if isinstance(folder, str) and is_run_group(Path(folder), old_run):
-            remove_group(Path(folder))
-    folder = previous.get("private_dir")
-    removed = isinstance(folder, str) and is_own_private_dir(Path(folder), old_run)
+    for group in previous.cgroups:  # only run_batch's own groups of that run
+        if is_run_group(Path(group), old_run):
+            remove_group(Path(group))
+    folder = previous.private_dir
+    removed = folder is not None and is_own_private_dir(Path(folder), old_run)
     if removed:
         shutil.rmtree(str(folder), ignore_errors=True)
     log.write(
-        f"an earlier run (pid {previous.get('pid')}, run {old_run}) did not finish: killed "
+        f"an earlier run (pid {previous.pid}, run {printable(old_run)[:40]}) did not finish: killed "
         f"{len(killed)} leftover processes, removed {containers} containers"
         f"{' and its temporary configs' if removed else ''}",
         console=True,
@@ -7541,6 +7810,16 @@ def signal_handlers(stop: StopSignal) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+@dataclass(frozen=True)
+class Spend:
+    """Money so far: this run's (recorded and running), its running attempts', and the whole
+    output folder's (every run and shard, and their running attempts as they last said)."""
+
+    this_run: float
+    running: float
+    folder: float
+
+
 @dataclass
 class Batch:
     """One run's tasks and what they share: where they run, how OpenHands is driven, the results
@@ -7565,6 +7844,8 @@ class Batch:
     regraded: list[AttemptRecord] = field(default_factory=list)  # to_grade, graded by this run
     rate: RateLimit = field(default_factory=lambda: RateLimit(1))  # set to --max-workers by make_batch
     streak: FailureStreak = field(default_factory=FailureStreak)
+    preloaded: PreloadedSdk | None = None  # the SDK imported once per batch (--entrypoint sdk)
+    tasks: dict[str, Task] = field(default_factory=dict)  # the selected tasks, by name
     active: int = 0  # attempts started or about to start
     waiting: dict[int, str] = field(default_factory=dict)  # worker -> what it waits for
     waited: dict[str, float] = field(default_factory=dict)  # seconds starts waited, by what for
@@ -7702,17 +7983,8 @@ class Batch:
             return dataclasses.replace(record, before_attempt=hook), False
         launch, live, argv, usage = self.launch(attempt)
         outcome = self.read_outcome(attempt, live)
-        record, retryable = build_record(
-            attempt.record(sid),
-            launch,
-            outcome,
-            attempt.evidence,
-            argv,
-            self.collect_evidence(attempt),
-            attempt.task.settings.timeout or self.settings.timeout,
-            self.stop.reason,
-            self.secrets,
-        )
+        ended = Ended(launch, outcome, self.collect_evidence(attempt), attempt.evidence, argv)
+        record, retryable = build_record(attempt.record(sid), ended, self.stop.reason, self.secrets)
         record = dataclasses.replace(
             record,
             before_attempt=hook,
@@ -7737,16 +8009,15 @@ class Batch:
         did, with `reason` set when it failed (then the agent does not start)."""
         files = attempt.evidence
         values = {**attempt_values(attempt, self.folder.path), "log": str(files.stdout_log)}
-        ran = run_evaluator(
+        hook = CommandRun(
             evaluator_argv(self.settings.before_hook, values),
             self.settings.evaluate_cwd or self.settings.project_dir,
             {**os.environ, **task_variables(attempt.task)},
             files.stdout_log.with_name(f"{files.stem}.before.log"),
             self.settings.before_attempt_timeout,
             Marker(attempt.run_id, f"{attempt.session}-before"),
-            self.secrets,
-            self.stop,
         )
+        ran = run_evaluator(hook, self.secrets, self.stop)
         reason = None
         if ran.exit_code != 0 or ran.reason:
             said = last_line_of(Path(ran.stderr_log or "")) or last_line_of(Path(ran.log or ""))
@@ -7773,27 +8044,26 @@ class Batch:
         limits = limits_for(self.settings, attempt.task)
         group = self.folder.cgroups.attempt(attempt.session, limits) if self.folder.cgroups and limits.any else None
         budget = options_for(self.settings.openhands, attempt.task).max_budget_per_task
-        live = LiveAttempt(
-            attempt.task.name, attempt.session, attempt.evidence, self.entrypoint.follow(attempt), Halt(), budget
-        )
+        follower = follower_for(self.entrypoint.sources(attempt))
+        live = LiveAttempt(attempt.task.name, attempt.session, attempt.evidence, follower, Halt(), budget)
         live.group, live.limits = group, limits
         with self._lock:
             self.live[attempt.session] = live
         self.view.started(attempt.task.name, attempt.session)
         try:
-            launch = launch_and_wait(
+            forks = self.preloaded is not None and prepared.fork_args is not None and self.preloaded.ready()
+            launching = Launching(
                 prepared,
                 self.settings.project_dir,
                 attempt.evidence,
+                attempt.marker,
                 attempt.task.settings.timeout or self.settings.timeout,
                 self.settings.grace_period,
-                self.stop,
-                attempt.marker,
-                self.entrypoint.request_stop,
-                live.halt,
                 group,
+                self.preloaded if forks else None,
                 live.started_as,
             )
+            launch = launch_and_wait(launching, self.stop, live.halt)
         finally:
             with self._lock:
                 self.live.pop(attempt.session, None)
@@ -7803,7 +8073,8 @@ class Batch:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-            self.entrypoint.clean_up(attempt, self.log)
+            for container in self.entrypoint.containers(attempt):
+                remove_container(container, self.log)
             usage = live.usage()
             if group is not None:
                 group.remove()
@@ -7813,7 +8084,7 @@ class Batch:
         """What the attempt left; when its totals were never saved (killed), the spend the monitor
         saw last rather than nothing."""
         try:
-            outcome = self.entrypoint.read_outcome(attempt)
+            outcome = read_attempt_outcome(attempt.evidence, self.entrypoint.sources(attempt))
         except Exception:  # a reader's bug must not lose a paid attempt: record what the launch tells
             self.log.write(f"{attempt.session}: could not read the outcome\n{traceback.format_exc()}")
             outcome = Outcome(None, Metrics(), OutputFacts())
@@ -7825,11 +8096,15 @@ class Batch:
 
     def evaluate(self, record: AttemptRecord) -> AttemptRecord:
         """Grade one attempt with --evaluate, as it ends."""
-        evaluation = grade(self.settings.grader, record, self.folder.run_id, self.secrets, self.stop)
+        evaluation = grade(self.settings.grader, record, self.grading(record))
         if evaluation is None:
             return record  # stopped with the batch: the next run of the same command grades it
         command = mask(self.settings.evaluate or "", self.secrets)
         return dataclasses.replace(record, evaluation=evaluation, evaluate_command=command)
+
+    def grading(self, record: AttemptRecord) -> Grading:
+        """How this run grades an attempt (its task's front-matter variables included)."""
+        return Grading(self.folder.run_id, self.secrets, self.stop, task_variables(self.tasks.get(record.task_name)))
 
     def grade_again(self, record: AttemptRecord) -> None:
         """Grade a finished attempt that --evaluate has not graded yet (interrupted while grading,
@@ -7837,7 +8112,7 @@ class Batch:
         verdict goes to evaluations.jsonl, as with --evaluate-only."""
         if self.stop.stopping:
             return
-        evaluation = grade(self.settings.grader, record, self.folder.run_id, self.secrets, self.stop)
+        evaluation = grade(self.settings.grader, record, self.grading(record))
         if evaluation is None:
             return
         command = mask(self.settings.evaluate or "", self.secrets)
@@ -7873,7 +8148,7 @@ class Batch:
             self.write_status("running")
             if (
                 self.settings.heartbeat
-                and not isinstance(self.view, LiveView)
+                and not self.view.shows_progress
                 and now - last_heartbeat >= self.settings.heartbeat
             ):
                 last_heartbeat = now
@@ -7904,7 +8179,7 @@ class Batch:
                 parts.append(f"{plural(memory, 'start')} waiting for memory")
         return "; ".join(parts) or None
 
-    def spend(self) -> dict[str, float]:
+    def spend(self) -> Spend:
         """This run's recorded spend, the running attempts' spend, and the folder's (every results file)."""
         with self._lock:
             running = sum(live.cost for live in self.live.values())
@@ -7913,11 +8188,7 @@ class Batch:
         for other in read_live_runs(self.settings.output_dir):  # other shards' running tasks, as they last said
             if other.data.get("run_id") != self.folder.run_id and other.stale_for is None:
                 folder += other.running_spend
-        return {
-            "this_run": round(recorded + running, 6),
-            "running": round(running, 6),
-            "folder": round(folder + running, 6),
-        }
+        return Spend(round(recorded + running, 6), round(running, 6), round(folder + running, 6))
 
     def check_budgets(self) -> None:
         """Reached budget: no new start, running tasks stopped gracefully (recorded interrupted)."""
@@ -7925,9 +8196,9 @@ class Batch:
         if (s.max_total_cost is None and s.max_run_cost is None) or self.stop.stopping:
             return
         spend = self.spend()
-        if s.max_total_cost is not None and spend["folder"] >= s.max_total_cost:
+        if s.max_total_cost is not None and spend.folder >= s.max_total_cost:
             self.stop.budget_reached(f"batch budget of ${s.max_total_cost:g} reached (--max-total-cost)")
-        elif s.max_run_cost is not None and spend["this_run"] >= s.max_run_cost:
+        elif s.max_run_cost is not None and spend.this_run >= s.max_run_cost:
             self.stop.budget_reached(f"run budget of ${s.max_run_cost:g} reached (--max-run-cost)")
 
     def eta(self) -> float | None:
@@ -7945,7 +8216,7 @@ class Batch:
         return (
             f"[heartbeat {utc_now()[11:19]}] {self.done}/{len(self.jobs)}{' samples' if self.unit == 'sample' else ''} "
             f"done, {len(self.live)} running, "
-            f"${spend['this_run']:.4f} spent this run (${spend['running']:.4f} by running tasks), "
+            f"${spend.this_run:.4f} spent this run (${spend.running:.4f} by running tasks), "
             f"ETA {UNKNOWN if eta is None else format_duration(eta)}" + (f"; {waiting}" if waiting else "")
         )
 
@@ -7981,7 +8252,7 @@ class Batch:
             "samples": self.settings.samples,
             "experiment_id": self.experiment.id,
             "running": running,
-            "spend": self.spend(),
+            "spend": dataclasses.asdict(self.spend()),
             "budgets": {
                 "max_total_cost": s.max_total_cost,
                 "max_run_cost": s.max_run_cost,
@@ -8066,8 +8337,8 @@ def execute(batch: Batch) -> None:
     try:
         run_pool(batch)
     finally:
-        if isinstance(batch.entrypoint, SdkDriver):
-            batch.entrypoint.close()
+        if batch.preloaded is not None:
+            batch.preloaded.close()
         done.set()
         monitor.join()
         batch.write_status("interrupted" if batch.stop.stopping else "finished")  # a budget interrupts too
@@ -8126,10 +8397,20 @@ def peak_rss_mb() -> float | None:
     return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def summary_lines(
-    batch: Batch, plan: Plan, mine: ExperimentResults, shown: list[AttemptRecord], wall: float, not_started: list[Job]
-) -> list[str]:
+@dataclass(frozen=True)
+class Finish:
+    """How a run ended, for its summary: the experiment in the folder now, the latest attempt of
+    each selected sample, the wall time, the samples that did not start."""
+
+    mine: ExperimentResults
+    shown: list[AttemptRecord]
+    wall: float
+    not_started: list[Job]
+
+
+def summary_lines(batch: Batch, plan: Plan, finish: Finish) -> list[str]:
     """The final summary: what this run did, then the state of the experiment in the folder (pure)."""
+    mine, shown, wall, not_started = finish.mine, finish.shown, finish.wall, finish.not_started
     s, totals = batch.settings, mine.totals
     counts = ", ".join(f"{n} {st}" for st, n in totals.counts.items() if n) or "nothing recorded"
     unit = "sample" if plan.samples > 1 or any(r.sample > 1 for r in mine.latest) else "task"
@@ -8246,7 +8527,7 @@ def sum_up(batch: Batch, plan: Plan, wall: float) -> list[AttemptRecord]:
         "runner_peak_rss_mb": peak_rss_mb(),
     }
     write_summary_json(s.output_dir, mine, [g for g in groups if g is not mine], this_run, batch.secrets)
-    lines = summary_lines(batch, plan, mine, shown, wall, not_started)
+    lines = summary_lines(batch, plan, Finish(mine, shown, wall, not_started))
     if s.html:
         report = write_html_report(s.report_output or s.output_dir / "report.html", [mine], batch.secrets, s.output_dir)
         lines.append(f"Report: {report}")
@@ -8302,49 +8583,50 @@ def read_earlier(settings: Settings) -> Earlier:
 
 
 def run(settings: Settings, environ: dict[str, str]) -> int:
-    """Check, configure, plan, open the output folder, run the pool, sum up."""
+    """Check, configure, plan, then (unless --dry-run) open the output folder, run, sum up."""
     require_tomli_w()
     check_output_paths(settings)  # cheap checks before the slow probes (Poetry, the release)
     earlier = read_earlier(settings)
     tasks = discover_tasks(settings.prompt_dir)
-    settings = resolve_poetry(settings, environ)
-    base_config = load_base_config(settings.base_config)
-    secrets = find_secrets(base_config, environ)
-    entrypoint = choose_entrypoint(settings, base_config, environ)
-    experiment = this_experiment(settings, entrypoint, secrets)
-    if conflict := experiment_conflict(experiment, earlier.every):
-        raise UsageError(conflict)
-    mine, legacy = records_of(experiment, earlier.every)
-    verdicts = read_verdicts(settings.output_dir)
-    evaluate_command = mask(settings.evaluate, secrets) if settings.evaluate else None
-    with with_folder_hints(settings.prompt_dir):
-        plan = plan_batch(
-            tasks,
-            settings.selection,
-            mine,
-            settings.rerun,
-            settings.prompt_dir,
-            settings.samples,
-            verdicts.command_of,
-            evaluate_command,
-        )
-    check_task_settings(plan.selected, settings, entrypoint)
-    upper = [h for h in prompt_folder_hints(settings.prompt_dir) if ".MD" in h]
-    warnings = [*earlier.warnings, *legacy_warning(legacy), *upper]
+    setup = configure(resolve_poetry(settings, environ), environ)
+    plan, warnings = plan_run(setup, tasks, earlier)
     if settings.dry_run:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
-        return dry_run(settings, plan, entrypoint, experiment, secrets)
+        return dry_run(setup, plan)
+    return run_batch(setup, plan, earlier, [*warnings, *start_warnings(setup.settings, environ)])
 
+
+def plan_run(setup: RunSetup, tasks: list[Task], earlier: Earlier) -> tuple[Plan, list[str]]:
+    """The plan over this experiment's records (another experiment's in the folder: a usage
+    error), and what the user should know of the folder."""
+    settings, experiment = setup.settings, setup.experiment
+    if conflict := experiment_conflict(experiment, earlier.every):
+        raise UsageError(conflict)
+    mine, legacy = records_of(experiment, earlier.every)
+    evaluate_command = mask(settings.evaluate, setup.secrets) if settings.evaluate else None
+    rules = PlanRules(
+        settings.samples, settings.prompt_dir, read_verdicts(settings.output_dir).command_of, evaluate_command
+    )
+    with with_folder_hints(settings.prompt_dir):
+        plan = plan_batch(tasks, settings.selection, mine, settings.rerun, rules)
+    check_task_settings(plan.selected, settings, setup.entrypoint)
+    upper = [h for h in prompt_folder_hints(settings.prompt_dir) if ".MD" in h]
+    return plan, [*earlier.warnings, *legacy_warning(legacy), *upper]
+
+
+def run_batch(setup: RunSetup, plan: Plan, earlier: Earlier, warnings: list[str]) -> int:
+    """Open the output folder, run the pool under the signal handlers, sum up; the exit status."""
+    settings = setup.settings
     stop = StopSignal()
     folder = open_output_folder(settings, wanted_limits(settings, plan.selected))
     try:
-        batch = make_batch(settings, plan, entrypoint, experiment, folder, secrets, stop, earlier)
+        batch = make_batch(setup, plan, folder, stop, earlier)
         try:
             t0 = time.monotonic()
             with signal_handlers(stop):
                 try:
-                    begin(batch, plan, [*warnings, *start_warnings(settings, environ)])
+                    begin(batch, plan, warnings)
                     execute(batch)
                 finally:
                     batch.view.close()
@@ -8379,15 +8661,6 @@ def check_task_settings(tasks: list[Task], settings: Settings, entrypoint: Entry
                 )
 
 
-def this_experiment(settings: Settings, entrypoint: Entrypoint, secrets: tuple[str, ...]) -> Experiment:
-    """The running experiment: what the entrypoint makes, the label, and the evaluator beside them."""
-    evaluator = mask(settings.evaluate, secrets) if settings.evaluate else None
-    digest = hashlib.sha256(evaluator.encode("utf-8", "surrogatepass")).hexdigest() if evaluator else None
-    return dataclasses.replace(
-        entrypoint.identity(), label=settings.label, evaluator=evaluator, evaluator_sha256=digest
-    )
-
-
 def legacy_warning(count: int) -> list[str]:
     if not count:
         return []
@@ -8397,18 +8670,10 @@ def legacy_warning(count: int) -> list[str]:
     ]
 
 
-def make_batch(
-    settings: Settings,
-    plan: Plan,
-    entrypoint: Entrypoint,
-    experiment: Experiment,
-    folder: OutputFolder,
-    secrets: tuple[str, ...],
-    stop: StopSignal,
-    earlier: Earlier,
-) -> Batch:
+def make_batch(setup: RunSetup, plan: Plan, folder: OutputFolder, stop: StopSignal, earlier: Earlier) -> Batch:
     """The batch and what it reports to: the console view (a lost console stops the batch like
     SIGPIPE would) and the run log."""
+    settings, entrypoint, experiment, secrets = setup.settings, setup.entrypoint, setup.experiment, setup.secrets
     view, hint = make_view(
         settings.quiet,
         len(plan.to_run),
@@ -8419,8 +8684,12 @@ def make_batch(
     log = RunLog(settings.output_dir / "batch_run.log", secrets, view)
     if hint:
         log.warn(hint)
-    if isinstance(entrypoint, SdkDriver) and plan.to_run:
-        entrypoint.preload_for(folder.run_id, settings.output_dir / "logs", log.warn)
+    preloaded = None
+    if isinstance(entrypoint, SdkDriver) and entrypoint.preloads and plan.to_run:
+        server_log = settings.output_dir / "logs" / f"sdk-server.{folder.run_id}.log"
+        preloaded = PreloadedSdk(
+            entrypoint.command[0], entrypoint.environ, server_log, Marker(folder.run_id, "sdk-server"), log.warn
+        )
     return Batch(
         settings,
         plan.to_run,
@@ -8435,6 +8704,8 @@ def make_batch(
         folder_spend=ShardSpend(settings.output_dir, earlier.every),
         to_grade=plan.to_grade,
         rate=RateLimit(settings.max_workers),
+        preloaded=preloaded,
+        tasks={t.name: t for t in plan.selected},
     )
 
 
@@ -8519,7 +8790,8 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
     )
 
     def one(record: AttemptRecord) -> AttemptRecord:
-        evaluation = grade(settings.grader, record, run_id, secrets, stop, task_variables(tasks.get(record.task_name)))
+        grading = Grading(run_id, secrets, stop, task_variables(tasks.get(record.task_name)))
+        evaluation = grade(settings.grader, record, grading)
         if evaluation is None:
             return record
         append_verdict(folder, verdict_entry(record, evaluation, command, run_id))
@@ -8587,10 +8859,15 @@ def rewrite_summaries(folder: Path, groups: list[ExperimentResults], secrets: tu
 # conversation itself, which gives what the CLI lacks (docs/openhands.md, "SDK driver"): a step
 # limit, a budget, an exit status that tells, a stop in under a second, and the spend saved after
 # every LLM call, so a killed attempt keeps its cost and a running one shows it. Its conversation
-# folder is the CLI's, so CliV1's reader and follower serve it unchanged. Standard library only
+# folder is the CLI's, so the V1 reader and follower serve it unchanged. Standard library only
 # until the SDK is imported, so the same file runs there without run_batch's dependencies.
 
-SDK_DRIVER_FLAG = "--sdk-driver"
+
+# ------------------------------------------------------------------------------------------------
+# One attempt
+# ------------------------------------------------------------------------------------------------
+
+
 SDK_STOP = "stopped by run_batch's SDK driver"
 
 
@@ -8885,17 +9162,15 @@ def run_sdk_driver(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# The preloaded SDK: imported once per batch, each attempt a fork of it (docs/openhands.md, "SDK
-# driver, preloaded")
+# The preloaded SDK: imported once per batch, each attempt a fork of it
 # ------------------------------------------------------------------------------------------------
 # Importing the SDK and its tools takes seconds of CPU and hundreds of MB (LiteLLM alone is most of
 # it), which every attempt paid again. `python run_batch.py --sdk-server` imports them once; the
 # runner then asks it, one JSON line on its stdin per attempt, to fork a child that becomes the
 # attempt exactly as a fresh interpreter would: its own session, working folder, environment, log
 # files, control group; it answers with the child's pid, and with its exit status once it ends.
-# A fork copies no thread: the server refuses to serve when the imports left one running.
-
-SDK_SERVER_FLAG = "--sdk-server"
+# A fork copies no thread: the server refuses to serve when the imports left one running
+# (docs/openhands.md, "SDK driver, preloaded").
 
 
 def driver_imports() -> None:
@@ -9047,9 +9322,6 @@ def server_fork(request: dict[str, Any], wake: tuple[int, int]) -> None:
         os._exit(code)
 
 
-SESSION_PLACEHOLDER = "~" * 120  # the server's RUN_BATCH_SESSION, overwritten in each attempt's copy
-
-
 def mark_session(session: str) -> None:
     """Make /proc/<pid>/environ of a forked attempt carry its own session marker, as a process
     started for it would: the kernel shows the environment the server was started with, whose
@@ -9094,6 +9366,11 @@ def become_attempt(request: dict[str, Any], wake: tuple[int, int]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = [str(Path(__file__).absolute()), SDK_DRIVER_FLAG, *request["argv"]]
+
+
+# ================================================================================================
+# The program: which of the above a command line asks for
+# ================================================================================================
 
 
 def main(argv: list[str] | None = None) -> int:

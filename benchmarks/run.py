@@ -422,12 +422,12 @@ def bench_follow(quick: bool) -> None:
 
 
 def sweep_cost(n: int = 50) -> tuple[float, int]:
-    """In this process, on this machine now: seconds per Marker.processes() (the /proc sweep every
+    """In this process, on this machine now: seconds per marked_processes() (the /proc sweep every
     attempt's end makes), and how many processes it reads."""
     marker = rb.Marker("bench-run-id", "bench-session")
     t0 = time.perf_counter()
     for _ in range(n):
-        marker.processes()
+        rb.marked_processes(marker)
     return (time.perf_counter() - t0) / n, sum(1 for p in os.listdir("/proc") if p.isdigit())
 
 

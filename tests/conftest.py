@@ -36,8 +36,9 @@ def openhands_python() -> str | None:
 
 def required(part: str) -> bool:
     """Whether a run asks that the tests of a real part fail rather than skip when it is missing:
-    RUN_BATCH_TESTS_REQUIRE lists the parts (openhands, cli, openhands-0.33, slurm, chromium, or
-    all), as .ci/run does once it has installed them; there a skip would hide a broken install path.
+    RUN_BATCH_TESTS_REQUIRE lists the parts (openhands, cli, sdk-1.58, openhands-0.33, slurm,
+    chromium, cgroups, or all), as .ci/run does once it has installed them; there a skip would hide
+    a broken install path.
     RUN_BATCH_TESTS_REQUIRE_OPENHANDS and RUN_BATCH_TESTS_REQUIRE_CHROMIUM are the older spellings."""
     listed = {p.strip() for p in os.environ.get("RUN_BATCH_TESTS_REQUIRE", "").split(",") if p.strip()}
     older = os.environ.get(f"RUN_BATCH_TESTS_REQUIRE_{part.upper()}")

@@ -12,6 +12,7 @@ test_real_openhands_sdk.py do; each takes two to four minutes on a loaded 2-CPU 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -549,6 +551,21 @@ def test_a_task_over_its_memory_limit_dies_alone_and_says_so(ws: Workspace, cgro
 
 @needs_cgroups
 @pytest.mark.e2e
+def test_front_matter_alone_gives_its_task_a_limit(ws: Workspace, cgroups: None) -> None:
+    ws.prompt("capped", "---\ntask_memory: 100M\n---\nLoad a large model.\n" + ALLOCATE_300MB)
+    ws.prompt("free", "Work a while.\nRUN: sleep 3\n")
+    done = ws.run("--max-workers", "2")
+    assert done.returncode == 1, done.stderr
+    [capped], [free] = ws.records_of("capped"), ws.records_of("free")
+    assert capped["status"] == "error" and capped["error"].startswith("out of memory: limit 100.0 MiB"), capped
+    assert capped["limits"] == {"memory_bytes": 100 * MiB, "cpus": None} and capped["resource_source"] == "cgroup"
+    assert free["status"] == "success" and free["limits"] is None  # no limit of its own: none
+    assert free["resource_source"] in ("sampled", None)
+    assert leftover_groups(free["run_id"]) == []
+
+
+@needs_cgroups
+@pytest.mark.e2e
 def test_task_cpus_limits_a_busy_loop(ws: Workspace, cgroups: None) -> None:
     # two busy processes: without a limit they would take both CPUs of a 2-CPU machine
     busy = "python3 -c \"import time; t = time.time(); exec('while time.time() - t < 4: pass')\""
@@ -647,6 +664,44 @@ def test_limits_without_a_control_group_are_a_usage_error_that_says_why(limit: t
         assert not (project / "batch_output").exists()  # nothing written
         assert os.listdir(project) == ["config.toml"]
     finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_cgroups
+@pytest.mark.e2e
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to run as nobody")
+@pytest.mark.skipif(not os.access("/usr/bin/python3", os.X_OK), reason="needs /usr/bin/python3 for nobody")
+@pytest.mark.xfail(
+    reason="run_batch bug: sweep_dead_cgroups() runs before ControlGroups.open() decides there is no group to be "
+    "had: a non-root run retries each dead run's group it cannot remove for remove_group's 5 s patience "
+    "before its usage error",
+    strict=True,
+)
+def test_a_user_without_groups_hears_why_at_once_whatever_dead_groups_are_there(tmp_path: Path, cgroups: None) -> None:
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    mounts = rb.cgroup_mounts(Path("/proc/self/mountinfo").read_text())
+    dead = [mounts[c] / "run_batch" / f"0dead0{n}-{pid_max + 1}" for n, c in enumerate(("memory", "cpuacct"))]
+    base = Path(tempfile.mkdtemp(prefix="rb-nobody-"))
+    try:
+        for folder in dead:
+            folder.mkdir(parents=True)  # what a root run killed long ago left (its pid can be no process's)
+        (base / "prompts").mkdir()
+        (base / "prompts" / "t.md").write_text("Say hello.\n")
+        for path, mode in ((base, 0o755), (base / "prompts", 0o755), (base / "prompts" / "t.md", 0o644)):
+            path.chmod(mode)
+        argv = [
+            *("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"),
+            *(sys.executable, str(SCRIPT), "--prompt-dir", str(base / "prompts"), "--project-dir", str(base)),
+            *("--command", f"/usr/bin/python3 {STANDIN}", "--task-memory", "100M"),
+        ]
+        started = time.monotonic()
+        done = subprocess.run(argv, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "cgroup v1 needs root" in done.stderr, done.stderr
+        assert time.monotonic() - started < 4
+    finally:
+        for folder in dead:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -820,8 +875,16 @@ Path(sys.argv[1], sys.argv[2] + ".vars").write_text(
 """
 
 
+VARS_BUG = (
+    "run_batch bug: Batch.evaluate (and grade_again) call grade() without task_variables(): front matter "
+    "vars reach --before-attempt and --evaluate-only's evaluator, not --evaluate's during a run"
+)
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("how", ["--evaluate", "--evaluate-only"])
+@pytest.mark.parametrize(
+    "how", [pytest.param("--evaluate", marks=pytest.mark.xfail(reason=VARS_BUG, strict=True)), "--evaluate-only"]
+)
 def test_front_matter_vars_reach_the_evaluator(ws: Workspace, how: str) -> None:
     ws.prompt("with-vars", "---\nvars: {x: 1, answer: forty two}\n---\nSay hello.\n")
     ws.prompt("without", "Say hello.\n")
@@ -1062,6 +1125,12 @@ def test_the_agents_own_failures_never_stop_the_batch(ws: Workspace, behaviour: 
 
 
 @pytest.mark.e2e
+@pytest.mark.xfail(
+    reason="run_batch bug: the experiment's identity holds the LLM's base_url host, so the batch stopped for an "
+    "unreachable endpoint, whose message says to check base_url, is refused (exit 2, 'use another --output-dir "
+    "or --label') once base_url is fixed, instead of resuming",
+    strict=True,
+)
 def test_a_fixed_base_url_resumes_the_same_command(ws: Workspace) -> None:
     """The stop names base_url as what to check: fixing it there resumes the batch."""
     config = ws.project / "config.toml"

@@ -331,7 +331,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory, server: RecordingLLM, runs: 
     projects = {n: SdkProject(root / n, server, mode.sdk) for n in names}
     projects["timeout"].prompt("sleeps", WAITS)
     projects["plain"].prompt("finishes", "Write a file.\nRUN: echo made > made.txt\n")
-    projects["interrupted"].prompt("sleeps", WAITS)
+    projects["interrupted"].prompt("waits", WAITS)
     args = {
         "timeout": ("--timeout", str(mode.timeout)),
         "plain": ("--timeout", "240", "--workspace-per-task"),
@@ -349,10 +349,17 @@ def batch(tmp_path_factory: pytest.TempPathFactory, server: RecordingLLM, runs: 
     runners = {n: start(runs, projects[n], *mode.args, *args[n], quiet=n == "killed") for n in names}
     result: dict[str, Any] = {"mode": mode, "projects": projects, "runners": runners}
 
-    ctrl_c = runners["interrupted"]
+    ctrl_c, stopped = runners["interrupted"], dict[str, Any]()
     assert wait_until(lambda: agent_command_running(ctrl_c.marker), 150), "the agent's sleep never started"
     stopped_at = time.monotonic()
     ctrl_c.proc.send_signal(signal.SIGINT)
+
+    def wait_for_the_stop() -> None:  # while the SIGKILL case goes on
+        stopped["done"] = finished(ctrl_c.proc, timeout=120)
+        stopped["seconds"] = time.monotonic() - stopped_at
+
+    waiting = threading.Thread(target=wait_for_the_stop, daemon=True)
+    waiting.start()
     if mode.full:
         doomed = runners["killed"]
         assert wait_until(lambda: agent_command_running(doomed.marker), 150), "the agent's sleep never started"
@@ -366,10 +373,10 @@ def batch(tmp_path_factory: pytest.TempPathFactory, server: RecordingLLM, runs: 
         next_run = start(runs, projects["killed"], *mode.args, "--tasks", "after", after=doomed.run_id)
         result["next"] = finished(next_run.proc)
         next_run.watch.stop()
-    result["interrupted"] = finished(ctrl_c.proc, timeout=120)
-    result["ctrl_c_seconds"] = time.monotonic() - stopped_at
+    waiting.join(130)
+    result["interrupted"], result["ctrl_c_seconds"] = stopped["done"], stopped["seconds"]
     for name, runner in runners.items():
-        if name != "killed":
+        if name not in ("killed", "interrupted"):
             result[name] = finished(runner.proc)
         runner.watch.stop()
     result["records"] = {name: r for n, p in projects.items() if n != "killed" for name, r in by_task(p.output).items()}

@@ -38,8 +38,9 @@ def launch(
     error: str | None = None,
     halted: str | None = None,
     halt_reason: str | None = None,
+    timeout: float | None = 30.0,
 ) -> rb.Launch:
-    return rb.Launch(rc, timed_out, interrupted, "s", "f", 1.0, error, halted, halt_reason)
+    return rb.Launch(rc, timed_out, interrupted, "s", "f", 1.0, error, halted, halt_reason, timeout)
 
 
 def names(ts: list[rb.Task] | list[rb.Job]) -> list[str]:
@@ -123,7 +124,13 @@ def test_plan_selection_is_case_sensitive() -> None:
 
 def test_plan_unknown_task_name_is_a_usage_error() -> None:
     with pytest.raises(rb.UsageError, match=r"no prompt named 'nope' in /prompts"):
-        rb.plan_batch([task("a")], rb.Selection(tasks=("a", "nope")), [], rerun=False, prompt_dir=Path("/prompts"))
+        rb.plan_batch(
+            [task("a")],
+            rb.Selection(tasks=("a", "nope")),
+            [],
+            rerun=False,
+            rules=rb.PlanRules(prompt_dir=Path("/prompts")),
+        )
     with pytest.raises(rb.UsageError, match="'A'"):
         rb.plan_batch([task("a")], rb.Selection(tasks=("A",)), [], rerun=False)
 
@@ -578,21 +585,22 @@ EXPLAINED = [
 
 @pytest.mark.parametrize("status, l, facts, state, why", EXPLAINED)
 def test_explain(status: str, l: rb.Launch, facts: rb.OutputFacts, state: str | None, why: str | None) -> None:
-    assert rb.explain(status, l, facts, state, 30.0, "SIGINT received") == why
+    assert rb.explain(status, l, facts, state, "SIGINT received") == why
 
 
 def test_explain_timeouts_and_budget_stops() -> None:
-    t = launch(-9, timed_out=True)
-    assert rb.explain("timeout", t, rb.OutputFacts(), None, None, "") == "timed out"
-    assert rb.explain("timeout", t, rb.OutputFacts(), None, 1.5, "") == "timed out after 1.5s"
+    t = launch(-9, timed_out=True, timeout=None)
+    assert rb.explain("timeout", t, rb.OutputFacts(), None, "") == "timed out"
+    t = launch(-9, timed_out=True, timeout=1.5)
+    assert rb.explain("timeout", t, rb.OutputFacts(), None, "") == "timed out after 1.5s"
     stopped = launch(-2, interrupted=True)
     for why in ("batch budget of $5 reached (--max-total-cost)", "run budget of $1 reached (--max-run-cost)"):
-        assert rb.explain("interrupted", stopped, rb.OutputFacts(), None, None, why) == why
+        assert rb.explain("interrupted", stopped, rb.OutputFacts(), None, why) == why
 
 
 def test_explain_is_one_short_line() -> None:
     facts = rb.OutputFacts(last_exception="E: " + "x\x1b[31m\n" * 1000)
-    why = rb.explain("failed", launch(1), facts, "ERROR", None, "")
+    why = rb.explain("failed", launch(1), facts, "ERROR", "")
     assert why is not None and len(why) == rb.REASON_CHARS and why.endswith("…") and why.startswith("exit code 1: ")
     assert why.isprintable()
 
