@@ -1795,9 +1795,10 @@ def resolve_program(program: str, project_dir: Path, environ: dict[str, str]) ->
     expanded = os.path.expanduser(program)
     if os.sep in expanded:
         path = Path(expanded) if os.path.isabs(expanded) else project_dir / expanded
-        if path.is_file() and os.access(path, os.X_OK):
-            return str(path)
-        raise UsageError(f"--command: {program} is not an executable file; check the path")
+        with contextlib.suppress(OSError):  # a folder on the way that is not ours to read
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+        raise UsageError(f"--command: {program} is not an executable file you can run; check the path")
     found = shutil.which(expanded, path=environ.get("PATH", os.defpath))
     if not found:
         hint = " (install Poetry, or pass --command with OpenHands' python)" if expanded == "poetry" else ""
@@ -2344,10 +2345,23 @@ def legacy_owner(experiments: list[Experiment], current: Experiment | None) -> s
     return unlabelled.pop() if len(unlabelled) == 1 else None
 
 
+def agent_result(record: AttemptRecord) -> bool:
+    """Whether an attempt got as far as an outcome of the agent's (pure): not a failure of the
+    set-up, the machine or the provider, nor a stop."""
+    if record.status == "failed":
+        return not infrastructure_failure(record)
+    return record.status in ("success", "timeout")
+
+
 def experiment_conflict(current: Experiment, records: list[AttemptRecord]) -> str | None:
     """Why this run may not use the folder's records: an experiment of the same label (or none)
-    whose identity differs, field by field (old -> new); None when there is none (pure)."""
+    whose identity differs, field by field (old -> new); None when there is none (pure). One whose
+    attempts all failed before the agent had its chance (a wrong endpoint or model, fixed since:
+    the same command goes on) has no result to keep apart."""
+    produced = {r.experiment_id for r in records if r.experiment_id and agent_result(r)}
     for r in reversed(records):
+        if r.experiment_id not in produced:
+            continue
         if r.experiment and r.experiment.label == current.label and r.experiment.id != current.id:
             name = f"label {current.label!r}" if current.label else "no --label"
             return (
@@ -3894,6 +3908,18 @@ def _keyed(text: str, key: str) -> int | None:
     return None
 
 
+_HOMES: dict[tuple[int, str], str] = {}  # (thread, controller) -> the thread's own cgroup, read once
+
+
+def home_cgroup(controller: str) -> str:
+    """The current thread's own v1 cgroup for a controller, relative to the mount (read once per
+    thread: a worker thread goes back to it after each start)."""
+    key = (threading.get_native_id(), controller)
+    if key not in _HOMES:
+        _HOMES[key] = (own_cgroup(_read_text(Path("/proc/thread-self/cgroup")), controller) or "/").lstrip("/")
+    return _HOMES[key]
+
+
 @dataclass
 class AttemptGroup:
     """One attempt's control group (a folder per v1 controller, or one v2 folder)."""
@@ -3910,8 +3936,7 @@ class AttemptGroup:
             yield
             return
         tid = str(threading.get_native_id())
-        mine = _read_text(Path("/proc/thread-self/cgroup"))
-        back = {c: d.parents[2] / (own_cgroup(mine, c) or "/").lstrip("/") for c, d in self.dirs.items()}
+        back = {c: d.parents[2] / home_cgroup(c) for c, d in self.dirs.items()}
         for folder in self.dirs.values():  # <mount>/run_batch/<run>/<attempt>
             _write_text(folder / "tasks", tid)
         try:
@@ -3920,6 +3945,16 @@ class AttemptGroup:
             for folder in back.values():
                 with contextlib.suppress(OSError):
                     _write_text(folder / "tasks", tid)
+
+    def usage_v1(self) -> Usage:
+        peak = _read_text(self.dirs["memory"] / "memory.max_usage_in_bytes").strip() if "memory" in self.dirs else ""
+        cpu = _read_text(self.dirs["cpuacct"] / "cpuacct.usage").strip() if "cpuacct" in self.dirs else ""
+        return Usage(
+            int(peak) if peak.isdigit() else None,
+            round(int(cpu) / 1e9, 3) if cpu.isdigit() else None,
+            self.oom_kills(),
+            "cgroup",
+        )
 
     def spawn_prefix(self) -> list[str]:
         """argv that joins the v2 group and then execs the rest (Python without site: ~15 ms),
@@ -3940,16 +3975,7 @@ class AttemptGroup:
 
     def usage(self) -> Usage:
         if self.version == 1:
-            peak = (
-                _read_text(self.dirs["memory"] / "memory.max_usage_in_bytes").strip() if "memory" in self.dirs else ""
-            )
-            cpu = _read_text(self.dirs["cpuacct"] / "cpuacct.usage").strip() if "cpuacct" in self.dirs else ""
-            return Usage(
-                int(peak) if peak.isdigit() else None,
-                round(int(cpu) / 1e9, 3) if cpu.isdigit() else None,
-                self.oom_kills(),
-                "cgroup",
-            )
+            return self.usage_v1()
         folder = self.dirs["unified"]
         high = _read_text(folder / "memory.peak").strip()
         usec = _keyed(_read_text(folder / "cpu.stat"), "usage_usec")
@@ -3968,25 +3994,31 @@ class AttemptGroup:
 
 
 def remove_group(folder: Path, patience: float = 5.0) -> None:
+    """Remove a group and the groups inside it, killing what is left in them first (a process may
+    fork meanwhile: again until empty); a zombie does not keep a group. Tried at once, since an
+    ended attempt's group is empty and has no children; not ours to remove (EACCES): left alone."""
     deadline = time.monotonic() + patience
     while True:
-        if (folder / "cgroup.kill").exists():
-            with contextlib.suppress(OSError):
-                _write_text(folder / "cgroup.kill", "1")
-        pids = [int(p) for p in _read_text(folder / "cgroup.procs").split() if p.isdigit()]
-        for pid in pids:
-            signal_quietly(pid, signal.SIGKILL)
         try:
-            for child in sorted((p for p in folder.iterdir() if p.is_dir()), reverse=True):
-                remove_group(child, max(0.1, deadline - time.monotonic()))
             folder.rmdir()
             return
         except FileNotFoundError:
             return
+        except PermissionError:
+            return
         except OSError:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
+            pass
+        if (folder / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                _write_text(folder / "cgroup.kill", "1")
+        for pid in (int(p) for p in _read_text(folder / "cgroup.procs").split() if p.isdigit()):
+            signal_quietly(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            for child in sorted((p for p in folder.iterdir() if p.is_dir()), reverse=True):
+                remove_group(child, max(0.1, deadline - time.monotonic()))
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 @dataclass
@@ -4001,7 +4033,7 @@ class ControlGroups:
         """This run's folders, v2 where a subtree is delegated to us, else v1 as root; a usage
         error that says why and what to do when neither can be had (never a silent no-op)."""
         mounts = cgroup_mounts(_read_text(Path("/proc/self/mountinfo")))
-        name = f"{run_id}-{os.getpid()}"
+        name = f"{run_id}-{os.getpid()}-{process_start(os.getpid())}"
         v2 = delegated_v2(mounts, limits)
         if v2 is not None:
             return cls(2, {"unified": make_v2_run(v2, name)})
@@ -4115,11 +4147,21 @@ def sweep_dead_cgroups() -> int:
         except OSError:
             continue
         for run in runs:
-            pid = run.name.rpartition("-")[2]
-            if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            parts = run.name.split("-")  # <run id>-<runner pid>-<its start time>: a reused pid is no runner
+            pid, start = (parts[1], parts[2]) if len(parts) == 3 else (parts[-1], "")
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            if not process_alive(int(pid)) or (start and str(process_start(int(pid))) != start):
                 remove_group(run)
                 removed += 1
     return removed
+
+
+def process_start(pid: int) -> int:
+    """A process's start time (clock ticks after boot, /proc/<pid>/stat field 22), 0 if unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[19])
+    return 0
 
 
 def sample_usage(pid: int) -> tuple[int, float]:
@@ -4158,6 +4200,7 @@ _RATE_LIMITED = re.compile(
 
 
 _RETRY_AFTER = re.compile(r"retry[-_ ]after[\"']?\s*[:=]?\s*[\"']?(\d{1,5}(?:\.\d+)?)", re.I)
+_TRY_AGAIN_IN = re.compile(r"try again in (\d{1,5}(?:\.\d+)?)(ms|s)\b", re.I)  # OpenAI's text
 
 
 RATE_RAISE_AFTER = 30.0  # seconds without a rate limit before one more task may run at once
@@ -4176,6 +4219,7 @@ def rate_limit_signal(text: str) -> tuple[bool, float | None]:
     if not _RATE_LIMITED.search(text):
         return False, None
     waits = [float(m.group(1)) for m in _RETRY_AFTER.finditer(text)]
+    waits += [float(m.group(1)) / (1000 if m.group(2).lower() == "ms" else 1) for m in _TRY_AGAIN_IN.finditer(text)]
     return True, max(waits) if waits else None
 
 
@@ -7660,8 +7704,8 @@ def open_output_folder(settings: Settings, limits: Limits | None = None) -> Outp
     run_id = uuid.uuid4().hex[:8]
     cgroups = None
     if limits is not None and limits.any:
+        cgroups = ControlGroups.open(run_id, limits)  # a usage error when there are none to be had
         sweep_dead_cgroups()
-        cgroups = ControlGroups.open(run_id, limits)
     try:
         return lock_output_folder(settings, run_id, cgroups)
     except BaseException:
@@ -8317,8 +8361,7 @@ class Batch:
         if found and most and count >= most:
             kind, check = found
             self.stop.fail(
-                f"{count} attempts in a row ended in the same failure, {kind} (the last: {example}); check {check}. "
-                "No new task started"
+                f"{count} attempts in a row ended in the same failure, {kind} (the last: {example}); check {check}"
             )
 
 
