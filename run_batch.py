@@ -122,6 +122,8 @@ EVALUATIONS_FILE = "evaluations.jsonl"
 
 SDK_DRIVER_FLAG = "--sdk-driver"
 
+DRIVER_LACKS = "run_batch driver: "  # starts the driver's stderr line on a private SDK part it lacks
+
 SDK_SERVER_FLAG = "--sdk-server"
 
 SESSION_PLACEHOLDER = "~" * 120  # the server's RUN_BATCH_SESSION, overwritten in each attempt's copy
@@ -2560,7 +2562,7 @@ def session_name(task: Task, run_id: str, attempt: int) -> str:
 
 
 def session_id(name: str, legacy: bool = False) -> str:
-    """OpenHands' sid for `-n name` (docs/openhands.md, "Session id"). Its jwt secret is a
+    """OpenHands' sid for `-n name` (docs/openhands.md, "Session id and storage"). Its jwt secret is a
     SecretStr, so the formatted text is the mask '**********', the same on every machine."""
     digest = hashlib.sha256(f"{name}**********".encode()).hexdigest()
     if legacy:  # before 0.51
@@ -2637,7 +2639,7 @@ def with_labels(kwargs_literal: str, marker: Marker) -> str:
 
 
 def set_workspace(config: dict[str, Any], env: dict[str, str], environ: dict[str, str], workspace: Path) -> None:
-    """Make `workspace` the agent's workspace on every release (docs/openhands.md, "Workspace"):
+    """Make `workspace` the agent's workspace on every release (docs/openhands.md, "Configuration"):
     [core] workspace_base and workspace_mount_path are read by 0.33 and 1.6 alike (deprecated in
     1.6, still honoured); [sandbox] volumes exists only in later releases (0.33 rejects the key),
     and where the user has it, it wins and drops the workspace unless it mounts /workspace: so a
@@ -2908,7 +2910,7 @@ class ConversationFolder:
 
     def environment(self, attempt: Attempt, private_dir: Path, environ: dict[str, str]) -> tuple[dict[str, str], Path]:
         """What the CLI and the driver read: where the conversation goes, the work dir, no fetch of
-        LiteLLM's price list (docs/openhands.md, "Offline start"), the attempt's markers and tmux."""
+        LiteLLM's price list (docs/openhands.md, "SDK 1.58.2", the price map), the attempt's markers and tmux."""
         tmux_dir = make_tmux_dir(private_dir)
         env = {**environ, "OPENHANDS_CONVERSATIONS_DIR": str(self.make(attempt))}
         env.update(attempt_environment(attempt.marker, tmux_dir))
@@ -3886,17 +3888,31 @@ def own_cgroup(text: str, controller: str) -> str | None:
     return None
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, limit: int = 1 << 20) -> str:
+    """A kernel file's text ("" when it cannot be read), by plain system calls: a control group's
+    files are read several times per attempt, and a file object costs three times the calls."""
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read(1 << 16)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    chunks: list[bytes] = []
+    try:
+        while sum(map(len, chunks)) < limit and (chunk := os.read(fd, 1 << 16)):
+            chunks.append(chunk)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii", "replace")
 
 
 def _write_text(path: Path, value: str) -> None:
-    with open(path, "w", encoding="ascii") as f:
-        f.write(value)
+    """Write a kernel file in one system call (a control group's setting takes it whole)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode("ascii"))
+    finally:
+        os.close(fd)
 
 
 def _keyed(text: str, key: str) -> int | None:
@@ -3927,6 +3943,11 @@ class AttemptGroup:
     version: int
     dirs: dict[str, Path]  # controller (v2: "unified") -> the attempt's folder
 
+    @property
+    def folders(self) -> list[Path]:
+        """Each folder once: co-mounted controllers (cpu,cpuacct on many machines) share one."""
+        return list(dict.fromkeys(self.dirs.values()))
+
     @contextlib.contextmanager
     def joined(self) -> Iterator[None]:
         """While this is open, processes the current thread starts are born in the group: the thread
@@ -3936,13 +3957,13 @@ class AttemptGroup:
             yield
             return
         tid = str(threading.get_native_id())
-        back = {c: d.parents[2] / home_cgroup(c) for c, d in self.dirs.items()}
-        for folder in self.dirs.values():  # <mount>/run_batch/<run>/<attempt>
+        back = list(dict.fromkeys(d.parents[2] / home_cgroup(c) for c, d in self.dirs.items()))
+        for folder in self.folders:  # <mount>/run_batch/<run>/<attempt>
             _write_text(folder / "tasks", tid)
         try:
             yield
         finally:
-            for folder in back.values():
+            for folder in back:
                 with contextlib.suppress(OSError):
                     _write_text(folder / "tasks", tid)
 
@@ -3966,7 +3987,7 @@ class AttemptGroup:
 
     def procs_files(self) -> list[str]:
         """The files a process writes `0` to, to join the group (a preloaded SDK's child does)."""
-        return [str(d / "cgroup.procs") for d in self.dirs.values()]
+        return [str(d / "cgroup.procs") for d in self.folders]
 
     def oom_kills(self) -> int:
         if self.version == 1:
@@ -3989,7 +4010,7 @@ class AttemptGroup:
     def remove(self) -> None:
         """Kill whatever is still in the group (a process may fork meanwhile: read again until
         empty), then remove its folders; a zombie does not keep a group."""
-        for folder in self.dirs.values():
+        for folder in self.folders:
             remove_group(folder)
 
 
@@ -4059,10 +4080,10 @@ class ControlGroups:
 
     def attempt(self, session: str, limits: Limits) -> AttemptGroup:
         """A group for one attempt, its limits written before anything joins it."""
-        dirs = {c: run / session for c, run in self.runs.items()}
-        for folder in dirs.values():
+        group = AttemptGroup(self.version, {c: run / session for c, run in self.runs.items()})
+        for folder in group.folders:
             folder.mkdir()
-        group = AttemptGroup(self.version, dirs)
+        dirs = group.dirs
         try:
             if self.version == 1:
                 if limits.memory is not None:
@@ -4090,10 +4111,10 @@ class ControlGroups:
         return group
 
     def paths(self) -> list[str]:
-        return [str(p) for p in self.runs.values()]
+        return [str(p) for p in dict.fromkeys(self.runs.values())]
 
     def close(self) -> None:
-        for run in self.runs.values():
+        for run in dict.fromkeys(self.runs.values()):
             remove_group(run)
 
 
@@ -4941,6 +4962,7 @@ class LiveAttempt:
     cpu_seconds: float | None = None
     log_offsets: dict[Path, int] = field(default_factory=dict)  # how far the logs were read
     rate_limits: list[float | None] = field(default_factory=list)  # limits met since the monitor looked (Retry-After)
+    lacks: list[str] = field(default_factory=list)  # what the SDK driver said its release lacks
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=utc_now)
     metrics: Metrics = field(default_factory=Metrics)
@@ -5001,6 +5023,9 @@ class LiveAttempt:
         limited, retry_after = rate_limit_signal(text)
         if limited:
             self.rate_limits.append(retry_after)
+        if DRIVER_LACKS in text:
+            said = (line for line in text.splitlines() if line.startswith(DRIVER_LACKS))
+            self.lacks += [line.removeprefix(DRIVER_LACKS) for line in said]
 
 
 def oom_reason(limits: Limits, usage: Usage) -> str:
@@ -5537,7 +5562,15 @@ class ResultsFile:
         self.lock_path = path.with_name(f".{path.name}.lock")
         self._lock_fd: int | None = None
         self._fd: int | None = None
-        self._mutex = threading.Lock()
+        self._mutex = threading.Lock()  # held while a line is written
+        # Group commit: lines are numbered as written; one fsync covers every line written before
+        # it began, so records that end together share one, and each append still returns only
+        # once its own line is on disk.
+        self._synced = threading.Condition()
+        self._written = 0  # lines written
+        self._durable = 0  # lines on disk
+        self._syncing = False
+        self._unsynced: dict[int, int] = {}  # line number -> its offset, until it is on disk
 
     def acquire(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """Take the lock; returns what a dead earlier run left in it (None if it ended cleanly)."""
@@ -5580,7 +5613,8 @@ class ResultsFile:
     def append_json(self, value: dict[str, Any]) -> None:
         """Append one line, on disk (fsync) before this returns: the price of never losing a
         finished task. A write that fails part way (a full disk) is cut back off, so the file
-        never keeps half a record of ours."""
+        never keeps half a record of ours; a failed fsync cuts back every line it was to cover
+        (each of their appends raises)."""
         data = (dumps_json(value) + "\n").encode()
         with self._mutex:
             if self._fd is None:
@@ -5595,11 +5629,49 @@ class ResultsFile:
                 written = 0
                 while written < len(data):
                     written += os.write(self._fd, data[written:])
-                os.fsync(self._fd)
             except OSError:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, start)
                 raise
+            self._written += 1
+            number, fd = self._written, self._fd
+            self._unsynced[number] = start
+        self._wait_durable(number, fd)
+
+    def _wait_durable(self, number: int, fd: int) -> None:
+        """Return once line `number` is on disk: fsync it (and whatever was written before it)
+        unless an fsync already under way or just done covers it."""
+        with self._synced:
+            while self._durable < number:
+                if number not in self._unsynced:  # cut back off after a failed fsync
+                    raise OSError(errno.EIO, "the results file could not be synced; the record was cut back off")
+                if self._syncing:
+                    self._synced.wait()
+                    continue
+                self._syncing = True
+                with self._mutex:
+                    covered = self._written
+                self._synced.release()
+                try:
+                    os.fsync(fd)
+                    failure = None
+                except OSError as exc:
+                    failure = exc
+                finally:
+                    self._synced.acquire()
+                    self._syncing = False
+                if failure is None:
+                    self._durable = max(self._durable, covered)
+                    for n in [n for n in self._unsynced if n <= covered]:
+                        del self._unsynced[n]
+                else:
+                    with self._mutex:  # every line not on disk goes, and each of their appends raises
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, min(self._unsynced.values()))
+                        self._unsynced.clear()
+                self._synced.notify_all()
+                if failure is not None:
+                    raise failure
 
     def _open(self) -> int:
         return open_for_writing(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
@@ -5884,13 +5956,15 @@ def pass_rates(latest: list[AttemptRecord]) -> PassRates | None:
     )
 
 
-def pass_rate_line(rates: PassRates | None) -> str | None:
+def pass_rate_line(rates: PassRates | None, sampled: bool = False) -> str | None:
+    """The verdicts in a line; `sampled`: the counts are of samples (several per task), not tasks."""
     if not rates:
         return None
     mean = "" if rates.mean_score is None else f", mean score {rates.mean_score:g}"
     return (
         f"Evaluation: {rates.passed} passed of {rates.evaluated} evaluated "
-        f"({rates.pass_rate_evaluated:.0%}; {rates.pass_rate_selected or 0:.0%} of the selected tasks), "
+        f"({rates.pass_rate_evaluated:.0%}; {rates.pass_rate_selected or 0:.0%} of the selected "
+        f"{'samples' if sampled else 'tasks'}), "
         f"{rates.failed} failed, {rates.error} error{mean}."
     )
 
@@ -6180,8 +6254,9 @@ def totals_line(totals: Totals) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in totals.counts.items() if n)
     rates = totals.evaluation
     passed = "" if not rates else f"; {rates.passed}/{rates.evaluated} evaluated passed"
+    samples = f", {plural(totals.samples, 'sample')}" if totals.samples > totals.tasks else ""
     return (
-        f"{plural(totals.tasks, 'task')}: {counts or 'none'}; cost ${totals.total_cost:.4f} "
+        f"{plural(totals.tasks, 'task')}{samples}: {counts or 'none'}; cost ${totals.total_cost:.4f} "
         f"(known for {totals.tasks_with_cost}), tokens {totals.total_input_tokens} in / "
         f"{totals.total_output_tokens} out, task time {format_duration(totals.task_time_seconds)}{passed}"
     )
@@ -6231,7 +6306,7 @@ def experiment_lines(results: ExperimentResults) -> list[str]:
         *filter(
             None,
             [
-                pass_rate_line(results.totals.evaluation),
+                pass_rate_line(results.totals.evaluation, results.totals.samples > results.totals.tasks),
                 measures_line(results.measures),
                 scores_line(results.scores),
             ],
@@ -7011,7 +7086,7 @@ def html_totals(results: ExperimentResults, disk: dict[str, int]) -> str:
     parts = [
         results.heading(),
         totals_line(results.totals),
-        pass_rate_line(results.totals.evaluation),
+        pass_rate_line(results.totals.evaluation, results.totals.samples > results.totals.tasks),
         measures_line(results.measures),
         workspace_line(disk),
     ]
@@ -7120,9 +7195,9 @@ class Page:
 
 
 def render_html(groups: list[ExperimentResults], page_of: Page, secrets: tuple[str, ...]) -> str:
-    """The whole report page (pure but for reading trajectories): the folder's experiments apart,
-    each with its totals, scores and task table. Everything not written here is escaped: task
-    names, reasons and outputs are data from outside."""
+    """The whole report page (pure but for reading trajectories and the folder's file names): the
+    folder's experiments apart, each with its totals, scores and task table. Everything not written
+    here is escaped: task names, reasons and outputs are data from outside."""
     report_dir, title, output_dir, disk = page_of.report_dir, page_of.title, page_of.output_dir, page_of.disk
     records = [r for g in groups for r in g.records]
     latest = [r for g in groups for r in g.latest]
@@ -7603,7 +7678,7 @@ def dry_run(setup: RunSetup, plan: Plan) -> int:
     import tomli_w
 
     say(
-        f"Would run {plural(len(plan.to_run), unit)} ({len(plan.done)} tasks already done, skipped), "
+        f"Would run {plural(len(plan.to_run), unit)} ({plural(len(plan.done), 'task')} already done, skipped), "
         f"{settings.max_workers} at a time, from {settings.project_dir}:"
     )
     rules = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in about.rules.items())
@@ -8134,6 +8209,7 @@ class Batch:
             outcome = Outcome(None, Metrics(), OutputFacts())
         with contextlib.suppress(Exception):
             live.look(time.monotonic())  # the last events, for a task killed before it saved its totals
+        self.say_lacks(live)
         if not outcome.metrics.known and live.metrics.known:
             outcome.metrics = live.metrics
         return outcome
@@ -8183,6 +8259,7 @@ class Batch:
                 except Exception as exc:  # a follower's bug must not stop the watch
                     self.log.once(f"follow-{type(exc).__name__}", f"could not follow a running task: {exc!r}")
                 self.slow_down(live, now)
+                self.say_lacks(live)
                 check_attempt(live, now, self.settings.stall_timeout, live.budget)
             with self._lock:
                 self.rate.calm(now)
@@ -8197,6 +8274,11 @@ class Batch:
             ):
                 last_heartbeat = now
                 self.view.write(self.heartbeat_line())
+
+    def say_lacks(self, live: LiveAttempt) -> None:
+        """Once per batch, each private SDK part a per-attempt driver said its release lacks."""
+        for lack in live.lacks:
+            self.log.once(f"lacks {lack}", lack)
 
     def slow_down(self, live: LiveAttempt, now: float) -> None:
         """The rate limits a running attempt met since the last look: fewer starts for a while."""
@@ -8461,7 +8543,7 @@ def summary_lines(batch: Batch, plan: Plan, finish: Finish) -> list[str]:
         lines = [
             f"Nothing to run: {plural(len(plan.selected), 'selected task')} "
             f"{'has' if len(plan.selected) == 1 else 'have'} already "
-            f"{'succeeded' if plan.samples == 1 else 'run every sample'} (--rerun runs them again)."
+            f"{'run every sample' if unit == 'sample' else 'succeeded'} (--rerun runs them again)."
             if plan.selected
             else "Nothing to run: no task selected."
         ]
@@ -8506,7 +8588,7 @@ def summary_lines(batch: Batch, plan: Plan, finish: Finish) -> list[str]:
             )
         )
     lines += filter(None, [outlier_line(mine.latest), resources_line(shown), waits_line(batch)])
-    lines += filter(None, [pass_rate_line(totals.evaluation), measures_line(mine.measures)])
+    lines += filter(None, [pass_rate_line(totals.evaluation, unit == "sample"), measures_line(mine.measures)])
     lines += filter(
         None, [scores_line(mine.scores), f"Experiment {mine.experiment.describe()}" if mine.experiment else None]
     )
@@ -8854,7 +8936,8 @@ def evaluate_only(settings: Settings, environ: dict[str, str]) -> int:
     for g in groups:
         heading = f"{g.heading()}: " if len(groups) > 1 else ""
         mine = [r for r in g.latest if r.task_name in tasks]
-        print(heading + (pass_rate_line(pass_rates(mine)) or "Evaluation: nothing evaluated."))
+        sampled = any(r.sample > 1 for r in mine)
+        print(heading + (pass_rate_line(pass_rates(mine), sampled) or "Evaluation: nothing evaluated."))
         for line in filter(None, [measures_line(measures(mine))]):
             print(line)
     if settings.fail_on_evaluation:
@@ -9154,88 +9237,9 @@ def settle_state(conversation: Any, stop: DriverStop, failure: list[str]) -> Non
         driver_save_state(conversation, lock_timeout=0.2)
 
 
-def run_sdk_driver(argv: list[str]) -> int:
-    """One task through the SDK: conversation folder, work dir and settings where the V1 CLI finds
-    them ($OPENHANDS_CONVERSATIONS_DIR, $OPENHANDS_WORK_DIR, $OPENHANDS_PERSISTENCE_DIR). Exit 0
-    finished, 1 any other end (error, stuck, step limit, budget, no settings), 128+N after a
-    graceful stop on signal N with the state saved."""
-    args = parse_driver_args(argv)
-    stop = DriverStop()
-    stop.install()  # before the slow imports
-    text = driver_prompt(args.prompt)
-    if text is None:
-        return 1
-    persistence = Path(os.environ.get("OPENHANDS_PERSISTENCE_DIR") or Path.home() / ".openhands")
-    conversations = Path(os.environ.get("OPENHANDS_CONVERSATIONS_DIR") or persistence / "conversations")
-    work_dir = os.environ.get("OPENHANDS_WORK_DIR") or os.getcwd()
-
-    from openhands.sdk import Conversation, ConversationExecutionStatus
-    from openhands.sdk.security.confirmation_policy import NeverConfirm
-    from openhands.tools.preset.default import register_builtins_agents
-
-    if stop.requested.is_set():
-        return 128 + stop.signals[0]
-    try:
-        agent = driver_agent(args, persistence, work_dir)
-    except (UsageError, OSError, ValueError) as exc:
-        print(f"run_batch driver: {exc}", file=sys.stderr)
-        return 1
-    register_builtins_agents(enable_browser=False)  # the sub-agents the task tool may start
-    follower = SpendFollower(args.max_budget, stop)
-    conversation = Conversation(
-        agent=agent,
-        workspace=work_dir,
-        persistence_dir=str(conversations),  # the SDK adds /<conversation id>
-        max_iteration_per_run=args.max_iterations,
-        visualizer=None,
-        callbacks=[follower],
-    )
-    follower.conversation = conversation
-    conversation.set_confirmation_policy(NeverConfirm())
-    failure = drive_conversation(conversation, text, stop, args.grace)
-    settle_state(conversation, stop, failure)
-    print(f"Conversation ID: {conversation.id.hex}", flush=True)
-    closing = threading.Thread(target=conversation.close, name="close", daemon=True)  # ends its tmux session
-    closing.start()
-    closing.join(10)
-    if stop.signals:
-        return 128 + stop.signals[0]
-    finished = conversation.state.execution_status == ConversationExecutionStatus.FINISHED
-    return 0 if finished and not failure else 1
-
-
-# ------------------------------------------------------------------------------------------------
-# The preloaded SDK: imported once per batch, each attempt a fork of it
-# ------------------------------------------------------------------------------------------------
-# Importing the SDK and its tools takes seconds of CPU and hundreds of MB (LiteLLM alone is most of
-# it), which every attempt paid again. `python run_batch.py --sdk-server` imports them once; the
-# runner then asks it, one JSON line on its stdin per attempt, to fork a child that becomes the
-# attempt exactly as a fresh interpreter would: its own session, working folder, environment, log
-# files, control group; it answers with the child's pid, and with its exit status once it ends.
-# A fork copies no thread: the server refuses to serve when the imports left one running
-# (docs/openhands.md, "SDK driver, preloaded").
-
-
-def driver_imports() -> None:
-    """Everything the driver imports, and what its first LLM call would import late (the HTTP
-    stack, LiteLLM's tokenizer), so that a forked attempt imports nothing itself."""
-    import httpx
-    import litellm
-    from openhands.sdk import LLM, Agent, AgentContext, Conversation, LLMSummarizingCondenser  # noqa: F401
-    from openhands.sdk.context import load_project_skills  # noqa: F401
-    from openhands.sdk.event import ActionEvent  # noqa: F401
-    from openhands.sdk.event.conversation_error import ConversationErrorEvent  # noqa: F401
-    from openhands.sdk.security.confirmation_policy import NeverConfirm  # noqa: F401
-
-    driver_tools()
-    with contextlib.suppress(Exception):
-        litellm.token_counter(model="gpt-4o", text="warm up")
-    httpx.Client().close()
-
-
 def driver_hooks() -> list[str]:
     """What a release lacks of the SDK parts the driver relies on beyond its public API, each with
-    what is lost without it (checked after the imports; docs/openhands.md, "SDK driver")."""
+    what is lost without it (checked after the imports; docs/openhands.md, "SDK 1.58.2")."""
     from openhands.sdk.conversation.state import ConversationState
 
     missing = []
@@ -9279,6 +9283,88 @@ def server_say(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def run_sdk_driver(argv: list[str], forked: bool = False) -> int:
+    """One task through the SDK: conversation folder, work dir and settings where the V1 CLI finds
+    them ($OPENHANDS_CONVERSATIONS_DIR, $OPENHANDS_WORK_DIR, $OPENHANDS_PERSISTENCE_DIR). Exit 0
+    finished, 1 any other end (error, stuck, step limit, budget, no settings), 128+N after a
+    graceful stop on signal N with the state saved."""
+    args = parse_driver_args(argv)
+    stop = DriverStop()
+    stop.install()  # before the slow imports
+    text = driver_prompt(args.prompt)
+    if text is None:
+        return 1
+    persistence = Path(os.environ.get("OPENHANDS_PERSISTENCE_DIR") or Path.home() / ".openhands")
+    conversations = Path(os.environ.get("OPENHANDS_CONVERSATIONS_DIR") or persistence / "conversations")
+    work_dir = os.environ.get("OPENHANDS_WORK_DIR") or os.getcwd()
+
+    from openhands.sdk import Conversation, ConversationExecutionStatus
+    from openhands.sdk.security.confirmation_policy import NeverConfirm
+    from openhands.tools.preset.default import register_builtins_agents
+
+    if not forked:  # a preloaded server said it once for the batch; here the runner reads the log
+        for lack in driver_hooks():
+            print(f"{DRIVER_LACKS}openhands-sdk {sdk_version() or UNKNOWN} lacks {lack}", file=sys.stderr, flush=True)
+    if stop.requested.is_set():
+        return 128 + stop.signals[0]
+    try:
+        agent = driver_agent(args, persistence, work_dir)
+    except (UsageError, OSError, ValueError) as exc:
+        print(f"run_batch driver: {exc}", file=sys.stderr)
+        return 1
+    register_builtins_agents(enable_browser=False)  # the sub-agents the task tool may start
+    follower = SpendFollower(args.max_budget, stop)
+    conversation = Conversation(
+        agent=agent,
+        workspace=work_dir,
+        persistence_dir=str(conversations),  # the SDK adds /<conversation id>
+        max_iteration_per_run=args.max_iterations,
+        visualizer=None,
+        callbacks=[follower],
+    )
+    follower.conversation = conversation
+    conversation.set_confirmation_policy(NeverConfirm())
+    failure = drive_conversation(conversation, text, stop, args.grace)
+    settle_state(conversation, stop, failure)
+    print(f"Conversation ID: {conversation.id.hex}", flush=True)
+    closing = threading.Thread(target=conversation.close, name="close", daemon=True)  # ends its tmux session
+    closing.start()
+    closing.join(10)
+    if stop.signals:
+        return 128 + stop.signals[0]
+    finished = conversation.state.execution_status == ConversationExecutionStatus.FINISHED
+    return 0 if finished and not failure else 1
+
+
+# ------------------------------------------------------------------------------------------------
+# The preloaded SDK: imported once per batch, each attempt a fork of it
+# ------------------------------------------------------------------------------------------------
+# Importing the SDK and its tools takes seconds of CPU and hundreds of MB (LiteLLM alone is most of
+# it), which every attempt paid again. `python run_batch.py --sdk-server` imports them once; the
+# runner then asks it, one JSON line on its stdin per attempt, to fork a child that becomes the
+# attempt exactly as a fresh interpreter would: its own session, working folder, environment, log
+# files, control group; it answers with the child's pid, and with its exit status once it ends.
+# A fork copies no thread: the server refuses to serve when the imports left one running
+# (docs/openhands.md, "SDK 1.58.2", fork).
+
+
+def driver_imports() -> None:
+    """Everything the driver imports, and what its first LLM call would import late (the HTTP
+    stack, LiteLLM's tokenizer), so that a forked attempt imports nothing itself."""
+    import httpx
+    import litellm
+    from openhands.sdk import LLM, Agent, AgentContext, Conversation, LLMSummarizingCondenser  # noqa: F401
+    from openhands.sdk.context import load_project_skills  # noqa: F401
+    from openhands.sdk.event import ActionEvent  # noqa: F401
+    from openhands.sdk.event.conversation_error import ConversationErrorEvent  # noqa: F401
+    from openhands.sdk.security.confirmation_policy import NeverConfirm  # noqa: F401
+
+    driver_tools()
+    with contextlib.suppress(Exception):
+        litellm.token_counter(model="gpt-4o", text="warm up")
+    httpx.Client().close()
+
+
 def driver_refusal() -> str | None:
     """Why the driver cannot run on this SDK at all (it reads the spend from the conversation's
     stats), or None."""
@@ -9293,7 +9379,7 @@ def run_sdk_server() -> int:
     """Import the SDK once, then fork one attempt per request until stdin closes (the runner is
     done, or gone: then the attempts it left run on, and the next run cleans them up as it does
     any dead run's)."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # docs/openhands.md, "Offline start"
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # docs/openhands.md, "SDK 1.58.2"
     try:
         driver_imports()
     except Exception as exc:
@@ -9355,7 +9441,7 @@ def server_fork(request: dict[str, Any], wake: tuple[int, int]) -> None:
     code = 70
     try:
         become_attempt(request, wake)
-        code = run_sdk_driver(list(request["argv"]))
+        code = run_sdk_driver(list(request["argv"]), forked=True)
     except BaseException:  # the attempt's stderr says why; the runner records exit 70
         traceback.print_exc()
     finally:

@@ -2,17 +2,19 @@
 """The runner's own cost of per-task limits: --task-memory (and --task-cpus) on against off.
 
     python benchmarks/limits.py [--tasks 60] [--workers 4] [--repeats 5] [--memory 1G] [--cpus 2]
-                                [--runner PATH]
+                                [--seconds 0] [--runner PATH]
 
-The same batch of instant stand-in tasks (tests/fake_openhands.py, `RUN: true`) runs with and
-without limits, interleaved ABBA (off, on, on, off, ...) so drift hits both alike, each run in a
-fresh output folder. Measured per run: the runner's own CPU seconds (its threads only, from
-/proc/<pid>/stat read after it exited and before it is reaped: its tasks' CPU is not in it) and the
-wall time. Printed: each side's median and best, and the ratio on/off of the medians, against the
-issue's goal (issue 25: within 5 %), with the difference per attempt in milliseconds. With limits
-on, each attempt is a control group of its own (made, limited, joined, read, removed); without,
-the monitor samples the attempt's processes instead. Needs what --task-memory needs (cgroup v2
-delegated to you, or v1 as root); says so and stops otherwise.
+The same batch of stand-in tasks (tests/fake_openhands.py) runs with and without limits,
+interleaved ABBA (off, on, on, off, ...) so drift hits both alike, each run in a fresh output
+folder. Each task runs `true` (the worst case: the runner's fixed cost per attempt is all there
+is), or `sleep S` with --seconds S (an attempt that lasts, followed all along). Measured per run:
+the runner's own CPU seconds (its threads only, from /proc/<pid>/stat read after it exited and
+before it is reaped: its tasks' CPU is not in it) and the wall time. Printed: each side's median
+and best, and the ratio on/off of the medians, against the issue's goal (issue 25: within 5 %),
+with the difference per attempt in milliseconds. With limits on, each attempt is a control group
+of its own (made, limited, joined, read, removed); without, the monitor samples the attempt's
+processes instead. Needs what --task-memory needs (cgroup v2 delegated to you, or v1 as root);
+says so and stops otherwise.
 """
 
 from __future__ import annotations
@@ -85,11 +87,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each side (interleaved)")
     parser.add_argument("--memory", default="1G", help="--task-memory of the limited side (default: 1G)")
     parser.add_argument("--cpus", default=None, help="--task-cpus of the limited side too (default: none)")
+    parser.add_argument("--seconds", type=float, default=0, help="each task sleeps this long (default: 0, `true`)")
     parser.add_argument("--runner", type=Path, default=ROOT / "run_batch.py", help="the run_batch.py to measure")
     args = parser.parse_args()
     script = args.runner.resolve()
     limits = ["--task-memory", args.memory] + (["--task-cpus", args.cpus] if args.cpus else [])
-    root, project, prompts = workspace(args.tasks, "Trivial.\nRUN: true\n")
+    work = f"sleep {args.seconds:g}" if args.seconds else "true"
+    root, project, prompts = workspace(args.tasks, f"Trivial.\nRUN: {work}\n")
     try:
         problem = check_limits_work(script, project, prompts, limits)
         if problem:
@@ -103,7 +107,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     assert all(r["sources"] == {"cgroup"} for r in runs["on"]), "the limited runs' records do not say cgroup"
     print(
-        f"limits: {args.tasks} instant stand-in tasks, {args.workers} workers, {os.cpu_count()} CPUs; "
+        f"limits: {args.tasks} stand-in tasks running `{work}`, {args.workers} workers, {os.cpu_count()} CPUs; "
         f"{args.repeats} runs of each side, interleaved ABBA; limited side: {shlex.join(limits)}; runner CPU from "
         "/proc/<pid>/stat (its own threads), medians [best]"
     )

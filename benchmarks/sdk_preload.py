@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The preloaded SDK (issue 24) beside the per-attempt interpreter, in one run on one machine.
 
-    python benchmarks/sdk_preload.py [--python PATH] [--repeats 2] [--startup-tasks 3]
+    .venv/bin/python benchmarks/sdk_preload.py [--python PATH] [--repeats 2] [--startup-tasks 3]
                                      [--concurrent 8] [--batch 16] [--workers 4] [--runner PATH]
                                      [--only startup memory batch]
 
@@ -269,12 +269,12 @@ def when(stamp: str) -> float:
 
 
 def cgroup_limits_work(bench: Bench) -> bool:
-    """Whether --task-memory works here (a fork mode batch of one task, which the startup needs anyway
-    as its warm-up)."""
+    """Whether --task-memory works here (a fork mode batch of one task: the start-up's warm-up too)."""
     try:
         bench.batch("fork", {"probe-cg": "Bench probe-cg.\nRUN: true\n"}, 1, "--task-memory", "8G")
         return True
-    except SystemExit:
+    except SystemExit as exc:
+        print(f"  (--task-memory does not work here: {str(exc).splitlines()[-1]})", flush=True)
         return False
 
 

@@ -623,6 +623,15 @@ def test_samples_give_pass_at_k_and_pass_hat_k_as_worked_out_by_hand(ws: Workspa
     nothing = run(ws, "--samples", "5", "--evaluate", grader)
     assert "Nothing to run: 3 selected tasks have already run every sample" in nothing.stdout
     assert len(ws.launches()) == 15
+    # without --samples the tasks keep the rule of samples, and the words say samples, not successes
+    plain = run(ws, "--evaluate", grader)
+    assert "Nothing to run: 3 selected tasks have already run every sample" in plain.stdout, plain.stdout
+    assert len(ws.launches()) == 15
+    told = run(ws, "--report")
+    assert "3 tasks, 15 samples: " in told.stdout, told.stdout
+    assert "Evaluation: 8 passed of 15 evaluated (53%; 53% of the selected samples)" in told.stdout
+    dry = run(ws, "--samples", "6", "--dry-run")
+    assert "Would run 3 samples (0 tasks already done, skipped)" in dry.stdout, dry.stdout
 
 
 @pytest.mark.e2e

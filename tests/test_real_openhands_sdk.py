@@ -15,15 +15,16 @@ budget per task, an exit status that tells, a stop in a second or two at a timeo
 the state and its cost saved, and the spend saved after every LLM call, so that even a SIGKILLed
 attempt's conversation still holds its cost. The full set runs once per SDK (1.21.0 per attempt,
 1.58.2 preloaded), a smaller one (a finished task with its exact cost, a timeout, Ctrl-C) in the
-other start-up. Every runner of one combination starts at once (`Runs`, `Project` of the CLI's
-tests), so each combination takes about as long as its timeout case: 1-2 minutes on a loaded
-2-core machine.
+other start-up; every preloaded run also shows that its attempts were forked from its server.
+Every runner of one combination starts at once (`Runs`, `Project` of the CLI's tests; the tasks
+that need no runner of their own share one), so each combination takes about as long as its
+timeout case: 70-95 s on a loaded 2-core machine.
 
 Then, per SDK, preloaded: four attempts forked side by side share nothing (environment, working
 folder, conversation folder, LLM client), each forked attempt shows its own session marker in
 /proc/<pid>/environ (what the sweep reads), a SIGKILLed runner's forked attempts are cleaned up
-by the next run, and with `--task-memory` (as root, cgroup v1) the forked attempt runs in its
-control group.
+by the next run, and with `--task-memory` (root and cgroup v1, as in test_limits.py) the forked
+attempt runs in its control group: 40-50 s per SDK. The whole module: about 7 minutes at load 5-8.
 """
 
 from __future__ import annotations
@@ -179,49 +180,55 @@ class Seen:
     session: str | None  # its RUN_BATCH_SESSION in /proc/<pid>/environ
 
 
-def look_at(pid: int) -> Seen | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    role = "server" if b"--sdk-server" in cmdline else "driver" if b"--sdk-driver" in cmdline else None
-    if role is None:
-        return None
-    ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-    sessions = [e.split(b"=", 1)[1].decode(errors="replace") for e in environ if e.startswith(b"RUN_BATCH_SESSION=")]
-    return Seen(pid, ppid, role, sessions[0] if sessions else None)
+def drivers_and_servers() -> dict[str, list[Seen]]:
+    """run_batch's SDK servers and drivers alive now (their command line, then their environment),
+    by run id."""
+    found: dict[str, list[Seen]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            role = "server" if b"--sdk-server" in cmdline else "driver" if b"--sdk-driver" in cmdline else None
+            if role is None:
+                continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            environ = dict(
+                e.split(b"=", 1) for e in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0") if b"=" in e
+            )
+        except OSError:
+            continue
+        if not alive(int(entry)) or b"RUN_BATCH_RUN_ID" not in environ:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        session = environ.get(b"RUN_BATCH_SESSION")
+        seen = Seen(int(entry), ppid, role, session.decode(errors="replace") if session is not None else None)
+        found.setdefault(environ[b"RUN_BATCH_RUN_ID"].decode(errors="replace"), []).append(seen)
+    return found
 
 
 class Watch:
-    """Every process of a run that is run_batch's server or driver (its marker, then /proc), seen
-    every 0.2 s until stopped: which is whose child, and which marker each shows."""
+    """What /proc showed of one run's servers and drivers while it was watched: which is whose
+    child, and which marker each showed."""
 
-    def __init__(self, run_id: str) -> None:
-        self.marker = f"RUN_BATCH_RUN_ID={run_id}"
+    def __init__(self) -> None:
         self.seen: dict[int, Seen] = {}
         self.alive_at_once: dict[str, int] = {}  # role: the most alive together
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.watching = True
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now: dict[str, int] = {}
-            for pid in processes_with(self.marker):
-                if (seen := look_at(pid)) is not None:
-                    # its parent as first seen (the server's forks outlive it), its marker as last
-                    # seen (a fork overwrites the server's placeholder a moment after it starts)
-                    first = self.seen.setdefault(pid, seen)
-                    if seen.session != first.session and seen.session != PLACEHOLDER:
-                        self.seen[pid] = dataclasses.replace(first, session=seen.session)
-                    key = f"{seen.role}-{'fork' if self._forked(seen) else 'own'}"
-                    now[key] = now.get(key, 0) + 1
-            for key, n in now.items():
-                self.alive_at_once[key] = max(n, self.alive_at_once.get(key, 0))
-            self._stop.wait(0.2)
+    def update(self, now: list[Seen]) -> None:
+        counts: dict[str, int] = {}
+        for seen in now:
+            # its parent as first seen (the server's forks outlive it), its marker as last seen (a
+            # fork overwrites the server's placeholder a moment after it starts)
+            first = self.seen.setdefault(seen.pid, seen)
+            if seen.session not in (first.session, PLACEHOLDER):
+                self.seen[seen.pid] = dataclasses.replace(first, session=seen.session)
+            key = f"{seen.role}-{'fork' if self._forked(seen) else 'own'}"
+            counts[key] = counts.get(key, 0) + 1
+        for key, n in counts.items():
+            self.alive_at_once[key] = max(n, self.alive_at_once.get(key, 0))
 
     def _forked(self, seen: Seen) -> bool:
         """A child of the run's server (not a fork of one of its attempts, a moment before an exec)."""
@@ -229,16 +236,53 @@ class Watch:
         return parent is not None and parent.role == "server" and parent.session == PLACEHOLDER
 
     def stop(self) -> Watch:
-        self._stop.set()
-        self._thread.join()
+        WATCHER.look()  # once more, then no longer
+        self.watching = False
         return self
 
     def servers(self, runner: int) -> list[Seen]:
-        return [s for s in self.seen.values() if s.role == "server" and s.ppid == runner and not self._forked(s)]
+        return [s for s in self.seen.values() if s.role == "server" and s.ppid == runner]
 
     def forks(self) -> list[Seen]:
         """The attempts forked by the run's server."""
         return [s for s in self.seen.values() if s.role == "server" and self._forked(s)]
+
+    def drivers(self, runner: int) -> list[Seen]:
+        """The attempts the runner started in an interpreter of their own."""
+        return [s for s in self.seen.values() if s.role == "driver" and s.ppid == runner]
+
+
+class Watcher:
+    """One thread for every run watched: /proc every 0.3 s (the command lines first: cheap)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, Watch] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, run_id: str) -> Watch:
+        with self._lock:
+            self.runs[run_id] = watch = Watch()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+        return watch
+
+    def look(self) -> None:
+        with self._lock:
+            now = drivers_and_servers()
+            for run_id, watch in self.runs.items():
+                if watch.watching:
+                    watch.update(now.get(run_id, []))
+
+    def _run(self) -> None:
+        while True:
+            if any(w.watching for w in list(self.runs.values())):
+                self.look()
+            time.sleep(0.3)
+
+
+WATCHER = Watcher()
 
 
 # --- the scripted LLM, with every request kept ----------------------------------------------------
@@ -317,40 +361,39 @@ class Started:
 
 def start(runs: Runs, project: Project, *args: str, quiet: bool = False, after: str | None = None) -> Started:
     proc, marker = runs.start(project, *args, quiet=quiet, after=after)
-    return Started(proc, marker, Watch(marker.split("=", 1)[1]))
+    return Started(proc, marker, WATCHER.watch(marker.split("=", 1)[1]))
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory, server: RecordingLLM, runs: Runs, mode: Mode) -> dict[str, Any]:
-    """Every runner of one combination at once: a timeout while the agent's command runs; a
-    finished task in its own workspace; Ctrl-C while the agent's command runs; for the full set,
-    a step limit, a budget, and a runner SIGKILLed while its agent's command runs, then the next
-    run in its folder."""
+    """Every runner of one combination at once. One runs the tasks side by side, in workspaces of
+    their own: a finished task; a timeout while the agent's command runs; for the full set, a step
+    limit and a budget (the runner's options, and a task's front matter over them). One gets Ctrl-C
+    while its agent's command runs. For the full set, one is SIGKILLed while its agent's command
+    runs, then the next run in its folder cleans up."""
     root = tmp_path_factory.mktemp(str(mode))
-    names = ["timeout", "plain", "interrupted"] + (["steps", "budget", "killed"] if mode.full else [])
+    names = ["batch", "interrupted"] + (["killed"] if mode.full else [])
     projects = {n: SdkProject(root / n, server, mode.sdk) for n in names}
-    projects["timeout"].prompt("sleeps", WAITS)
-    projects["plain"].prompt("finishes", "Write a file.\nRUN: echo made > made.txt\n")
+    tasks = projects["batch"]
+    tasks.prompt("finishes", "Write a file.\nRUN: echo made > made.txt\n")
+    tasks.prompt("sleeps", f"---\ntimeout: {mode.timeout}\n---\n{WAITS}")
     projects["interrupted"].prompt("waits", WAITS)
-    args = {
-        "timeout": ("--timeout", str(mode.timeout)),
-        "plain": ("--timeout", "240", "--workspace-per-task"),
-        "interrupted": (),
-    }
+    args = {"batch": ["--timeout", "240", "--workspace-per-task", "--max-workers", "4"], "interrupted": []}
     if mode.full:
-        projects["steps"].prompt("loops", "Never done.\nLLM: loop\nRUN: echo again\n")
-        projects["budget"].prompt("spends", "Never done.\nLLM: loop\nRUN: echo again\n")
+        # --max-iterations 3 and --max-budget-per-task 0.007 for every task; each of these two lifts
+        # the other limit in its front matter, so that its own is the one that stops it
+        tasks.prompt("loops", "---\nmax_budget_per_task: 1\n---\nNever done.\nLLM: loop\nRUN: echo again\n")
+        tasks.prompt("spends", "---\nmax_iterations: 10\n---\nNever done.\nLLM: loop\nRUN: echo again\n")
+        args["batch"] += ["--max-iterations", "3", "--max-budget-per-task", "0.007"]
         projects["killed"].prompt("sleeps", WAITS)
         projects["killed"].prompt("after", "Say hello.\n")
-        args["steps"] = ("--timeout", "240", "--max-iterations", "3")
-        args["budget"] = ("--timeout", "240", "--max-budget-per-task", "0.007")
-        args["killed"] = ("--tasks", "sleeps")
+        args["killed"] = ["--tasks", "sleeps"]
     started = time.monotonic()
     runners = {n: start(runs, projects[n], *mode.args, *args[n], quiet=n == "killed") for n in names}
     result: dict[str, Any] = {"mode": mode, "projects": projects, "runners": runners}
 
     ctrl_c, stopped = runners["interrupted"], dict[str, Any]()
-    assert wait_until(lambda: agent_command_running(ctrl_c.marker), 150), "the agent's sleep never started"
+    assert wait_until(lambda: agent_command_running(ctrl_c.marker), 150, 0.5), "the agent's sleep never started"
     stopped_at = time.monotonic()
     ctrl_c.proc.send_signal(signal.SIGINT)
 
@@ -362,7 +405,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory, server: RecordingLLM, runs: 
     waiting.start()
     if mode.full:
         doomed = runners["killed"]
-        assert wait_until(lambda: agent_command_running(doomed.marker), 150), "the agent's sleep never started"
+        assert wait_until(lambda: agent_command_running(doomed.marker), 150, 0.5), "the agent's sleep never started"
         doomed.proc.kill()
         doomed.proc.wait()
         result["left_by_kill"] = [p for p in processes_with(doomed.marker) if alive(p)]
@@ -379,7 +422,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory, server: RecordingLLM, runs: 
         if name not in ("killed", "interrupted"):
             result[name] = finished(runner.proc)
         runner.watch.stop()
-    result["records"] = {name: r for n, p in projects.items() if n != "killed" for name, r in by_task(p.output).items()}
+    result["records"] = by_task(tasks.output)
     result["seconds"] = time.monotonic() - started
     return result
 
@@ -401,33 +444,34 @@ def test_finished_task_with_exact_cost_in_its_own_workspace(batch: dict[str, Any
     # the task's own text, as `-f` gives it to openhands.core.main (the CLI wraps it in a preamble)
     first = events[1]["llm_message"]["content"][0]["text"]
     assert first.startswith("Write a file.")
-    assert batch["plain"].returncode == 0
+    assert batch["batch"].returncode == 1  # not every task succeeded
 
 
 @every_mode
 def test_each_attempt_starts_the_way_its_mode_says(batch: dict[str, Any], mode: Mode) -> None:
     """Preloaded: one server per run (its log in logs/), the runner's child, and each attempt its
-    fork, showing the attempt's own marker; with far less CPU than an import. Per attempt: the
-    runner's own child running the driver, and no server."""
-    for name in ("plain", "timeout"):
+    fork, showing the attempt's own marker, with far less CPU than an import. Per attempt: each
+    attempt the runner's own child running the driver, and no server."""
+    for name in ("batch", "interrupted"):
         runner, project = batch["runners"][name], batch["projects"][name]
-        [r] = by_task(project.output).values()
+        sessions = sorted(r["session_name"] for r in by_task(project.output).values())
         server_log = project.output / "logs" / f"sdk-server.{runner.run_id}.log"
-        servers, forks = runner.watch.servers(runner.proc.pid), runner.watch.forks()
+        watch, pid = runner.watch, runner.proc.pid
         if mode.preloaded:
             assert server_log.is_file(), sorted(p.name for p in (project.output / "logs").iterdir())
-            assert len(servers) == 1, runner.watch.seen
-            [fork] = forks
-            assert (fork.ppid, fork.session) == (servers[0].pid, r["session_name"])
-            drivers = [s for s in runner.watch.seen.values() if s.role == "driver"]
-            assert drivers == [], "no attempt of its own interpreter"
+            [server] = watch.servers(pid)
+            assert sorted(f.session for f in watch.forks()) == sessions
+            assert {f.ppid for f in watch.forks()} == {server.pid}
+            assert [s for s in watch.seen.values() if s.role == "driver"] == [], (
+                "no attempt has an interpreter of its own"
+            )
         else:
-            assert not server_log.exists() and servers == [] and forks == []
-            [driver] = [s for s in runner.watch.seen.values() if s.role == "driver"]
-            assert (driver.ppid, driver.session) == (runner.proc.pid, r["session_name"])
-    plain = batch["records"]["finishes"]
-    if mode.preloaded:  # an import costs 7-12 s of CPU here; a forked attempt under 1 s (sampled)
-        assert plain["resource_source"] == "sampled" and plain["cpu_seconds"] < 4, plain["cpu_seconds"]
+            assert not server_log.exists() and watch.servers(pid) == [] and watch.forks() == []
+            assert sorted(d.session for d in watch.drivers(pid)) == sessions
+    if mode.preloaded:  # an import costs 7-12 s of CPU here; a forked attempt about 1 s (sampled)
+        cpu = [r["cpu_seconds"] for r in batch["records"].values()]
+        assert all(r["resource_source"] == "sampled" for r in batch["records"].values())
+        assert max(cpu) < 4, cpu
 
 
 @full_modes
@@ -523,7 +567,7 @@ def parallel(tmp_path_factory: pytest.TempPathFactory, server: RecordingLLM, run
                     sessions |= {e for e in environ if e.startswith(b"RUN_BATCH_SESSION=")}
         return len(sessions)
 
-    assert wait_until(lambda: sleeping() == 3, 180), f"the agents' sleeps never all ran ({sleeping()})"
+    assert wait_until(lambda: sleeping() == 3, 180, 0.5), f"the agents' sleeps never all ran ({sleeping()})"
     [doomed_server] = doomed.watch.servers(doomed.proc.pid)
     doomed.proc.kill()
     doomed.proc.wait()

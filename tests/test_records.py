@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 import run_batch as rb
 
@@ -36,6 +42,89 @@ def test_appending_after_a_torn_line_starts_a_new_line(tmp_path: Path) -> None:
     assert path.read_text().startswith(
         '{"run_batch": "0.5.0", "task_name": "a", "status": "success"}\n{"task_name": "b", "sta\n'
     )
+
+
+class SlowDisk:
+    """os.fsync, slowed to 20 ms (a busy disk), recording the file's size at each call and able
+    to fail once (EIO, as a dying disk or a full NFS share answers)."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.real = os.fsync
+        self.sizes: list[int] = []
+        self.fail_at = fail_at
+        self.lock = threading.Lock()
+
+    def __call__(self, fd: int) -> None:
+        with self.lock:
+            self.sizes.append(os.fstat(fd).st_size)
+            call = len(self.sizes)
+        time.sleep(0.02)
+        if call == self.fail_at:
+            raise OSError(errno.EIO, "Input/output error")
+        self.real(fd)
+
+
+def append_from_threads(results: rb.ResultsFile, names: list[str]) -> dict[str, BaseException | int]:
+    """Each name's record appended by a thread of its own, all at once; per name, the file's
+    durable size when its append returned (the largest size an fsync had seen), or its error."""
+    outcome: dict[str, BaseException | int] = {}
+    start = threading.Barrier(len(names))
+
+    def one(name: str) -> None:
+        start.wait()
+        try:
+            results.append(rb.AttemptRecord.from_json({"run_batch": "0.5.0", "task_name": name, "status": "success"}))
+            outcome[name] = results.path.stat().st_size
+        except OSError as exc:
+            outcome[name] = exc
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcome
+
+
+def test_records_that_end_together_share_an_fsync_and_each_returns_once_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = SlowDisk()
+    monkeypatch.setattr(rb.os, "fsync", disk)
+    results = rb.ResultsFile(tmp_path / "r.jsonl")
+    names = [f"t{i:02d}" for i in range(16)]
+    outcome = append_from_threads(results, names)
+    results.release()
+    records, warnings = rb.read_records(tmp_path / "r.jsonl")
+    assert sorted(r.task_name for r in records) == names and warnings == []
+    assert 1 <= len(disk.sizes) < len(names)  # group commit: 16 records, fewer fsyncs
+    # every line is whole, and each append returned only after an fsync that covered its line
+    lines = (tmp_path / "r.jsonl").read_bytes().splitlines(keepends=True)
+    ends = {json.loads(line)["task_name"]: sum(map(len, lines[: i + 1])) for i, line in enumerate(lines)}
+    for name in names:
+        assert not isinstance(outcome[name], BaseException), outcome[name]
+        assert any(size >= ends[name] for size in disk.sizes), (name, ends[name], disk.sizes)
+
+
+def test_a_failed_fsync_cuts_back_every_line_it_covered_and_their_appends_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r.jsonl"
+    results = rb.ResultsFile(path)
+    results.append(rb.AttemptRecord.from_json({"run_batch": "0.5.0", "task_name": "before", "status": "success"}))
+    monkeypatch.setattr(rb.os, "fsync", SlowDisk(fail_at=1))
+    outcome = append_from_threads(results, [f"t{i}" for i in range(8)])
+    failed = sorted(n for n, o in outcome.items() if isinstance(o, OSError))
+    assert failed  # the first fsync failed: its lines, at least, are refused
+    for name in failed:
+        assert isinstance(outcome[name], OSError) and outcome[name].errno == errno.EIO
+    records, warnings = rb.read_records(path)
+    # the file holds exactly the lines whose appends returned, each whole: none of a raised one
+    assert sorted(r.task_name for r in records) == sorted({"before", *outcome} - set(failed))
+    assert warnings == [] and path.read_bytes().endswith(b"\n")
+    results.append(rb.AttemptRecord.from_json({"run_batch": "0.5.0", "task_name": "after", "status": "success"}))
+    results.release()
+    assert [r.task_name for r in rb.read_records(path)[0]][-1] == "after"
 
 
 def cli_conversation(root: Path, status: str, cost: float, error: dict[str, str] | None = None) -> Path:

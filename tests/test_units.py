@@ -245,6 +245,7 @@ def test_pass_rates_over_the_evaluated_and_the_selected() -> None:
     assert rb.pass_rate_line(rates) == (
         "Evaluation: 1 passed of 3 evaluated (33%; 20% of the selected tasks), 1 failed, 1 error, mean score 0.5."
     )
+    assert "(33%; 20% of the selected samples)" in (rb.pass_rate_line(rates, sampled=True) or "")
 
 
 def test_pass_rates_mean_score_only_over_finite_scores() -> None:
