@@ -3199,11 +3199,17 @@ def detect_entrypoint(command: tuple[str, ...], forced: str) -> str:
     return "core-main"
 
 
+def bare_python(command: tuple[str, ...]) -> bool:
+    """Whether a command is a Python interpreter alone (`python3`, `.venv/bin/python3.12`), which
+    core.main cannot be run as: it needs `-m openhands.core.main` (pure)."""
+    return len(command) == 1 and re.fullmatch(r"python[\d.]*", Path(command[0]).name) is not None
+
+
 def ask_version(command: tuple[str, ...], kind: str, environ: dict[str, str]) -> str | None:
     """The installed release, asked once per batch of the interpreter that runs it (package
     metadata: milliseconds, where importing OpenHands takes seconds); None when it cannot be told."""
     python: str | None = None
-    if kind == "core-main" and "-m" in command and "openhands.core.main" in command:
+    if kind == "core-main" and (("-m" in command and "openhands.core.main" in command) or bare_python(command)):
         python = command[0]
     elif kind == "cli":
         python = script_interpreter(command[0])
@@ -3236,10 +3242,15 @@ def choose_entrypoint(settings: Settings, base_config: dict[str, Any], environ: 
         command = (script_interpreter(command[0]) or command[0],)
     version = settings.openhands_version or ask_version(command, kind, environ)
     if kind == "core-main" and version and Release(version).without_core_main:
-        python = settings.command[0] if "-m" in settings.command else "<the Python of that environment>"
+        python = settings.command[0] if "-m" in settings.command or bare_python(command) else "<its Python>"
         raise UsageError(
             f"--command runs openhands-ai {version}, which has no openhands.core.main (gone since 1.7); its "
             f"environment has the OpenHands SDK: run it with --entrypoint sdk --command {python}"
+        )
+    if kind == "core-main" and bare_python(command):
+        raise UsageError(
+            f"--command {command[0]} is a Python alone; OpenHands up to 1.6 runs as --command "
+            f"'{command[0]} -m openhands.core.main', the OpenHands SDK as --entrypoint sdk --command {command[0]}"
         )
     folder = ConversationFolder(settings.output_dir)
     if kind == "cli":
@@ -3717,14 +3728,18 @@ class PreloadedSdk:
         self._send = threading.Lock()
         self.said = False
 
-    def ready(self, patience: float = 600.0) -> bool:
-        """Whether attempts can be forked; starts the server on the first call, waits for it."""
+    def ready(self, stop: StopSignal, patience: float = 600.0) -> bool:
+        """Whether attempts can be forked; starts the server on the first call, waits for it (not
+        past a stop of the batch: then the attempt starts its own interpreter, which is told to
+        stop at once and spends nothing)."""
         with self._changed:
             if self.state == "new":
                 self.state = "starting"
                 self._start()
             deadline = time.monotonic() + patience
             while self.state == "starting" and time.monotonic() < deadline:
+                if stop.stopping:
+                    return False
                 self._changed.wait(0.5)
             if self.state == "starting":
                 self._fail("it did not say it was ready in time")
@@ -3786,8 +3801,9 @@ class PreloadedSdk:
             if self.state != "failed":
                 self._fail(f"it ended (exit status {self.proc.wait()}); see {self.log_path}")
             for pid in self._answers_pids():
-                self._exits.setdefault(pid, -signal.SIGKILL)
-                signal_quietly(pid, signal.SIGKILL, group=True)
+                if pid not in self._exits:  # an ended attempt's pid may be someone else's by now
+                    self._exits[pid] = -signal.SIGKILL
+                    signal_quietly(pid, signal.SIGKILL, group=True)
 
     def _answers_pids(self) -> list[int]:
         return [int(a["pid"]) for a in self._answers.values() if "pid" in a]
@@ -3839,8 +3855,14 @@ class PreloadedSdk:
             return self._exits[pid]
 
     def close(self) -> None:
+        """End the server: stdin closed when it serves; killed while it still imports (it would
+        read stdin only once its imports are done: seconds for nothing)."""
         if self.proc is None:
             return
+        with self._changed:
+            importing = self.state != "ready"
+        if importing and self.proc.poll() is None:
+            signal_quietly(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
@@ -8170,7 +8192,7 @@ class Batch:
             self.live[attempt.session] = live
         self.view.started(attempt.task.name, attempt.session)
         try:
-            forks = self.preloaded is not None and prepared.fork_args is not None and self.preloaded.ready()
+            forks = self.preloaded is not None and prepared.fork_args is not None and self.preloaded.ready(self.stop)
             launching = Launching(
                 prepared,
                 self.settings.project_dir,
@@ -9430,17 +9452,29 @@ def report_children() -> None:
 
 
 def server_fork(request: dict[str, Any], wake: tuple[int, int]) -> None:
+    """Fork one attempt; its pid goes to the runner only once the child has its own session,
+    marker and group, so that a stop sent at once reaches it (a Ctrl-C then kills it outright:
+    nothing is spent before the driver takes over the signals)."""
+    settled_read, settled_write = os.pipe()
     try:
         pid = os.fork()
     except OSError as exc:
+        os.close(settled_read)
+        os.close(settled_write)
         server_say({"id": request.get("id"), "error": f"fork failed: {exc.strerror or exc}"})
         return
     if pid:
+        os.close(settled_write)
+        with contextlib.suppress(OSError):  # a byte when settled, or the end of file if it died first
+            if select.select([settled_read], [], [], 10.0)[0]:
+                os.read(settled_read, 1)
+        os.close(settled_read)
         server_say({"id": request.get("id"), "pid": pid})
         return
+    os.close(settled_read)
     code = 70
     try:
-        become_attempt(request, wake)
+        become_attempt(request, wake, settled_write)
         code = run_sdk_driver(list(request["argv"]), forked=True)
     except BaseException:  # the attempt's stderr says why; the runner records exit 70
         traceback.print_exc()
@@ -9471,9 +9505,10 @@ def mark_session(session: str) -> None:
                 mem.write(session.encode() + b"\0" + b"~" * (len(SESSION_PLACEHOLDER) - len(session) - 1))
 
 
-def become_attempt(request: dict[str, Any], wake: tuple[int, int]) -> None:
+def become_attempt(request: dict[str, Any], wake: tuple[int, int], settled: int) -> None:
     """In the forked child: what a fresh interpreter started for the attempt would have, its own
-    session, control group, folder, stdin, log files and environment."""
+    session, control group, folder, stdin, log files and environment; `settled` is written once
+    its session, marker and group are its own."""
     signal.set_wakeup_fd(-1)
     for fd in wake:
         os.close(fd)
@@ -9484,6 +9519,8 @@ def become_attempt(request: dict[str, Any], wake: tuple[int, int]) -> None:
     for procs in request.get("cgroups", []):
         with open(procs, "w", encoding="ascii") as f:
             f.write("0")
+    os.write(settled, b"1")
+    os.close(settled)
     os.chdir(request["cwd"])
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)

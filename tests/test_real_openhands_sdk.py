@@ -718,3 +718,138 @@ def test_openhands_ai_without_core_main_is_a_usage_error_naming_the_sdk_entrypoi
     advised = run("--entrypoint", "sdk", "--command", python, "--dry-run")
     assert advised.returncode == 0, advised.stdout + advised.stderr
     assert sdk.release in advised.stdout  # --dry-run names the SDK's release
+    # the environment's Python alone (no -m): the same advice, not a run that fails at each attempt
+    bare = run("--command", python, "--dry-run")
+    assert bare.returncode == 2 and bare.stderr.strip() == done.stderr.strip(), bare.stdout + bare.stderr
+
+
+# --- stops at the edges of the preloaded server's life ---------------------------------------------
+
+
+def sdk_env(root: Path, server: ScriptedLLM, **more: str) -> dict[str, str]:
+    inherited = ("LLM_", "OPENHANDS_", "RUN_BATCH", "TMUX", "LITELLM_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
+    (root / "home").mkdir(parents=True, exist_ok=True)
+    return {
+        **env,
+        "HOME": str(root / "home"),
+        "LLM_MODEL": MODEL,
+        "LLM_API_KEY": "sk-x",
+        "LLM_BASE_URL": server.base_url,
+        **more,
+    }
+
+
+def sdk_python(sdk: Sdk) -> str:
+    """The SDK environment's Python (the V1 CLI's program sits beside it)."""
+    command = str(sdk.command)
+    return command if Path(command).name.startswith("python") else str(Path(command).parent / "python")
+
+
+@each_sdk
+def test_a_stop_sent_the_moment_a_fork_is_answered_reaches_it(tmp_path: Path, server: RecordingLLM, sdk: Sdk) -> None:
+    """The server answers with a fork's pid only once the fork has its own session: a SIGINT to
+    that process group at once is delivered (it was lost 2 times in 5 before), and nothing is spent."""
+    import run_batch as rb
+
+    env = sdk_env(tmp_path, server, RUN_BATCH_RUN_ID="edge", RUN_BATCH_SESSION="edge-1")
+    (tmp_path / "p.md").write_text("Say hello.\n")
+    preloaded = rb.PreloadedSdk(sdk_python(sdk), env, tmp_path / "server.log", rb.Marker("edge", "sdk-server"), print)
+    before = len(server.seen)
+    try:
+        assert preloaded.ready(rb.StopSignal()), preloaded.why
+        files = rb.AttemptFiles.named(tmp_path, "edge")
+        for log in (files.stdout_log, files.stderr_log):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.touch()
+        codes = []
+        for _ in range(5):
+            proc = preloaded.spawn(["-f", str(tmp_path / "p.md"), "--override-with-envs"], env, tmp_path, files, None)
+            os.killpg(proc.pid, signal.SIGINT)  # ESRCH here was the lost stop
+            codes.append(proc.wait(60))
+    finally:
+        preloaded.close()
+    assert codes == [-signal.SIGINT] * 5 and len(server.seen) == before
+
+
+@each_sdk
+def test_ctrl_c_while_the_server_still_imports_starts_nothing(tmp_path: Path, server: RecordingLLM, sdk: Sdk) -> None:
+    """A Ctrl-C in the seconds the server spends importing: the runner does not wait for the
+    import (it took 10-14 s more before), no LLM call is made, and the task is interrupted."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "hello.md").write_text("Say hello.\n")
+    argv = [sys.executable, str(SCRIPT), "--prompt-dir", str(prompts), "--project-dir", str(tmp_path), *SDK]
+    before = len(server.seen)
+    proc = subprocess.Popen(
+        [*argv, "--command", str(sdk.command)],
+        env=sdk_env(tmp_path, server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert wait_until(
+        lambda: (
+            (tmp_path / "batch_output" / "logs").is_dir()
+            and any((tmp_path / "batch_output" / "logs").glob("sdk-server.*.log"))
+        ),
+        60,
+        0.1,
+    ), "the server never started"
+    time.sleep(1)  # well inside its import (10 s and more)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    done = finished(proc, timeout=120)
+    assert time.monotonic() - sent < 8, done.stdout + done.stderr
+    assert done.returncode == 128 + signal.SIGINT, done.stdout + done.stderr
+    assert len(server.seen) == before
+    [record] = read_jsonl(tmp_path / "batch_output" / "batch_results.jsonl")
+    assert record["status"] == "interrupted" and record["total_cost"] in (None, 0), record
+    assert not [p for p in drivers_and_servers().get(record["run_id"], []) if alive(p.pid)]
+
+
+STRIP_BLOCK_ACTION = """\
+# Test stand-in for an SDK release without ConversationState.block_action (run_batch's private hook).
+import importlib.abc, importlib.machinery, sys
+
+class _Strip(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "openhands.sdk.conversation.state":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            module.ConversationState.block_action = None
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Strip())
+"""
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preloaded", "per-attempt"])
+def test_a_release_without_a_private_hook_is_said_once_at_start(
+    tmp_path: Path, server: RecordingLLM, preload: bool
+) -> None:
+    """An SDK whose ConversationState has no block_action (stood in for by a sitecustomize that
+    removes it after the import): in either start-up, one line says what it lacks and what is lost,
+    once for the batch, and the tasks still run."""
+    SDK_158.check()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STRIP_BLOCK_ACTION)
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    for name in ("one", "two"):
+        (prompts / f"{name}.md").write_text("Say hello.\n")
+    argv = [sys.executable, str(SCRIPT), "--prompt-dir", str(prompts), "--project-dir", str(tmp_path), *SDK]
+    argv += ["--command", str(SDK_158.command), "--max-workers", "2"] + ([] if preload else ["--no-preload"])
+    done = subprocess.run(
+        argv, env=sdk_env(tmp_path, server, PYTHONPATH=str(site)), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = "openhands-sdk 1.58.2 lacks ConversationState.block_action: a stop lets the step in flight run its action"
+    assert (done.stdout + done.stderr).count(said) == 1, done.stdout + done.stderr
+    assert (tmp_path / "batch_output" / "batch_run.log").read_text().count(said) == 1
