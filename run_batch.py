@@ -22,7 +22,8 @@ The file reads top to bottom in the order the data flows; a section uses only wh
     Record           the results file, its records, the attempt's files and workspace
     Report           statistics (pass@k, intervals, tests), an experiment's results, the
                      console and the log, summary.json, the HTML page, comparing runs, --report
-    The batch        the output folder, the pool, signals, summing up, --evaluate-only
+    The batch        the output folder, admission (rate limit, free memory, start delay), the
+                     pool, one attempt start to record, signals, summing up, --evaluate-only
     The SDK driver   one attempt inside OpenHands' own environment, and the preloaded SDK
     The program      main()
 What the code relies on about OpenHands is written down, with the versions it was checked on, in
@@ -7753,6 +7754,107 @@ class FailureStreak:
 
 
 @dataclass
+class Admission:
+    """Whether one more attempt may start: the provider's rate limit (slots that halve and grow
+    back), the machine's free memory (--min-free-memory) and --start-delay. A worker waits here,
+    and the time starts waited is counted by what they waited for."""
+
+    rate: RateLimit
+    min_free_memory: int | None
+    start_delay: float
+    stop: StopSignal
+    log: Log
+    active: int = 0  # attempts started or about to start
+    waiting: dict[int, str] = field(default_factory=dict)  # worker -> what it waits for
+    waited: dict[str, float] = field(default_factory=dict)  # seconds starts waited, by what for
+    _last_start: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enter(self) -> bool:
+        """Wait for room, then for --start-delay after the previous start; True reserves a place
+        among the running, which leave() gives back; False when the batch stops meanwhile."""
+        if not self.wait_for_room():
+            return False
+        with self._lock:
+            wait_for = self._last_start + self.start_delay - time.monotonic()
+            self._last_start = max(time.monotonic(), self._last_start + self.start_delay)
+        if wait_for > 0 and self.stop.event.wait(wait_for):
+            self.leave()
+            return False
+        return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def wait_for_room(self) -> bool:
+        """Wait while the provider's rate limit or the machine's memory leaves no room for one more
+        attempt; False when the batch stops meanwhile. The time spent waiting is counted."""
+        reason, since = "", time.monotonic()
+        worker = id(threading.current_thread())
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                if self.stop.stopping:
+                    self.waiting.pop(worker, None)
+                    return False
+                rate_ok = self.rate.allows(self.active, now)
+                memory_ok = rate_ok and self.memory_allows()
+                if rate_ok and memory_ok:
+                    self.active += 1
+                    self.waiting.pop(worker, None)
+                    if reason:
+                        self.waited[reason] = self.waited.get(reason, 0.0) + now - since
+                    return True
+                reason = "rate limit" if not rate_ok else "memory"
+                self.waiting[worker] = reason
+            self.stop.event.wait(0.25)
+
+    def memory_allows(self) -> bool:
+        """Above --min-free-memory, or nothing of this run running (then waiting would be for ever)."""
+        least = self.min_free_memory
+        free = available_memory() if least is not None else None
+        if least is None or free is None or free >= least:
+            return True
+        if self.active == 0:
+            self.log.once(
+                "memory-low",
+                f"{format_bytes(free)} of memory available, under --min-free-memory {format_bytes(least)}, and no "
+                "task of this run is running: starting one anyway",
+            )
+            return True
+        return False
+
+    def limited(self, task: str, retry_afters: list[float | None], now: float) -> None:
+        """The rate limits an attempt met: fewer starts for a while, said when the slots change."""
+        with self._lock:
+            for retry_after in retry_afters:
+                before = self.rate.slots
+                self.rate.limited(now, retry_after)
+                if self.rate.slots != before:
+                    self.log.write(
+                        f"{printable(task)}: the provider limits the rate; {self.rate.slots} of "
+                        f"{self.rate.most} tasks at once, no start for {self.rate.resume_at - now:.0f}s",
+                        console=True,
+                    )
+
+    def calm(self, now: float) -> None:
+        with self._lock:
+            self.rate.calm(now)
+
+    def waiting_line(self) -> str | None:
+        """`rate limited: 2 of 4 slots`, `3 starts wait for memory`: why fewer tasks run than could."""
+        with self._lock:
+            parts = []
+            if self.rate.slots < self.rate.most or time.monotonic() < self.rate.resume_at:
+                parts.append(f"rate limited: {self.rate.slots} of {self.rate.most} slots")
+            memory = sum(1 for why in self.waiting.values() if why == "memory")
+            if memory:
+                parts.append(f"{plural(memory, 'start')} waiting for memory")
+        return "; ".join(parts) or None
+
+
+@dataclass
 class OutputFolder:
     """The output folder while a run holds it: its results file (locked), the run's identity, and
     the private folder of configs (mode 0700, outside the output folder: it may hold keys)."""
@@ -7976,6 +8078,7 @@ class Batch:
     log: RunLog
     stop: StopSignal
     attempts: dict[str, int]  # each task's highest attempt number so far in the output folder
+    admission: Admission  # whether one more attempt may start now
     folder_spend: ShardSpend | None = None  # what the folder's results files recorded, kept current
     to_grade: list[AttemptRecord] = field(default_factory=list)  # finished, not graded by --evaluate yet
     done: int = 0
@@ -7983,18 +8086,13 @@ class Batch:
     skipped_budget: list[Job] = field(default_factory=list)
     records: list[AttemptRecord] = field(default_factory=list)
     regraded: list[AttemptRecord] = field(default_factory=list)  # to_grade, graded by this run
-    rate: RateLimit = field(default_factory=lambda: RateLimit(1))  # set to --max-workers by make_batch
     streak: FailureStreak = field(default_factory=FailureStreak)
     preloaded: PreloadedSdk | None = None  # the SDK imported once per batch (--entrypoint sdk)
     tasks: dict[str, Task] = field(default_factory=dict)  # the selected tasks, by name
-    active: int = 0  # attempts started or about to start
-    waiting: dict[int, str] = field(default_factory=dict)  # worker -> what it waits for
-    waited: dict[str, float] = field(default_factory=dict)  # seconds starts waited, by what for
     live: dict[str, LiveAttempt] = field(default_factory=dict)  # running attempts, by session
     started_at: str = field(default_factory=utc_now)
     previous_run: dict[str, Any] | None = None  # a dead run's status, as the status file said `died`
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _last_start: float = 0.0
 
     @property
     def unit(self) -> str:
@@ -8026,16 +8124,16 @@ class Batch:
                 record = attempt.record(self.entrypoint.session_id(attempt.session), mask(why, self.secrets))
                 retryable = False
             finally:
-                self.release()
+                self.admission.leave()
             last = not retryable or retry == self.settings.retries
             self.finish(record, last)
             if last:
                 return
 
     def may_start(self, job: Job, first: bool) -> bool:
-        """Whether the job's next attempt may start, once there is room: within the budgets, the
-        provider's rate limit, the machine's free memory and --start-delay. A True reserves a
-        place among the running (`active`), which the caller gives back."""
+        """Whether the job's next attempt may start, once there is room: within the budgets, then
+        through the admission (rate limit, free memory, --start-delay). A True reserves a place
+        among the running, which the caller gives back."""
         self.check_budgets()
         with self._lock:
             if self.stop.budget:
@@ -8044,56 +8142,7 @@ class Batch:
                 return False
             if self.stop.stopping:
                 return False
-        if not self.wait_for_room():
-            return False
-        with self._lock:
-            wait_for = self._last_start + self.settings.start_delay - time.monotonic()
-            self._last_start = max(time.monotonic(), self._last_start + self.settings.start_delay)
-        if wait_for > 0 and self.stop.event.wait(wait_for):
-            self.release()
-            return False
-        return True
-
-    def wait_for_room(self) -> bool:
-        """Wait while the provider's rate limit or the machine's memory leaves no room for one more
-        attempt; False when the batch stops meanwhile. The time spent waiting is counted."""
-        reason, since = "", time.monotonic()
-        while True:
-            now = time.monotonic()
-            with self._lock:
-                if self.stop.stopping:
-                    self.waiting.pop(id(threading.current_thread()), None)
-                    return False
-                rate_ok = self.rate.allows(self.active, now)
-                memory_ok = rate_ok and self.memory_allows()
-                if rate_ok and memory_ok:
-                    self.active += 1
-                    self.waiting.pop(id(threading.current_thread()), None)
-                    if reason:
-                        self.waited[reason] = self.waited.get(reason, 0.0) + now - since
-                    return True
-                reason = "rate limit" if not rate_ok else "memory"
-                self.waiting[id(threading.current_thread())] = reason
-            self.stop.event.wait(0.25)
-
-    def memory_allows(self) -> bool:
-        """Above --min-free-memory, or nothing of this run running (then waiting would be for ever)."""
-        least = self.settings.min_free_memory
-        free = available_memory() if least is not None else None
-        if least is None or free is None or free >= least:
-            return True
-        if self.active == 0:
-            self.log.once(
-                "memory-low",
-                f"{format_bytes(free)} of memory available, under --min-free-memory {format_bytes(least)}, and no "
-                "task of this run is running: starting one anyway",
-            )
-            return True
-        return False
-
-    def release(self) -> None:
-        with self._lock:
-            self.active -= 1
+        return self.admission.enter()
 
     def new_attempt(self, job: Job) -> Attempt:
         """The next attempt of a task (numbered above every earlier one, its other samples' too)."""
@@ -8283,11 +8332,10 @@ class Batch:
                 self.slow_down(live, now)
                 self.say_lacks(live)
                 check_attempt(live, now, self.settings.stall_timeout, live.budget)
-            with self._lock:
-                self.rate.calm(now)
+            self.admission.calm(now)
             self.check_budgets()
             self.view.progress({r.session: (r.metrics.total_cost, r.steps) for r in running})
-            self.view.status(self.waiting_line())
+            self.view.status(self.admission.waiting_line())
             self.write_status("running")
             if (
                 self.settings.heartbeat
@@ -8306,26 +8354,8 @@ class Batch:
         """The rate limits a running attempt met since the last look: fewer starts for a while."""
         with self._lock:
             limits, live.rate_limits = live.rate_limits, []
-            for retry_after in limits:
-                before = self.rate.slots
-                self.rate.limited(now, retry_after)
-                if self.rate.slots != before:
-                    self.log.write(
-                        f"{printable(live.task)}: the provider limits the rate; {self.rate.slots} of "
-                        f"{self.rate.most} tasks at once, no start for {self.rate.resume_at - now:.0f}s",
-                        console=True,
-                    )
-
-    def waiting_line(self) -> str | None:
-        """`rate limited: 2 of 4 slots`, `3 starts wait for memory`: why fewer tasks run than could."""
-        with self._lock:
-            parts = []
-            if self.rate.slots < self.rate.most or time.monotonic() < self.rate.resume_at:
-                parts.append(f"rate limited: {self.rate.slots} of {self.rate.most} slots")
-            memory = sum(1 for why in self.waiting.values() if why == "memory")
-            if memory:
-                parts.append(f"{plural(memory, 'start')} waiting for memory")
-        return "; ".join(parts) or None
+        if limits:
+            self.admission.limited(live.task, limits, now)
 
     def spend(self) -> Spend:
         """This run's recorded spend, the running attempts' spend, and the folder's (every results file)."""
@@ -8360,7 +8390,7 @@ class Batch:
         return sum(durations) / len(durations) * left / min(self.settings.max_workers, left)
 
     def heartbeat_line(self) -> str:
-        spend, eta, waiting = self.spend(), self.eta(), self.waiting_line()
+        spend, eta, waiting = self.spend(), self.eta(), self.admission.waiting_line()
         return (
             f"[heartbeat {utc_now()[11:19]}] {self.done}/{len(self.jobs)}{' samples' if self.unit == 'sample' else ''} "
             f"done, {len(self.live)} running, "
@@ -8637,13 +8667,14 @@ def resources_line(records: list[AttemptRecord]) -> str | None:
 def waits_line(batch: Batch) -> str | None:
     """How long starts waited, and for what: the provider's rate limit, the machine's memory."""
     parts = []
-    if batch.rate.events:
-        waited = batch.waited.get("rate limit", 0.0)
+    admission = batch.admission
+    if admission.rate.events:
+        waited = admission.waited.get("rate limit", 0.0)
         parts.append(
-            f"{format_duration(waited)} for the provider's rate limit ({plural(batch.rate.events, 'limit')} met)"
+            f"{format_duration(waited)} for the provider's rate limit ({plural(admission.rate.events, 'limit')} met)"
         )
-    if batch.waited.get("memory"):
-        parts.append(f"{format_duration(batch.waited['memory'])} for memory")
+    if admission.waited.get("memory"):
+        parts.append(f"{format_duration(admission.waited['memory'])} for memory")
     return "Starts waited " + " and ".join(parts) + "." if parts else None
 
 
@@ -8667,8 +8698,8 @@ def sum_up(batch: Batch, plan: Plan, wall: float) -> list[AttemptRecord]:
         "this_run_tasks": len({r.task_name for r in batch.records}),
         "this_run_attempts": len(batch.records),
         "graded_without_running": len(batch.regraded),
-        "rate_limits_met": batch.rate.events,
-        "start_waits_seconds": {k: round(v, 1) for k, v in batch.waited.items()},
+        "rate_limits_met": batch.admission.rate.events,
+        "start_waits_seconds": {k: round(v, 1) for k, v in batch.admission.waited.items()},
         "not_started": sorted({j.task.name for j in not_started}),
         "skipped_for_budget": sorted({j.task.name for j in batch.skipped_budget}),
         "runner_peak_rss_mb": peak_rss_mb(),
@@ -8848,9 +8879,9 @@ def make_batch(setup: RunSetup, plan: Plan, folder: OutputFolder, stop: StopSign
         log,
         stop,
         attempts=attempt_numbers(earlier.every),
+        admission=Admission(RateLimit(settings.max_workers), settings.min_free_memory, settings.start_delay, stop, log),
         folder_spend=ShardSpend(settings.output_dir, earlier.every),
         to_grade=plan.to_grade,
-        rate=RateLimit(settings.max_workers),
         preloaded=preloaded,
         tasks={t.name: t for t in plan.selected},
     )
