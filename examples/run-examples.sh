@@ -56,12 +56,27 @@ if [[ -n ${LLM_MODEL:-} ]]; then
   LLM_SECTION="[llm]
 num_retries = 4"
 else
-  # The scripted server prints `PORT <n>` once it listens (a fraction of a second).
-  PORT_FILE=$(mktemp)
-  "$VENV/bin/python" "$ROOT/tests/llm_server.py" > "$PORT_FILE" &
-  SERVER_PID=$!
-  for _ in $(seq 250); do grep -q PORT "$PORT_FILE" && break; sleep 0.02; done
-  PORT=$(awk '/PORT/ {print $2}' "$PORT_FILE"); rm -f "$PORT_FILE"
+  # The scripted server prints `PORT <n>` once it listens (a fraction of a second). It listens on
+  # one fixed port where it can: the LLM's host and port are part of the experiment's identity, so
+  # a second run on another port would be another experiment, which this output folder refuses.
+  start_scripted_llm() {
+    PORT_FILE=$(mktemp)
+    "$VENV/bin/python" "$ROOT/tests/llm_server.py" --port "$1" > "$PORT_FILE" &
+    SERVER_PID=$!
+    for _ in $(seq 250); do
+      grep -q PORT "$PORT_FILE" && break
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.02
+    done
+    PORT=$(awk '/PORT/ {print $2}' "$PORT_FILE"); rm -f "$PORT_FILE"
+  }
+  WANTED_PORT=${RUN_BATCH_EXAMPLES_LLM_PORT:-18517}
+  start_scripted_llm "$WANTED_PORT"
+  if [[ -z $PORT ]]; then
+    echo "run-examples: port $WANTED_PORT is taken, so the scripted LLM takes a free one; earlier" \
+      "results in $OUT then belong to another experiment (set RUN_BATCH_EXAMPLES_LLM_PORT to a free port)" >&2
+    start_scripted_llm 0
+  fi
   [[ -n $PORT ]] || { echo "run-examples: the scripted LLM server did not start" >&2; exit 1; }
   echo "=================================================================================="
   echo " NO LLM CONFIGURED (set LLM_MODEL and LLM_API_KEY to use yours)."

@@ -1,18 +1,29 @@
-"""Shared fixtures: a throw-away OpenHands "checkout" with prompts, config and the stand-in."""
+"""What the test files share: where things are, the real programs' whereabouts, a throw-away
+OpenHands "checkout" with prompts, config and the stand-in (the `ws` fixture), records built in
+process, the scripted LLM server (the `server` fixture), and small readers of processes and of
+what a run wrote. Nothing here starts a process until a fixture is used."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from llm_server import ScriptedLLM
+
+import run_batch as rb
+
+# --- where things are -----------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "run_batch.py"
@@ -20,6 +31,9 @@ STANDIN = Path(__file__).resolve().parent / "fake_openhands.py"
 SECRET = "sk-test-SECRET-0123456789abcdef"
 ENV_SECRET = "env-secret-token-9876543210"
 COST_IN, COST_OUT = 0.000001, 0.000002  # per token: one stand-in LLM call costs 0.0011
+
+
+# --- the real programs ----------------------------------------------------------------------------
 
 
 def openhands_python() -> str | None:
@@ -45,8 +59,7 @@ def required(part: str) -> bool:
     return "all" in listed or part in listed or bool(older)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+# --- a throw-away OpenHands checkout: the `ws` fixture --------------------------------------------
 
 
 @dataclass
@@ -112,19 +125,22 @@ class Workspace:
         return [r for r in read_jsonl(self.results) if r["task_name"] == task]
 
 
-@pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
-    project = tmp_path / "openhands"
-    prompts = tmp_path / "prompts"
-    records = tmp_path / "launches"
-    file_store = tmp_path / "file_store"
+def make_workspace(root: Path) -> Workspace:
+    """The checkout in root: an OpenHands project folder whose config.toml names the scripted model,
+    the key (SECRET) and the prices, a prompt folder, and an environment with a token (ENV_SECRET)
+    and a HOME of its own. The `ws` fixture gives one per test; a module-scoped fixture calls this
+    with a folder of its own."""
+    project = root / "openhands"
+    prompts = root / "prompts"
+    records = root / "launches"
+    file_store = root / "file_store"
     for d in (project, prompts, records):
-        d.mkdir()
+        d.mkdir(parents=True)
     (project / "config.toml").write_text(
         "[core]\n"
         'runtime = "cli"\n'
         f'file_store_path = "{file_store}"\n'
-        f'workspace_base = "{tmp_path / "workspace"}"\n'
+        f'workspace_base = "{root / "workspace"}"\n'
         "[llm]\n"
         'model = "openai/scripted"\n'
         f'api_key = "{SECRET}"\n'
@@ -137,12 +153,55 @@ def ws(tmp_path: Path) -> Workspace:
     env.update(
         {
             "STANDIN_RECORD_DIR": str(records),
-            "HOME": str(tmp_path / "home"),
+            "HOME": str(root / "home"),
             "GITHUB_TOKEN": ENV_SECRET,
             "NO_COLOR": "1",
         }
     )
-    return Workspace(tmp_path, project, prompts, records, file_store, env)
+    return Workspace(root, project, prompts, records, file_store, env)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    """A throw-away checkout per test (make_workspace in tmp_path)."""
+    return make_workspace(tmp_path)
+
+
+# --- records built in process (no run, no file) ---------------------------------------------------
+
+
+def task(name: str, sha: str | None = None, problem: str | None = None) -> rb.Task:
+    """A task of prompt /p/<name>.md (never read) whose prompt hash is sha-<name> unless given."""
+    return rb.Task(name, Path(f"/p/{name}.md"), name, sha if sha is not None else f"sha-{name}", problem)
+
+
+# What every record below says produced it.
+EXPERIMENT = rb.Experiment("core-main", "openhands-ai", "1.6.0", "openai/m", "config [llm]", None, "0" * 64)
+
+
+def record(t: rb.Task | str, status: str = "success", **changes: Any) -> rb.AttemptRecord:
+    """The record of attempt 1 of t in run1, with status and any field changed; an evaluation may
+    be given as the dict a results file holds."""
+    t = task(t) if isinstance(t, str) else t
+    blank = rb.Attempt(t, 1, 1, "run1", f"{t.name}-1", EXPERIMENT).record(f"{t.name}-1-sid")
+    if isinstance(changes.get("evaluation"), dict):  # written as the record holds it
+        changes["evaluation"] = rb.Evaluation.from_json({"elapsed_seconds": 1.0, **changes["evaluation"]})
+    return dataclasses.replace(blank, status=status, **changes)
+
+
+# --- the scripted LLM: the `server` fixture -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ScriptedLLM]:
+    """The scripted OpenAI-compatible server of tests/llm_server.py on 127.0.0.1, one per module
+    that asks for it (test_real_openhands_sdk.py overrides it with its recording subclass)."""
+    llm = ScriptedLLM().start()
+    yield llm
+    llm.shutdown()
+
+
+# --- processes ------------------------------------------------------------------------------------
 
 
 def alive(pid: int) -> bool:
@@ -177,3 +236,39 @@ def wait_until(predicate: Any, timeout: float = 30.0, step: float = 0.05) -> boo
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+def agent_command_running(marker: str) -> bool:
+    """True while the agent's long command runs: a process with marker in its environment (a run's
+    RUN_BATCH_RUN_ID=...) whose program is sleep."""
+    for pid in processes_with(marker):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep":
+                return True
+        except OSError:
+            pass
+    return False
+
+
+# --- reading what a run wrote ---------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summary(ws: Workspace) -> dict[str, Any]:
+    """The output folder's summary.json."""
+    data: dict[str, Any] = json.loads((ws.output / "summary.json").read_text())
+    return data
+
+
+def gradings(ws: Workspace) -> list[dict[str, Any]]:
+    """What a test's grader saw, one dict per grading: the graders of test_evaluation.py and
+    test_hardening_round3.py write it to $GRADER_SPY/<pid>.json, with GRADER_SPY = ws.root / "spy"."""
+    return [json.loads(p.read_text()) for p in sorted((ws.root / "spy").glob("*.json"))]
+
+
+def when(stamp: str) -> float:
+    """A record's ISO 8601 time (started_at, finished_at) as a Unix time."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

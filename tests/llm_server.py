@@ -215,7 +215,11 @@ class ScriptedLLM(ThreadingHTTPServer):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
-    server = ScriptedLLM(parser.parse_args().port)
+    port = parser.parse_args().port
+    try:
+        server = ScriptedLLM(port)
+    except OSError as error:
+        sys.exit(f"llm_server: cannot listen on 127.0.0.1:{port}: {error.strerror}")
     print(f"PORT {server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

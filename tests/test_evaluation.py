@@ -1,6 +1,8 @@
-"""--evaluate, --evaluate-only, --fail-on-evaluation, --workspace-per-task and --workspace-template,
-end to end: the runner as a process against the OpenHands stand-in, with a grader script of the
-test's own (tests write it into the temporary folder) as the evaluator."""
+"""--evaluate, --evaluate-only, --fail-on-evaluation, --workspace-per-task and --workspace-template.
+Most tests run end to end (marked e2e): the runner as a process against the OpenHands stand-in,
+with a grader script of the test's own (tests write it into the temporary folder) as the
+evaluator. The evaluator's words and placeholders, its verdict from an exit code and a last line,
+and which attempts --evaluate-only grades are also checked in process (no mark, nothing started)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ENV_SECRET, SECRET, Workspace, alive, processes_with, read_jsonl
+from conftest import ENV_SECRET, SECRET, Workspace, alive, gradings, processes_with, read_jsonl, record
 
-pytestmark = pytest.mark.e2e  # the runner as a process, against the OpenHands stand-in
+import run_batch as rb
 
 # The grader: `grader.py MODE ARGS...`. It writes what it was given to $GRADER_SPY/<pid>.json, then
 #   pass / fail / exit3 / crash   exit 0 / exit 1 / exit 3 / SIGKILL itself (noise lines first,
@@ -88,10 +90,6 @@ def evaluate(ws: Workspace, args: str) -> str:
     return f"{shlex.quote(sys.executable)} {shlex.quote(str(grader(ws)))} {args}"
 
 
-def gradings(ws: Workspace) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((ws.root / "spy").glob("*.json"))]
-
-
 def latest(ws: Workspace) -> dict[str, dict[str, Any]]:
     return {r["task_name"]: r for r in read_jsonl(ws.results)}
 
@@ -104,6 +102,65 @@ def report_json(ws: Workspace) -> dict[str, Any]:
 # --- verdicts -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "code, verdict, reason",
+    [
+        (0, "passed", None),
+        (1, "failed", None),
+        (2, "error", "the evaluator ended with exit code 2"),
+        (127, "error", "the evaluator ended with exit code 127"),
+        (-9, "error", "the evaluator was killed by signal 9"),
+        (-15, "error", "the evaluator was killed by signal 15"),
+    ],
+)
+def test_verdict_from_the_exit_code(code: int, verdict: str, reason: str | None) -> None:
+    assert rb.verdict_of(code, "all good", False, 60.0, None) == (verdict, None, None, reason)
+
+
+def test_verdict_timeout_and_start_error_win_over_everything() -> None:
+    line = '{"score": 1.0, "details": {"a": 1}}'
+    assert rb.verdict_of(None, line, True, 60.0, None) == ("error", None, None, "timed out after 60s")
+    assert rb.verdict_of(0, line, True, 1.5, None) == ("error", None, None, "timed out after 1.5s")
+    assert rb.verdict_of(0, line, False, 60.0, "could not start x") == ("error", None, None, "could not start x")
+
+
+def test_verdict_score_and_details_from_a_json_last_line() -> None:
+    line = '{"score": 0.75, "details": {"tests": 3, "passed": 2}, "other": "ignored"}'
+    assert rb.verdict_of(0, line, False, 60.0, None) == ("passed", 0.75, {"tests": 3, "passed": 2}, None)
+    assert rb.verdict_of(1, '{"score": 0}', False, 60.0, None) == ("failed", 0.0, None, None)
+    assert rb.verdict_of(3, '{"score": 0.5}', False, 60.0, None)[:2] == ("error", 0.5)
+    score = rb.verdict_of(0, '{"score": 1}', False, 60.0, None)[1]
+    assert score == 1.0 and isinstance(score, float)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"score": "0.9", "details": ["a"]}',  # wrong types
+        '{"score": true, "details": "text"}',  # a bool is not a score
+        '{"score": null}',
+        "[0.9]",  # not an object
+        "0.9",
+        '"0.9"',
+        "score: 0.9",  # not JSON
+        '{"score": 0.9',  # cut off
+        "",
+        "[" * 100_000,  # too deep for the decoder
+    ],
+)
+def test_verdict_without_a_usable_score(line: str) -> None:
+    assert rb.verdict_of(0, line, False, 60.0, None) == ("passed", None, None, None)
+
+
+@pytest.mark.parametrize(
+    "line", ['{"score": NaN, "details": {"a": 1}}', '{"score": Infinity}', '{"score": -Infinity}', '{"score": 1e400}']
+)
+def test_verdict_never_gives_a_score_that_is_not_finite(line: str) -> None:
+    verdict, score, _, reason = rb.verdict_of(0, line, False, 60.0, None)
+    assert (verdict, score, reason) == ("passed", None, None)
+
+
+@pytest.mark.e2e
 def test_verdict_comes_from_the_exit_code_and_score_and_details_from_the_last_line(ws: Workspace) -> None:
     for name in ("pass-one", "fail-one", "exit3-one", "crash-one"):
         ws.prompt(name)
@@ -128,6 +185,7 @@ def test_verdict_comes_from_the_exit_code_and_score_and_details_from_the_last_li
     assert len(gradings(ws)) == 4  # once per attempt
 
 
+@pytest.mark.e2e
 def test_an_evaluator_that_is_not_there_is_a_usage_error_before_anything_runs(ws: Workspace) -> None:
     ws.prompt("one")
     for grader in (f"{ws.root / 'no-such-grader'} {{task}}", "no-such-grader-on-path {task}"):
@@ -136,6 +194,7 @@ def test_an_evaluator_that_is_not_there_is_a_usage_error_before_anything_runs(ws
         assert done.stderr.count("\n") == 1 and ws.launches() == [] and not ws.output.exists()
 
 
+@pytest.mark.e2e
 def test_an_evaluator_that_cannot_start_at_grading_is_an_error_verdict(ws: Workspace) -> None:
     ws.prompt("one")
     # Named by a placeholder, it is known only once the attempt has a workspace: checked then.
@@ -149,6 +208,7 @@ def test_an_evaluator_that_cannot_start_at_grading_is_an_error_verdict(ws: Works
     assert "Evaluation: 0 passed of 1 evaluated" in done.stdout
 
 
+@pytest.mark.e2e
 def test_a_hanging_evaluator_is_stopped_at_its_timeout_with_everything_it_started(ws: Workspace) -> None:
     ws.prompt("one")
     t0 = time.monotonic()
@@ -166,6 +226,7 @@ def test_a_hanging_evaluator_is_stopped_at_its_timeout_with_everything_it_starte
     assert processes_with(f"RUN_BATCH_RUN_ID={record['run_id']}") == []
 
 
+@pytest.mark.e2e
 def test_what_an_evaluator_leaves_running_is_killed(ws: Workspace) -> None:
     ws.prompt("one")
     done = ws.run("--evaluate", evaluate(ws, "background {task}"))
@@ -179,9 +240,81 @@ def test_what_an_evaluator_leaves_running_is_killed(ws: Workspace) -> None:
 
 # --- placeholders ---------------------------------------------------------------------------------
 
+
+def test_evaluator_is_split_like_a_shell() -> None:
+    assert rb.parse_evaluator("python grade.py 'a b' \"c d\" e\\ f {task}") == (
+        "python",
+        "grade.py",
+        "a b",
+        "c d",
+        "e f",
+        "{task}",
+    )
+    assert rb.parse_evaluator("  check  --x={status}  ") == ("check", "--x={status}")
+    assert rb.parse_evaluator("echo '{{not a placeholder}}'") == ("echo", "{{not a placeholder}}")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("grade {nope}", r"unknown placeholder \{nope\}; the known ones are \{task\}, \{prompt\}"),
+        ("grade {Task}", r"unknown placeholder \{Task\}"),
+        ("grade {}", r"unknown placeholder \{\}"),
+        ("grade {0}", r"unknown placeholder \{0\}"),
+        ("grade {task.name}", r"unknown placeholder \{task.name\}"),
+        ("grade {task[0]}", r"unknown placeholder"),
+        ("grade {task", r"literal brace"),
+        ("grade }", r"literal brace"),
+        ("grade 'unclosed", r"check the quotes"),
+        ("", r"--evaluate is empty"),
+        ("   ", r"--evaluate is empty"),
+    ],
+)
+def test_evaluator_mistakes_are_usage_errors(text: str, message: str) -> None:
+    with pytest.raises(rb.UsageError, match=message):
+        rb.parse_evaluator(text)
+
+
+@pytest.mark.parametrize("text", ["grade {task:{bogus}}", "grade {task!x}", "grade {task:d}"])
+def test_evaluator_format_mistakes_are_usage_errors_too(text: str) -> None:
+    with pytest.raises(rb.UsageError):
+        rb.parse_evaluator(text)
+
+
+VALUES = {
+    "task": "t",
+    "prompt": "/p/t.md",
+    "output_dir": "/out dir",
+    "trajectory": "",
+    "workspace": "/ws",
+    "status": "success",
+}
+
+
+def test_evaluator_argv_fills_the_placeholders() -> None:
+    words = rb.parse_evaluator("grade --task={task} {prompt} {output_dir} '{trajectory}' {status} {{x}} {workspace}")
+    assert rb.evaluator_argv(words, VALUES) == [
+        "grade",
+        "--task=t",
+        "/p/t.md",
+        "/out dir",
+        "",
+        "success",
+        "{x}",
+        "/ws",
+    ]
+
+
+@pytest.mark.parametrize("name", ["with space", "quote'\"s", "-rf", "--help", "a;rm -rf ~", "{status}", "$(x) `y`"])
+def test_evaluator_argv_keeps_an_odd_task_name_one_word(name: str) -> None:
+    words = rb.parse_evaluator("grade {task} --name={task}")
+    assert rb.evaluator_argv(words, {**VALUES, "task": name}) == ["grade", name, f"--name={name}"]
+
+
 ODD_NAMES = ("with space", "quo'te\"d", "ünï€ode 名前", "-leading-dash", "{status}", "semi;colon $HOME")
 
 
+@pytest.mark.e2e
 def test_each_placeholder_arrives_as_one_argv_word_exactly(ws: Workspace) -> None:
     for name in ODD_NAMES:
         ws.prompt(name)
@@ -221,6 +354,7 @@ def test_each_placeholder_arrives_as_one_argv_word_exactly(ws: Workspace) -> Non
     assert by_task["agent-fails"][6] == "failed"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", ["grade {tsak}", "grade {task", "grade {0}", "grade {}", "grade {task.upper}"])
 def test_a_bad_placeholder_is_a_usage_error_before_anything_runs(ws: Workspace, command: str) -> None:
     ws.prompt("one")
@@ -231,6 +365,7 @@ def test_a_bad_placeholder_is_a_usage_error_before_anything_runs(ws: Workspace, 
     assert ws.launches() == [] and not ws.output.exists()
 
 
+@pytest.mark.e2e
 def test_evaluate_only_and_fail_on_evaluation_need_an_evaluator(ws: Workspace) -> None:
     ws.prompt("one")
     for option in ("--evaluate-only", "--fail-on-evaluation"):
@@ -242,6 +377,26 @@ def test_evaluate_only_and_fail_on_evaluation_need_an_evaluator(ws: Workspace) -
 # --- --evaluate-only ------------------------------------------------------------------------------
 
 
+def test_attempts_to_grade_skips_errors_the_never_run_and_the_already_graded() -> None:
+    latest = {
+        "new": record("new", stdout_log="/o/logs/new.stdout.log"),
+        "graded": record("graded", stdout_log="/o/logs/graded.stdout.log", evaluate_command="ev"),
+        "other-cmd": record("other-cmd", stdout_log="/o/logs/o.stdout.log", evaluate_command="old"),
+        "broken": record("broken", "error", stdout_log="/o/logs/b.stdout.log"),
+        "no-log": record("no-log", stdout_log=None),
+    }
+    assert [r.task_name for r in rb.attempts_to_grade(list(latest.values()), "ev", rerun=False)] == [
+        "new",
+        "other-cmd",
+    ]
+    assert [r.task_name for r in rb.attempts_to_grade(list(latest.values()), "ev", rerun=True)] == [
+        "new",
+        "graded",
+        "other-cmd",
+    ]
+
+
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_evaluate_only_grades_an_existing_folder_without_running_an_agent_and_resumes(ws: Workspace) -> None:
     ws.prompt("works")
@@ -298,6 +453,7 @@ def test_evaluate_only_grades_an_existing_folder_without_running_an_agent_and_re
     assert ws.results.read_bytes() == before and len(ws.launches()) == launched
 
 
+@pytest.mark.e2e
 def test_evaluate_only_with_fail_on_evaluation_exits_1_when_a_verdict_is_not_passed(ws: Workspace) -> None:
     ws.prompt("pass-a")
     ws.prompt("fail-b")
@@ -320,6 +476,7 @@ def test_evaluate_only_with_fail_on_evaluation_exits_1_when_a_verdict_is_not_pas
 # --- pass rates and the exit status ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_pass_rate_in_the_summary_summary_json_and_report(ws: Workspace) -> None:
     for name in ("pass-a", "pass-b", "fail-c"):
         ws.prompt(name)
@@ -351,6 +508,7 @@ def test_pass_rate_in_the_summary_summary_json_and_report(ws: Workspace) -> None
     assert "Evaluation: 2 passed of 3 evaluated" in same.stdout
 
 
+@pytest.mark.e2e
 def test_fail_on_evaluation_changes_the_exit_status(ws: Workspace) -> None:
     ws.prompt("pass-a")
     ws.prompt("fail-b")
@@ -366,6 +524,7 @@ def test_fail_on_evaluation_changes_the_exit_status(ws: Workspace) -> None:
 # --- secrets and what is not evaluated ------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_secret_the_evaluator_prints_is_masked_in_its_log_and_the_record(ws: Workspace) -> None:
     ws.prompt("one")
     done = ws.run("--evaluate", evaluate(ws, "secret {task}"))
@@ -382,6 +541,7 @@ def test_a_secret_the_evaluator_prints_is_masked_in_its_log_and_the_record(ws: W
             assert SECRET.encode() not in data and ENV_SECRET.encode() not in data, path
 
 
+@pytest.mark.e2e
 def test_a_secret_in_the_evaluate_command_is_masked_in_the_record(ws: Workspace) -> None:
     """The record's `command` is masked; the --evaluate command it keeps must be too."""
     ws.prompt("one")
@@ -399,6 +559,7 @@ def test_a_secret_in_the_evaluate_command_is_masked_in_the_record(ws: Workspace)
     assert leaks == []
 
 
+@pytest.mark.e2e
 def test_an_error_attempt_is_not_evaluated(ws: Workspace) -> None:
     ws.prompt("blank", "   \n")
     ws.prompt("fine")
@@ -414,6 +575,7 @@ def test_an_error_attempt_is_not_evaluated(ws: Workspace) -> None:
 # --- workspaces -----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_parallel_tasks_each_write_in_their_own_workspace(ws: Workspace) -> None:
     for name in ("alpha", "beta"):  # both write same.txt, wait, then read it back
         ws.prompt(name, f"RUN: echo {name} > same.txt; sleep 1.5; cat same.txt > seen.txt\n")
@@ -443,6 +605,7 @@ def test_parallel_tasks_each_write_in_their_own_workspace(ws: Workspace) -> None
 LOOK_AND_LEAVE = "ls -A | grep -vx seen.txt > seen.txt; echo left > left.txt"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_retry_gets_a_fresh_workspace(ws: Workspace) -> None:
     flag = ws.root / "stalled-once"
@@ -469,6 +632,7 @@ def test_a_retry_gets_a_fresh_workspace(ws: Workspace) -> None:
     assert second["evaluation"]["verdict"] == "passed"
 
 
+@pytest.mark.e2e
 def test_a_rerun_gets_a_fresh_workspace(ws: Workspace) -> None:
     ws.prompt("again", f"RUN: {LOOK_AND_LEAVE}\n")
     assert ws.run("--workspace-per-task").returncode == 0
@@ -479,6 +643,7 @@ def test_a_rerun_gets_a_fresh_workspace(ws: Workspace) -> None:
     assert (Path(second["workspace"]) / "seen.txt").read_text() == ""
 
 
+@pytest.mark.e2e
 def test_workspace_template_folder_is_copied_and_the_copy_is_independent(ws: Workspace) -> None:
     template = ws.root / "template"
     (template / "sub").mkdir(parents=True)
@@ -514,6 +679,7 @@ def git(*args: str, cwd: Path) -> str:
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
+@pytest.mark.e2e
 def test_workspace_template_git_repository_is_cloned(ws: Workspace) -> None:
     template = ws.root / "repo"
     template.mkdir()
@@ -547,6 +713,7 @@ def test_workspace_template_git_repository_is_cloned(ws: Workspace) -> None:
     assert record["evaluation"]["verdict"] == "passed"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_ctrl_c_while_the_evaluator_runs_stops_it_and_the_runner_promptly(ws: Workspace) -> None:
     """A Ctrl-C means `stop`: the runner must not sit out a grader's --evaluate-timeout (120 s here),
@@ -588,6 +755,7 @@ def test_ctrl_c_while_the_evaluator_runs_stops_it_and_the_runner_promptly(ws: Wo
     assert not alive(child)
 
 
+@pytest.mark.e2e
 def test_workspace_template_holding_the_output_folder(ws: Workspace) -> None:
     """The project folder as the template (its output folder inside): each workspace must not be
     a copy of the output folder, workspaces and all (cp into itself)."""
@@ -621,6 +789,7 @@ def trajectory_with(path: Path, *outputs: str, start: str = "2030-01-01T10:00:00
     return str(path)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_example_evaluator_checks_what_each_example_prompt_asks_for(tmp_path: Path) -> None:
     prompts = {p.stem for p in (EXAMPLE_EVALUATOR.parent / "prompts").glob("*.md")}
@@ -686,6 +855,7 @@ def v1_trajectory_with(path: Path, *outputs: str, start: str = "2030-01-01T10:00
     return str(path)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_example_evaluator_reads_a_v1_cli_trajectory(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"

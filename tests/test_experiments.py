@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SECRET, Workspace, read_jsonl, wait_until
+from conftest import SECRET, Workspace, read_jsonl, summary, wait_until
 from test_cli_entrypoint import cws  # noqa: F401 (a fixture: the V1 CLI's workspace, with its clean-up)
 from test_cli_entrypoint import run as run_cli
 
@@ -105,10 +105,6 @@ def report_json(ws: Workspace, *args: str) -> dict[str, Any]:
     done = run(ws, "--report", "--format", "json", *args)
     assert done.returncode in (0, 1), done.stderr
     return json.loads(done.stdout)
-
-
-def summary(ws: Workspace) -> dict[str, Any]:
-    return json.loads((ws.output / "summary.json").read_text())
 
 
 def records(ws: Workspace) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ENV_SECRET, SECRET, STANDIN, Workspace, processes_with, read_jsonl, wait_until
+from conftest import ENV_SECRET, SECRET, STANDIN, Workspace, processes_with, read_jsonl, summary, wait_until
 
 import run_batch as rb
 
@@ -88,11 +88,6 @@ def all_records(ws: Workspace) -> list[dict[str, Any]]:
             if isinstance(value, dict) and isinstance(value.get("finished_at"), str):
                 found.append(value)
     return sorted(found, key=lambda r: r["finished_at"])
-
-
-def summary(ws: Workspace) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((ws.output / "summary.json").read_text())
-    return data
 
 
 def assert_distinct_artefacts(records: list[dict[str, Any]]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ENV_SECRET, STANDIN, Workspace, read_jsonl
+from conftest import ENV_SECRET, STANDIN, Workspace, gradings, read_jsonl
 
 pytestmark = pytest.mark.e2e  # the runner as a process, against the OpenHands stand-in
 
@@ -194,10 +194,6 @@ def grader(ws: Workspace, args: str) -> str:
         (ws.root / "spy").mkdir()
         ws.env["GRADER_SPY"] = str(ws.root / "spy")
     return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {args}"
-
-
-def gradings(ws: Workspace) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((ws.root / "spy").glob("*.json"))]
 
 
 # === A paid attempt is lost or run again ==========================================================

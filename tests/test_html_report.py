@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COST_IN, COST_OUT, ENV_SECRET, SECRET, Workspace, read_jsonl, required
+from conftest import ENV_SECRET, SECRET, Workspace, make_workspace, read_jsonl, required
 
 import run_batch as rb
 
@@ -335,29 +335,6 @@ def page(browser: Browser) -> Iterator[Page]:
 # ------------------------------------------------------------------------------------------------
 # The batch: a workspace like conftest's `ws`, made once for the module
 # ------------------------------------------------------------------------------------------------
-
-
-def make_workspace(root: Path) -> Workspace:
-    """The same throw-away checkout as conftest's `ws` fixture (which is per test)."""
-    project, prompts, records, file_store = root / "openhands", root / "prompts", root / "launches", root / "file_store"
-    for d in (project, prompts, records):
-        d.mkdir(parents=True)
-    (project / "config.toml").write_text(
-        "[core]\n"
-        'runtime = "cli"\n'
-        f'file_store_path = "{file_store}"\n'
-        f'workspace_base = "{root / "workspace"}"\n'
-        "[llm]\n"
-        'model = "openai/scripted"\n'
-        f'api_key = "{SECRET}"\n'
-        f"input_cost_per_token = {COST_IN}\n"
-        f"output_cost_per_token = {COST_OUT}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUN_BATCH", "STANDIN"))}
-    env.update(
-        {"STANDIN_RECORD_DIR": str(records), "HOME": str(root / "home"), "GITHUB_TOKEN": ENV_SECRET, "NO_COLOR": "1"}
-    )
-    return Workspace(root, project, prompts, records, file_store, env)
 
 
 @dataclass
@@ -678,7 +655,7 @@ def test_the_page_stays_bounded(ws: Workspace) -> None:
     assert max(len(e.get("content") or "") for e in output) >= 1 << 20  # one event, 1 MiB
     page = (ws.output / "report.html").read_text()
     assert len(page.encode()) < 256 << 10, len(page)
-    assert "too big to show here" in page
+    assert "too big to read whole" in page and "steps not shown here" in page  # its two ends only
     longest = max(len(run) for run in re.findall(r"Q{100,}", page))
     assert longest == rb.HTML_OUTPUT_CAP  # clipped at the cap, and the cap is there
     assert f"({rb.HTML_OUTPUT_CAP} characters, cut)" in page

@@ -24,13 +24,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import SCRIPT, STANDIN, Workspace, alive, processes_with, read_jsonl, required, wait_until
+from conftest import SCRIPT, STANDIN, Workspace, alive, processes_with, read_jsonl, required, wait_until, when
 from llm_server import ScriptedLLM
 
 import run_batch as rb
@@ -83,10 +82,6 @@ def attempt_groups(launch: dict[str, Any]) -> dict[str, Path]:
         if path and "/run_batch/" in path:
             found[controller] = mounts[controller] / path.lstrip("/")
     return found
-
-
-def when(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def running_at(records: list[dict[str, Any]], moment: float, but: dict[str, Any]) -> int:
@@ -996,13 +991,6 @@ def test_rate_limits_slow_the_starts_and_fail_nothing(ws: Workspace) -> None:
     for name in ("b3", "b4"):  # waiting for the back-off, then for a slot
         assert when(records[name]["started_at"]) >= limit_seen + no_start - 1
         assert running_at(list(records.values()), when(records[name]["started_at"]), records[name]) <= 1
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedLLM]:
-    llm = ScriptedLLM().start()
-    yield llm
-    llm.shutdown()
 
 
 # 3 HTTP calls per litellm call (the OpenAI client retries twice): two 429s logged, then served. The

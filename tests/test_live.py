@@ -1,5 +1,7 @@
 """Following running attempts (issue 12): stalls, live spend and steps, budgets held while tasks
-run (per task, per run, per folder, across shards), run.json, the heartbeat, cost outliers.
+run (per task, per run, per folder, across shards), run.json, the heartbeat, cost outliers. Most
+tests run the runner as a process against the OpenHands stand-in (marked e2e); the stall clock and
+the task budget are also checked in process on a LiveAttempt fed by hand (no mark, nothing started).
 
 The stand-in's `STANDIN: tick S` adds an agent action with a grown llm_metrics every 0.5 s (one
 LLM call, $0.0011, each) for S seconds; `hang-after-events N` writes N actions and then blocks
@@ -14,12 +16,13 @@ import re
 import signal
 import socket
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Workspace, processes_with, read_jsonl, wait_until
 
-pytestmark = pytest.mark.e2e  # the runner as a process, against the OpenHands stand-in
+import run_batch as rb
 
 CALL = 0.0011  # what one stand-in LLM call costs at the workspace's prices
 POLL = 2.0  # how often the runner looks at running attempts
@@ -45,9 +48,55 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
     return proc.returncode, out, err
 
 
+class FakeFollower:
+    def __init__(self, *progress: rb.Progress) -> None:
+        self.progress = list(progress)
+
+    def poll(self) -> rb.Progress:
+        return self.progress.pop(0) if self.progress else rb.Progress()
+
+
+def live_attempt(*progress: rb.Progress, cost: float | None = None) -> rb.LiveAttempt:
+    files = rb.AttemptFiles(Path("/nonexistent/t.json"), Path("/nonexistent/t.out"), Path("/nonexistent/t.err"))
+    live = rb.LiveAttempt("t", "t-1", files, FakeFollower(*progress), rb.Halt(), started=0.0, last_progress=100.0)
+    live.metrics = rb.Metrics(total_cost=cost)
+    return live
+
+
 # --- stalls --------------------------------------------------------------------------------------
 
 
+def test_stall_timeout_counts_from_the_last_progress() -> None:
+    live = live_attempt()
+    rb.check_attempt(live, 159.9, 60.0, None)
+    assert live.halt.kind is None
+    rb.check_attempt(live, 160.0, 60.0, None)
+    assert (live.halt.kind, live.halt.reason) == ("stalled", "no progress for 60s; last event: none")
+
+
+def test_no_stall_timeout_and_no_budget_never_halt() -> None:
+    live = live_attempt(cost=1e9)
+    rb.check_attempt(live, 1e9, None, None)
+    assert live.halt.kind is None and live.halt.reason is None
+
+
+def test_new_events_reset_the_stall_clock() -> None:
+    metrics = rb.Metrics(total_cost=0.25, source="events")
+    live = live_attempt(
+        rb.Progress(events=2, steps=1, metrics=metrics, last_event="run ls"),
+        rb.Progress(),  # nothing new
+    )
+    live.look(150.0)
+    assert live.last_progress == 150.0 and live.steps == 1 and live.cost == 0.25
+    live.look(200.0)
+    assert live.last_progress == 150.0 and live.metrics is metrics and live.last_event == "run ls"
+    rb.check_attempt(live, 209.0, 60.0, None)
+    assert live.halt.kind is None
+    rb.check_attempt(live, 210.0, 60.0, None)
+    assert live.halt.kind == "stalled" and live.halt.reason == "no progress for 60s; last event: run ls"
+
+
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_hung_agent_is_recorded_stalled_and_retried(ws: Workspace) -> None:
     ws.prompt("hung", "STANDIN: hang-after-events 2\n")
@@ -73,6 +122,7 @@ def test_a_hung_agent_is_recorded_stalled_and_retried(ws: Workspace) -> None:
     assert as_json["totals"]["counts"]["stalled"] == 1 and as_json["totals"]["counts"]["failed"] == 0
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_steady_events_past_the_stall_timeout_are_left_alone(ws: Workspace) -> None:
     ws.prompt("ticking", "STANDIN: tick 6\n")
@@ -87,6 +137,7 @@ def test_steady_events_past_the_stall_timeout_are_left_alone(ws: Workspace) -> N
 # --- live spend ----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_run_json_shows_the_live_spend_and_steps_of_a_running_task(ws: Workspace) -> None:
     ws.prompt("ticking", "STANDIN: tick 14\n")
@@ -109,6 +160,7 @@ def test_run_json_shows_the_live_spend_and_steps_of_a_running_task(ws: Workspace
     assert code == 143, out + err
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_task_killed_at_its_timeout_keeps_its_spend(ws: Workspace) -> None:
     ws.prompt("ticking", "STANDIN: tick 60\n")
@@ -119,6 +171,7 @@ def test_a_task_killed_at_its_timeout_keeps_its_spend(ws: Workspace) -> None:
     assert done.returncode == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_with_nothing_left_on_disk_the_spend_seen_last_is_kept(ws: Workspace) -> None:
     # on SIGINT the stand-in removes its event files and saves no trajectory: only what the
@@ -136,6 +189,28 @@ def test_with_nothing_left_on_disk_the_spend_seen_last_is_kept(ws: Workspace) ->
 # --- budgets -------------------------------------------------------------------------------------
 
 
+def test_task_budget_is_stopped_once_spent_over() -> None:
+    live = live_attempt(cost=1.0)
+    rb.check_attempt(live, 101.0, 60.0, 1.0)  # exactly the budget: not over
+    assert live.halt.kind is None
+    live.metrics = rb.Metrics(total_cost=1.00001)
+    rb.check_attempt(live, 101.0, 60.0, 1.0)
+    assert live.halt.kind == "task-budget"
+    assert live.halt.reason == "spent $1.0000, over --max-budget-per-task 1 (stopped by run_batch)"
+    assert live_attempt(cost=None).cost == 0.0  # unknown spend is not over any budget
+
+
+def test_halt_keeps_the_first_reason() -> None:
+    live = live_attempt(cost=5.0)
+    rb.check_attempt(live, 1000.0, 60.0, 1.0)  # stalled and over budget at once
+    assert live.halt.kind == "stalled" and live.halt.reason is not None and "no progress" in live.halt.reason
+    halt = rb.Halt()
+    halt.request("task-budget", "first")
+    halt.request("stalled", "second")
+    assert (halt.kind, halt.reason) == ("task-budget", "first")
+
+
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_batch_budget_reached_by_running_tasks_stops_them_and_the_same_command_resumes(ws: Workspace) -> None:
     for name in ("a", "b", "c"):
@@ -160,6 +235,7 @@ def test_a_batch_budget_reached_by_running_tasks_stops_them_and_the_same_command
     assert latest["a"]["attempt"] == 2 and latest["c"]["attempt"] == 1
 
 
+@pytest.mark.e2e
 def test_max_run_cost_counts_this_run_and_max_total_cost_the_whole_folder(ws: Workspace) -> None:
     for name in ("a", "b", "c"):
         ws.prompt(name)  # $0.0022 each
@@ -180,6 +256,7 @@ def test_max_run_cost_counts_this_run_and_max_total_cost_the_whole_folder(ws: Wo
     assert [r["status"] for r in ws.records_of("d")] == ["success"]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_two_shards_at_once_share_one_folder_budget(ws: Workspace) -> None:
     ws.prompt("s1", "STANDIN: tick 60\n")  # shard 1/2
@@ -210,6 +287,7 @@ def test_two_shards_at_once_share_one_folder_budget(ws: Workspace) -> None:
     assert budget <= total <= budget + 0.045, (total, [(r["task_name"], r["total_cost"]) for r in records])
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_max_budget_per_task_is_held_by_the_runner(ws: Workspace) -> None:
     ws.prompt("spender", "STANDIN: tick 40\n")  # the stand-in ignores -b, like a budget OpenHands misses
@@ -227,6 +305,7 @@ def test_max_budget_per_task_is_held_by_the_runner(ws: Workspace) -> None:
 # --- run.json ------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_run_json_is_valid_json_at_every_moment(ws: Workspace) -> None:
     ws.prompt("ticking", "STANDIN: tick 7\n")
@@ -260,6 +339,7 @@ def test_run_json_is_valid_json_at_every_moment(ws: Workspace) -> None:
     assert all({"task", "session", "elapsed", "spend", "steps", "last_event"} <= set(e) for e in first["running"])
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_run_json_says_interrupted_after_sigterm(ws: Workspace) -> None:
     ws.prompt("ticking", "STANDIN: tick 30\n")
@@ -273,6 +353,7 @@ def test_run_json_says_interrupted_after_sigterm(ws: Workspace) -> None:
     assert record["status"] == "interrupted"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_sigkilled_run_is_reported_died_by_the_next(ws: Workspace) -> None:
     prompt = ws.prompt("ticking", "STANDIN: tick 60\n")
@@ -313,6 +394,7 @@ def test_a_sigkilled_run_is_reported_died_by_the_next(ws: Workspace) -> None:
 # --- the heartbeat and --report ------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_heartbeat_lines_off_a_terminal_and_none_when_off(ws: Workspace) -> None:
     ws.prompt("four", "RUN: sleep 4\n")
@@ -327,6 +409,7 @@ def test_heartbeat_lines_off_a_terminal_and_none_when_off(ws: Workspace) -> None
     assert [r["status"] for r in ws.records_of("four")] == ["success", "success"]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_report_shows_a_live_runs_running_tasks(ws: Workspace) -> None:
     ws.prompt("done-before")
@@ -350,6 +433,7 @@ def test_report_shows_a_live_runs_running_tasks(ws: Workspace) -> None:
 # --- cost outliers -------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_cost_outliers_in_the_summary_and_the_report(ws: Workspace) -> None:
     for name in ("a", "b", "c", "d"):

@@ -16,11 +16,19 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPT, alive, openhands_python, processes_with, read_jsonl, required, wait_until
+from conftest import (
+    SCRIPT,
+    agent_command_running,
+    alive,
+    openhands_python,
+    processes_with,
+    read_jsonl,
+    required,
+    wait_until,
+)
 from llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM
 
 OPENHANDS_PYTHON = openhands_python() or ""
@@ -65,13 +73,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]  # closed again when this returns: nothing listens there
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedLLM]:
-    llm = ScriptedLLM().start()
-    yield llm
-    llm.shutdown()
 
 
 def make_project(root: Path, server: ScriptedLLM) -> tuple[Path, Path, dict[str, str], list[str]]:
@@ -185,17 +186,6 @@ def test_no_secret_in_output_folder(batch: dict) -> None:
     for path in batch["output"].rglob("*"):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
-
-
-def agent_command_running(run_marker: str) -> bool:
-    """True once the agent's `sleep 300` runs (a process of the task whose program is sleep)."""
-    for pid in processes_with(run_marker):
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep":
-                return True
-        except OSError:
-            pass
-    return False
 
 
 def run_marker_of(output: Path) -> str:

@@ -27,12 +27,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SCRIPT, alive, processes_with, read_jsonl, required, wait_until
+from conftest import SCRIPT, agent_command_running, alive, processes_with, read_jsonl, required, wait_until, when
 from llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -93,15 +92,6 @@ def run_id_of(output: Path, not_this: str | None = None, timeout: float = 30) ->
 
     assert wait_until(written, timeout), f"no new run took the lock of {output}"
     return found[0]
-
-
-def agent_command_running(marker: str) -> bool:
-    """True while the agent's long command runs (a process of the run whose program is sleep)."""
-    for pid in processes_with(marker):
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep":
-                return True
-    return False
 
 
 def tmux_of_run(run_id: str) -> list[int]:
@@ -169,10 +159,6 @@ class Runs:
                     os.kill(pid, signal.SIGKILL)
 
 
-def when(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 class Project:
     """A project folder (the CLI's working directory), its prompts, and the runner's environment:
     HOME and OPENHANDS_PERSISTENCE_DIR private, the scripted LLM through LLM_*."""
@@ -233,13 +219,6 @@ def finished(proc: subprocess.Popen[str], timeout: float = 300) -> subprocess.Co
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedLLM]:
-    llm = ScriptedLLM().start()
-    yield llm
-    llm.shutdown()
 
 
 @pytest.fixture(scope="module")

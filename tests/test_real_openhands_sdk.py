@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SCRIPT, alive, processes_with, read_jsonl, required, wait_until
+from conftest import SCRIPT, agent_command_running, alive, processes_with, read_jsonl, required, wait_until
 from llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, ScriptedLLM, _Handler, task_of
 from test_limits import CGROUP_PROBLEM
 from test_real_openhands_cli import (
@@ -57,7 +57,6 @@ from test_real_openhands_cli import (
     WAITS,
     Project,
     Runs,
-    agent_command_running,
     by_task,
     finished,
     nothing_left,
@@ -320,6 +319,8 @@ def said_back(messages: list[dict[str, Any]]) -> str:
 # --- fixtures -------------------------------------------------------------------------------------
 
 
+# Overrides conftest's `server` (a plain ScriptedLLM): these tests read what each request carried
+# and which client sent it, so the server here is the recording subclass above.
 @pytest.fixture(scope="module")
 def server() -> Iterator[RecordingLLM]:
     llm = RecordingLLM().start()

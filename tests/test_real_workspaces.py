@@ -13,14 +13,18 @@ import json
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from conftest import processes_with, read_jsonl
 from llm_server import ScriptedLLM
-from test_real_openhands import REQUIRED, SKIP, make_project
+from test_real_openhands import (
+    REQUIRED,
+    SKIP,
+    make_project,
+    openhands_is_there,  # noqa: F401 (an autouse fixture: fails when required but missing)
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -39,19 +43,6 @@ ok = found == "made-by-agent\n"
 print(json.dumps({"score": 1 if ok else 0, "details": {"task": task, "found": found, "listing": listing}}))
 sys.exit(0 if ok else 1)
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def openhands_is_there() -> None:
-    if SKIP:
-        pytest.fail(f"RUN_BATCH_TESTS_REQUIRE asks for the real OpenHands, but {SKIP}", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedLLM]:
-    llm = ScriptedLLM().start()
-    yield llm
-    llm.shutdown()
 
 
 def test_each_task_works_in_its_own_workspace_and_the_evaluator_sees_it(tmp_path: Path, server: ScriptedLLM) -> None:
