@@ -9,9 +9,12 @@ model `openai/gpt-4o-2024-11-20` (0.33 calls tools natively only for models it k
 
 0.33 takes 47-95 s to start one task on 2 cores, so the cases run as three batches started at
 once (module fixture), and the tests look at their records:
-  local   most cases, one run of run_batch (--max-workers 6 --start-delay 30, config
+  local   most cases, one run of run_batch (--max-workers 6 --start-delay 60, config
           max_iterations = 3). The stagger matters: 0.33 waits only about 65 s for its action
-          server, and with 7 start-ups at once (load 12-16) every task died of `RetryError`.
+          server, and with 7 start-ups at once (load 12-16) every task died of `RetryError`. One
+          start-up costs about 55 s of CPU (its browser check, jupyter, the action server's
+          browser; 2026-12-07); with a start every 30 s on 2 cores the start-ups overlapped
+          until every task timed out, so they are 60 s apart, with 300 s per task.
   default no file_store_path in the config: 0.33's default /tmp/openhands_file_store
   docker  runtime docker with no daemon: only the container name run_batch removes is looked at
 """
@@ -42,9 +45,9 @@ COST_IN, COST_OUT = 0.000001, 0.000002
 ONE_CALL = PROMPT_TOKENS * COST_IN + COMPLETION_TOKENS * COST_OUT
 KEY = "sk-e2e-033-secret-0123456789"
 USER = "rb033"  # any name but root/openhands: with those, 0.33's action server adds the user
-TIMEOUT, GRACE = 180, 30  # per task: a start-up under load, then the command
+TIMEOUT, GRACE = 300, 30  # per task: a start-up under load, then the command
 WAITS = "Wait a long time.\nRUN: echo ready\nRUN: while sleep 2; do echo still waiting; done\n"
-STAGGER = 30  # seconds between two start-ups in the big batch (see the module's doc)
+STAGGER = 60  # seconds between two start-ups in the big batch (see the module's doc)
 DEFAULT_STORE = Path("/tmp/openhands_file_store")  # 0.33's file_store_path default
 
 
@@ -196,7 +199,7 @@ def batches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         s = shlex.quote(str(shared))
         return (
             f"Both at once.\nRUN: echo ready\n"
-            f"RUN: touch {s}/{me}.started; for i in $(seq 90); do [ -e {s}/{other}.started ] "
+            f"RUN: touch {s}/{me}.started; for i in $(seq 180); do [ -e {s}/{other}.started ] "
             f"&& break; echo waiting $i; sleep 1; done; for i in $(seq {wait}); do echo working $i; sleep 1; done; "
             f"[ -e {s}/{other}.started ] && echo met > {s}/{me}.done; echo complete >> {s}/{me}.done\n"
         )
@@ -245,7 +248,7 @@ def batches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             path_first=fake_docker,
         ),
     }
-    limit = TIMEOUT + GRACE + 400
+    limit = TIMEOUT + GRACE + 7 * STAGGER + 100  # the last start-up (a retry) after six staggered ones
     for run in runs.values():
         collect(run, limit)
     runs["docker"]["calls"] = (root / "docker.calls").read_text() if (root / "docker.calls").exists() else ""
