@@ -126,8 +126,11 @@ num_retries = 0
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory, server: ScriptedLLM) -> dict[str, object]:
     project, prompts, env, base = make_project(tmp_path_factory.mktemp("real"), server)
-    (prompts / "finishes.md").write_text("Say hello from the shell.\n")
-    (prompts / "llm-fails.md").write_text("This one breaks.\nLLM: fail\n")
+    # The batch's --timeout 30 is for `sleeps`; the others get 180 s in their front matter, since
+    # three start-ups at once on 2 loaded cores took over 30 s to end (seen on 2026-12-07).
+    roomy = "---\ntimeout: 180\n---\n"
+    (prompts / "finishes.md").write_text(roomy + "Say hello from the shell.\n")
+    (prompts / "llm-fails.md").write_text(roomy + "This one breaks.\nLLM: fail\n")
     (prompts / "sleeps.md").write_text("Wait a long time.\nRUN: sleep 300\n")
     (prompts / "unreachable.md").write_text("Nobody answers.\n")
     first = subprocess.run(
