@@ -2298,10 +2298,20 @@ SETUP_FAILURES = (
 )
 
 
+# A runtime that did not come up in time, which a loaded machine causes and a retry cures: 0.33's
+# local runtime gives up waiting for its action server with tenacity's RetryError around a
+# ConnectError (OpenHands' LLM retries re-raise the provider's own error, never a RetryError).
+_RUNTIME_NOT_UP = re.compile(
+    r"RetryError\[<Future at 0x[0-9a-f]+ state=\w+ raised \w+>\]|Failed to start runtime|"
+    r"AgentRuntimeUnavailableError|Server process died"
+)
+
+
 def setup_failure(record: AttemptRecord) -> tuple[str, str] | None:
     """(kind, what to check) when an attempt ended in a failure of the set-up or the provider, from
-    its reason and its log's tail (pure)."""
-    if record.status not in ("failed", "error"):
+    its reason and its log's tail (pure). A runtime that did not come up is neither: its log names
+    connections refused by the runtime, not by the provider."""
+    if record.status not in ("failed", "error") or _RUNTIME_NOT_UP.search(record.error or ""):
         return None
     text = f"{record.error or ''}\n{record.stderr[-2000:]}\n{record.stdout[-2000:]}"
     for kind, pattern, check in SETUP_FAILURES:
@@ -2314,7 +2324,7 @@ def setup_failure(record: AttemptRecord) -> tuple[str, str] | None:
 # did not start, the LLM was unavailable (as is_retryable judges from the run itself).
 _INFRASTRUCTURE = re.compile(
     r"STATUS\$ERROR_LLM_(INTERNAL_SERVER_ERROR|SERVICE_UNAVAILABLE)|RateLimitError|APIConnectionError|"
-    r"ServiceUnavailable|Failed to start runtime|AgentRuntimeUnavailableError"
+    r"ServiceUnavailable"
 )
 
 
@@ -2323,7 +2333,8 @@ def infrastructure_failure(record: AttemptRecord) -> bool:
     agent's (pure): it exited before the agent ran, or its reason names such a failure."""
     if record.return_code not in (0, None) and record.agent_state in (None, "LOADING"):
         return True
-    return bool(_INFRASTRUCTURE.search(record.error or "")) or setup_failure(record) is not None
+    reason = record.error or ""
+    return bool(_INFRASTRUCTURE.search(reason) or _RUNTIME_NOT_UP.search(reason)) or setup_failure(record) is not None
 
 
 def sample_done(record: AttemptRecord | None, task: Task, samples: int) -> bool:

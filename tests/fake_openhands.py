@@ -22,8 +22,12 @@ What the agent does is chosen by lines in the prompt:
                             stuck | crash | crash-times N | no-state | debug-metrics | print-mb N |
                             print-secret | background | hang | slow-start S |
                             long-line-mb N [stdout|stderr] | big-trajectory-mb N | big-event-mb N |
-                            no-trajectory | error-mb N | tick S | hang-after-events N | wipe-on-stop
+                            no-trajectory | error-mb N | tick S | hang-after-events N | wipe-on-stop |
+                            runtime-wait
     (several STANDIN lines combine).
+    runtime-wait            as the real 0.33.0 when its local runtime's action server missed the
+                            ~65 s wait (a loaded machine): httpx's ConnectError, then tenacity's
+                            RetryError, exit 1 before the agent ran
     llm-auth                as the real 1.6.0 when the provider answers 401 (a wrong key): the agent's
                             error line, litellm's traceback ending in AuthenticationError, state ERROR
     llm-unreachable         as the real 1.6.0 when nothing listens at base_url: litellm's
@@ -388,6 +392,16 @@ def main() -> int:
         write_chunks(sys.stderr, float(directives["error-mb"] or 5), "f")
         sys.stderr.write("\n")
         sys.stderr.flush()
+        return 1
+    if "runtime-wait" in directives:  # the lines of a CI run of the real 0.33.0 (2026-12-07)
+        log("INFO", "local_runtime.py:250", "Waiting for server to become ready at http://localhost:30417...")
+        sys.stderr.write(
+            'Traceback (most recent call last):\n  File "httpx/_transports/default.py", line 101, in map_httpcore_'
+            "exceptions\nhttpx.ConnectError: [Errno 111] Connection refused\n\nThe above exception was the direct "
+            "cause of the following exception:\n\nTraceback (most recent call last):\n  File "
+            '"openhands/core/main.py", line 1\ntenacity.RetryError: RetryError[<Future at 0x7fb87389b950 '
+            "state=finished raised ConnectError>]\n"
+        )
         return 1
     if "crash" in directives:
         sys.stderr.write(

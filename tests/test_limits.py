@@ -1080,6 +1080,34 @@ def test_a_wrong_key_or_a_dead_endpoint_stops_the_batch_early(ws: Workspace, pro
     assert latest == {f"t{n}": "success" for n in range(1, 9)}
 
 
+# The reason of a real 0.33.0 attempt whose action server missed its ~65 s wait on a loaded machine
+# (CI, 2026-12-07): it stopped that batch as "endpoint unreachable" before its retries could run.
+RUNTIME_WAIT_REASON = (
+    "exit code 1: RetryError: RetryError[<Future at 0x7fb87389b950 state=finished raised ConnectError>]"
+)
+RUNTIME_WAIT_TAIL = "httpx.ConnectError: [Errno 111] Connection refused\n"
+
+
+def test_a_runtime_that_did_not_come_up_is_no_dead_endpoint() -> None:
+    record = rb.AttemptRecord(task_name="t", status="failed", error=RUNTIME_WAIT_REASON, stderr=RUNTIME_WAIT_TAIL)
+    assert rb.setup_failure(record) is None
+    assert rb.infrastructure_failure(record)  # the machine's failure: retried, never an agent's result
+    streak = rb.FailureStreak()
+    for _ in range(3):
+        assert streak.add(record) is None and streak.count == 0
+    assert rb.setup_failure(failed("exit code 1: " + RUNTIME_WAIT_TAIL)) is not None  # a bare one still is
+
+
+@pytest.mark.e2e
+def test_runtimes_that_do_not_come_up_are_retried_not_a_reason_to_stop(ws: Workspace) -> None:
+    eight_tasks(ws, "Say hello.\nSTANDIN: runtime-wait\n")
+    done = ws.run("--max-workers", "2", "--retries", "1", "--retry-backoff", "0.1")
+    assert done.returncode == 1
+    records = read_jsonl(ws.results)
+    assert len(records) == 16 and "in a row" not in done.stderr, done.stderr  # each task and its retry
+    assert all(r["status"] == "failed" and "RetryError" in r["error"] for r in records)
+
+
 @pytest.mark.e2e
 def test_max_consecutive_failures_zero_turns_it_off(ws: Workspace) -> None:
     eight_tasks(ws)
