@@ -1089,7 +1089,7 @@ RUNTIME_WAIT_TAIL = "httpx.ConnectError: [Errno 111] Connection refused\n"
 
 
 def test_a_runtime_that_did_not_come_up_is_no_dead_endpoint() -> None:
-    record = rb.AttemptRecord(task_name="t", status="failed", error=RUNTIME_WAIT_REASON, stderr=RUNTIME_WAIT_TAIL)
+    record = failed(RUNTIME_WAIT_REASON, RUNTIME_WAIT_TAIL)
     assert rb.setup_failure(record) is None
     assert rb.infrastructure_failure(record)  # the machine's failure: retried, never an agent's result
     streak = rb.FailureStreak()
